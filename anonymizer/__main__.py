@@ -1,0 +1,5 @@
+"""Allow ``python -m anonymizer``."""
+
+from anonymizer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""Command line: ``anonymizer run | profiles | keygen | report``.
+
+Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed,
+2 usage, profile or key error (one line on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from anonymizer import __version__
+from anonymizer.errors import AnonymizerError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(EXIT_USAGE, f"anonymizer: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="anonymizer", description="DICOM de-identification batch pipeline")
+    parser.add_argument("--version", action="version", version=f"anonymizer {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="de-identify every DICOM file under IN into OUT")
+    run.add_argument("input", type=Path, metavar="IN")
+    run.add_argument("output", type=Path, metavar="OUT")
+    run.add_argument("--profile", "-p", default="default",
+                     help="built-in profile name or YAML path (default: default)")
+    run.add_argument("--key-file", help="secret key file (else $ANONYMIZER_KEY)")
+    run.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (0: all cores)")
+    run.add_argument("--batch-size", type=int, default=32, help="files per joblib task")
+    run.add_argument("--layout", help="output path template, or 'mirror' to keep input paths")
+    run.add_argument("--audit", type=Path, help="audit log path (default: OUT/audit.jsonl)")
+    run.add_argument("--manifest", type=Path,
+                     help="write input->output paths here (PHI: must be outside OUT)")
+    run.add_argument("--crosswalk", type=Path,
+                     help="write original->pseudonym table here (PHI: must be outside OUT)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    profiles = commands.add_parser("profiles", help="list, check or show profiles")
+    sub = profiles.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="built-in profiles")
+    check = sub.add_parser("check", help="validate profile files")
+    check.add_argument("files", nargs="+")
+    show = sub.add_parser("show", help="print the compiled rules of a profile")
+    show.add_argument("name")
+    show.add_argument("--sop-class", help="resolve Type-dependent actions for this SOP Class "
+                      "(UID, or a name such as CT, MR, 'Enhanced CT Image Storage')")
+
+    keygen = commands.add_parser("keygen", help="create a new random secret key file")
+    keygen.add_argument("path", type=Path)
+
+    report = commands.add_parser("report", help="totals and failures of an audit log")
+    report.add_argument("audit", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "profiles":
+            return _profiles(args)
+        if args.command == "keygen":
+            return _keygen(args)
+        return _report(args)
+    except AnonymizerError as exc:
+        print(f"anonymizer: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("anonymizer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from anonymizer.pipeline import RunConfig, run
+    from anonymizer.pipeline.layout import check_layout
+
+    if args.jobs < 0 or args.batch_size < 1:
+        raise _usage("--jobs must be >= 0 and --batch-size >= 1")
+    if args.layout is not None:
+        try:
+            check_layout(args.layout)
+        except ValueError as exc:
+            raise _usage(f"--layout: {exc}") from None
+    summary = run(RunConfig(
+        input_dir=args.input, output_dir=args.output, profile=args.profile,
+        key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
+        audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
+        progress=not args.no_progress and sys.stderr.isatty()))
+    counts = summary.counts
+    print(f"anonymizer: {counts['written']} written, {counts['failed']} failed, "
+          f"{counts['skipped']} skipped in {summary.elapsed:.1f}s; audit log: "
+          f"{summary.audit_path}", file=sys.stderr)
+    for reason, number in summary.failures.most_common():
+        print(f"  failed x{number}: {reason}", file=sys.stderr)
+    return summary.exit_code
+
+
+def _usage(message: str) -> AnonymizerError:
+    from anonymizer.errors import UsageError
+
+    return UsageError(message)
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from anonymizer.profiles import builtin_profile_names, load_profile
+
+    if args.profiles_command == "list":
+        for name in builtin_profile_names():
+            profile = load_profile(name)
+            print(f"{name:12} {profile.description}")
+        return EXIT_OK
+    if args.profiles_command == "check":
+        for path in args.files:
+            profile = load_profile(path)
+            print(f"{path}: ok (profile {profile.name}, {len(profile.tag_rules)} tag rules, "
+                  f"{len(profile.pattern_rules)} patterns)")
+        return EXIT_OK
+    from anonymizer.show import show_profile
+
+    print("\n".join(show_profile(load_profile(args.name), args.sop_class)))
+    return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from anonymizer.keyed import generate_key_file
+
+    try:
+        generate_key_file(args.path)
+    except FileExistsError:
+        raise _usage(f"{args.path}: exists; refusing to overwrite a key") from None
+    except OSError as exc:
+        raise _usage(f"{args.path}: {exc.strerror}") from None
+    print(f"anonymizer: new key written to {args.path} (keep it secret, keep it safe: the same "
+          "key gives the same pseudonyms and UIDs)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from anonymizer.pipeline.audit import read_records
+
+    try:
+        records = read_records(args.audit)
+    except OSError as exc:
+        raise _usage(f"{args.audit}: {exc.strerror}") from None
+    latest: dict[str, dict] = {}
+    for record in records:
+        if record.get("type") == "file":
+            latest[record["input"]] = record
+    totals = Counter(r["status"] for r in latest.values())
+    reasons = Counter(r.get("reason") for r in latest.values() if r["status"] != "written")
+    runs = sum(1 for r in records if r.get("type") == "run_start")
+    print(f"{len(latest)} inputs in {runs} run(s): " + ", ".join(
+        f"{totals[s]} {s}" for s in ("written", "failed", "skipped")))
+    for reason, number in reasons.most_common():
+        print(f"  {number:6}  {reason}")
+    return EXIT_FAILED if totals["failed"] else EXIT_OK

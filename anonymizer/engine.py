@@ -1,0 +1,303 @@
+"""Apply a compiled profile to a pydicom Dataset, recursing into every sequence item.
+
+The engine walks element tags, looks up one precomputed rule per tag and lets the
+rule's action change the element in place. Values are only decoded where an action
+needs them (kept and removed elements stay raw bytes). Private elements are decided
+by creator and offset within the creator's block, wherever the block sits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from anonymizer import __version__, standard
+from anonymizer.errors import DeidentificationError
+from anonymizer.keyed import KeyedSource
+from anonymizer.rules import CompiledProfile
+from anonymizer.tags import dictionary_vr, format_tag
+from anonymizer.transforms import Pseudonym, render_format
+
+PATIENT_ID = 0x00100020
+STUDY_INSTANCE_UID = 0x0020000D
+ACCESSION_NUMBER = 0x00080050
+SOP_INSTANCE_UID = 0x00080018
+BURNED_IN_ANNOTATION = 0x00280301
+
+#: Top-level attributes whose original values a "clean" action scrubs from free text.
+_IDENTIFIER_KEYWORDS = (
+    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
+    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
+    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
+    "PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID", "PatientAddress",
+    "PatientTelephoneNumbers", "MedicalRecordLocator", "InstitutionName", "InstitutionAddress",
+    "StationName", "DeviceSerialNumber", "PatientBirthDate",
+)
+
+
+@dataclass
+class EngineResult:
+    """What the engine did to one dataset: for the audit log (no values) and the crosswalk."""
+
+    acted: list[tuple[str, str]] = field(default_factory=list)  # (tag path, code)
+    counts: Counter[str] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    #: (keyword, original, pseudonym): PHI, kept in memory for the crosswalk and
+    #: collision check only, never logged.
+    pseudonyms: list[tuple[str, str, str]] = field(default_factory=list)
+    date_offset_days: int | None = None
+    study_uid_map: tuple[str, str] | None = None
+
+
+class FileContext:
+    """Per-file state handed to actions: key, settings, SOP class, path, originals."""
+
+    def __init__(self, profile: CompiledProfile, keyed: KeyedSource, ds: Dataset):
+        self.profile = profile
+        self.keyed = keyed
+        self.settings = profile.settings
+        self.sop_class_uid = str(ds.get("SOPClassUID", "") or "")
+        self.path: tuple[int, ...] = ()
+        self.result = EngineResult()
+        self.original_patient_id = str(ds.get("PatientID", "") or "").strip()
+        self._identifiers = _collect_identifiers(ds)
+        self._pattern: re.Pattern[str] | None = None
+        self._new_patient_id: str | None = None
+        self._offset: int | None = None
+        self._pseudonyms: dict[tuple[str, str], str] = {}
+
+    def element_vr(self, ds: Dataset, tag: int) -> str:
+        """VR of ``tag`` in ``ds`` without decoding its value."""
+        vr = ds.get_item(tag).VR
+        if vr is None or vr == "UN" and not tag >> 16 & 1:
+            vr = dictionary_vr(tag) or "UN"
+        return vr
+
+    def pseudonym(self, keyword: str, original: str, fmt: str | None) -> str:
+        """Keyed pseudonym of ``original`` (the lookup table first), consistent across runs."""
+        cached = self._pseudonyms.get((keyword, original))
+        if cached is not None:
+            return cached
+        lookup = self.settings.lookup
+        new = lookup.get(keyword, original) if lookup is not None else None
+        if new is None:
+            if lookup is not None and self.settings.on_missing == "fail":
+                raise DeidentificationError(f"{keyword}: value not in the lookup table "
+                                            f"{lookup.source}")
+            digest = self.keyed.hexdigest("pseudonym", original, 64)
+            patient = self.new_patient_id() if "{patient_id}" in (fmt or "") else None
+            new = render_format(fmt or self.settings.pseudonym_format, digest, patient)
+        self._pseudonyms[(keyword, original)] = new
+        self.result.pseudonyms.append((keyword, original, new))
+        return new
+
+    def new_patient_id(self) -> str:
+        """The pseudonym of the file's original top-level Patient ID."""
+        if self._new_patient_id is None:
+            rule = self.profile.tag_rules.get(PATIENT_ID)
+            fmt = rule.action.fmt if rule is not None and isinstance(rule.action, Pseudonym) \
+                else None
+            if fmt is not None and "{patient_id}" in fmt:
+                fmt = None
+            self._new_patient_id = self.pseudonym("PatientID", self.original_patient_id, fmt)
+        return self._new_patient_id
+
+    def date_offset_days(self) -> int:
+        """Whole days every date of this patient moves by: keyed by the original Patient ID."""
+        if self._offset is None:
+            low, high = self.settings.shift_days
+            number = int.from_bytes(self.keyed.digest("date-shift", self.original_patient_id)[:8],
+                                    "big")
+            self._offset = low + number % (high - low + 1)
+            self.result.date_offset_days = self._offset
+        return self._offset
+
+    def identifier_pattern(self) -> re.Pattern[str]:
+        """A regex matching every identifier of this header (names, IDs) and any date."""
+        if self._pattern is None:
+            self._pattern = _identifier_regex(self._identifiers)
+        return self._pattern
+
+
+def _collect_identifiers(ds: Dataset) -> list[str]:
+    tokens: set[str] = set()
+    for keyword in _IDENTIFIER_KEYWORDS:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        values = value if isinstance(value, list | tuple) or hasattr(value, "__iter__") \
+            and not isinstance(value, str | bytes) and not hasattr(value, "components") \
+            else [value]
+        for item in values:
+            text = str(item).strip()
+            if not text:
+                continue
+            if keyword == "PatientBirthDate" and len(text) == 8 and text.isdigit():
+                y, m, d = text[:4], text[4:6], text[6:]
+                tokens.update({text, f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}",
+                               f"{d}.{m}.{y}"})
+                continue
+            tokens.add(text)
+            # names: each component of length >= 2 (family, given, ...)
+            tokens.update(p for p in re.split(r"[\^=\s,]+", text) if len(p) >= 2)
+    return sorted(tokens, key=len, reverse=True)
+
+
+#: Any calendar date written in free text (ISO, DICOM, European and US forms).
+_FREE_TEXT_DATE = (r"(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+                   r"|\d{1,2}[/.]\d{1,2}[/.](?:19|20)\d\d")
+
+
+def _identifier_regex(tokens: list[str]) -> re.Pattern[str]:
+    alternatives = "|".join([*(re.escape(t) for t in tokens), _FREE_TEXT_DATE])
+    return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
+
+
+class Engine:
+    """Applies one :class:`CompiledProfile` with one key to datasets.
+
+    Parameters
+    ----------
+    profile : CompiledProfile
+        The compiled rules.
+    keyed : KeyedSource
+        The run's keyed source for UIDs, pseudonyms and date offsets.
+    """
+
+    def __init__(self, profile: CompiledProfile, keyed: KeyedSource):
+        self.profile = profile
+        self.keyed = keyed
+
+    def deidentify(self, ds: Dataset) -> EngineResult:
+        """De-identify ``ds`` (and its file meta) in place.
+
+        Raises
+        ------
+        DeidentificationError
+            When the file cannot be fully de-identified (it must then not be written).
+        """
+        ctx = FileContext(self.profile, self.keyed, ds)
+        burned_in = ds.get(BURNED_IN_ANNOTATION)
+        if burned_in is not None and str(burned_in).strip().upper() == "YES" \
+                and not self.profile.settings.accept_burned_in:
+            raise DeidentificationError("burned-in annotation: pixel data not cleaned")
+        original_study_uid = str(ds.get(STUDY_INSTANCE_UID, "") or "")
+        self._clean(ds, (), ctx)
+        self._clean_file_meta(ds, ctx)
+        self._add(ds)
+        self._stamp(ds)
+        if original_study_uid:
+            ctx.result.study_uid_map = (original_study_uid,
+                                        str(ds.get(STUDY_INSTANCE_UID, "") or ""))
+        return ctx.result
+
+    def _record(self, ctx: FileContext, path: tuple[int, ...], tag: int, code: str) -> None:
+        where = ">".join(format_tag(t) for t in (*path, tag))
+        ctx.result.acted.append((where, code))
+        ctx.result.counts[code] += 1
+
+    def _clean(self, ds: Dataset, path: tuple[int, ...], ctx: FileContext) -> None:
+        profile = self.profile
+        private: list[int] = []
+        for tag in list(ds.keys()):
+            if tag >> 16 & 1:
+                private.append(tag)
+                continue
+            if not tag & 0xFFFF:  # group lengths would be wrong after any change
+                del ds[tag]
+                self._record(ctx, path, tag, "X")
+                continue
+            vr = ctx.element_vr(ds, tag)
+            ctx.path = path
+            code = profile.rule_for(tag, vr).action.apply(ds, tag, ctx)
+            if code != "K":
+                self._record(ctx, path, tag, code)
+                if code == "X" and standard.attribute_type(ctx.sop_class_uid, tag, path) == "1":
+                    ctx.result.warnings.append(f"{format_tag(tag)}: Type 1 attribute removed")
+            if vr == "SQ" and tag in ds:
+                self._clean_items(ds[tag].value, (*path, tag), ctx)
+        if private:
+            self._clean_private(ds, private, path, ctx)
+
+    def _clean_items(self, items: Sequence, path: tuple[int, ...], ctx: FileContext) -> None:
+        for item in items:
+            self._clean(item, path, ctx)
+
+    def _clean_private(self, ds: Dataset, tags: list[int], path: tuple[int, ...],
+                       ctx: FileContext) -> None:
+        creators: dict[tuple[int, int], str] = {}
+        for tag in tags:
+            if 0x10 <= tag & 0xFFFF <= 0xFF:
+                value = ds[tag].value
+                if isinstance(value, bytes):
+                    value = value.decode("latin-1", "replace")
+                creators[(tag >> 16, tag & 0xFF)] = str(value or "").strip(" \x00")
+        kept_blocks: set[tuple[int, int]] = set()
+        policy = self.profile.private
+        for tag in tags:
+            group, element = tag >> 16, tag & 0xFFFF
+            if 0x10 <= element <= 0xFF:
+                continue
+            creator = creators.get((group, element >> 8)) if element > 0xFF else None
+            vr = ds.get_item(tag).VR
+            origin = None if creator is None else policy.decide(group, creator, element & 0xFF,
+                                                                vr)
+            if origin is None:
+                del ds[tag]
+                self._record(ctx, path, tag, "X")
+                continue
+            kept_blocks.add((group, element >> 8))
+            if ds[tag].VR == "SQ":
+                self._clean_items(ds[tag].value, (*path, tag), ctx)
+        for group, block in creators:
+            if (group, block) not in kept_blocks:
+                tag = group << 16 | block
+                del ds[tag]
+                self._record(ctx, path, tag, "X")
+
+    def _clean_file_meta(self, ds: Dataset, ctx: FileContext) -> None:
+        meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
+        if meta is None:
+            return
+        for tag in list(meta.keys()):
+            rule = self.profile.explicit_rule(tag)
+            if rule is not None:
+                code = rule.action.apply(meta, tag, ctx)
+                if code != "K":
+                    self._record(ctx, (), tag, code)
+        if SOP_INSTANCE_UID in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        if "SOPClassUID" in ds:
+            meta.MediaStorageSOPClassUID = ds.SOPClassUID
+
+    def _add(self, ds: Dataset) -> None:
+        for addition in self.profile.additions:
+            if addition.creator is not None:
+                assert addition.group is not None and addition.offset is not None
+                block = ds.private_block(addition.group, addition.creator, create=True)
+                block.add_new(addition.offset, addition.vr, addition.value)
+            else:
+                assert addition.tag is not None
+                ds[addition.tag] = DataElement(addition.tag, addition.vr, addition.value)
+
+    def _stamp(self, ds: Dataset) -> None:
+        profile = self.profile
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = \
+            f"anonymizer {__version__} profile {profile.name} {profile.version}"[:64]
+        if profile.method_codes:
+            items = []
+            for code in profile.method_codes:
+                item = Dataset()
+                item.CodeValue = code.value
+                item.CodingSchemeDesignator = code.scheme
+                item.CodeMeaning = code.meaning
+                items.append(item)
+            ds.DeidentificationMethodCodeSequence = Sequence(items)
+        if profile.settings.dates_modified is not None:
+            ds.LongitudinalTemporalInformationModified = profile.settings.dates_modified

@@ -1,0 +1,294 @@
+"""Validated spec -> compiled, frozen :class:`~anonymizer.rules.CompiledProfile`.
+
+Resolves ``extends`` chains, the PS3.15 Table E.1-1 base layer and its options,
+and precedence, once. Every error is a :class:`ProfileError` naming file:line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from anonymizer import standard
+from anonymizer.actions import Action, Keep, Replace, simple_action
+from anonymizer.errors import ProfileError
+from anonymizer.profiles import sections as settings_mod
+from anonymizer.profiles.spec import ACTION_NAMES, ActionSpec, ProfileSpec, parse_profile
+from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, PrivatePolicy, Rule
+from anonymizer.tags import TagPattern, dictionary_vr, format_tag
+from anonymizer.transforms import CapAge
+
+BUILTIN_PACKAGE = "anonymizer.builtin_profiles"
+PATIENT_AGE = 0x00101010
+_MUTUALLY_EXCLUSIVE = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates")
+_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB",
+                  "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM",
+                  "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"})
+
+
+def builtin_profile_names() -> list[str]:
+    """Names of the profiles shipped in ``profiles/``."""
+    folder = resources.files(BUILTIN_PACKAGE)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_source(reference: str, relative_to: Path | None) -> tuple[str, str, Path | None]:
+    """Find a profile by built-in name or path: (text, display source, real path)."""
+    candidate = Path(reference)
+    if relative_to is not None and not candidate.is_absolute():
+        candidate = relative_to / candidate
+    if reference.endswith((".yaml", ".yml")) or "/" in reference or candidate.is_file():
+        try:
+            return candidate.read_text(encoding="utf-8"), str(candidate), candidate.resolve()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ProfileError(f"cannot read profile: {reason}", str(candidate)) from None
+    builtin = resources.files(BUILTIN_PACKAGE) / f"{reference}.yaml"
+    if builtin.is_file():
+        return builtin.read_text(encoding="utf-8"), f"{reference} (built-in)", None
+    known = ", ".join(builtin_profile_names())
+    raise ProfileError(f"no such profile {reference!r} (built-in: {known}; or give a path)")
+
+
+@dataclass
+class _Layers:
+    """The merged, not yet frozen state of a profile chain (parent first)."""
+
+    name: str = ""
+    version: str = "1"
+    description: str = ""
+    source: str = ""
+    standard: bool = False
+    options: list[str] = field(default_factory=list)
+    tag_rules: dict[int, Rule] = field(default_factory=dict)
+    patterns: list[tuple[TagPattern, Rule]] = field(default_factory=list)
+    vr_rules: dict[str, Rule] = field(default_factory=dict)
+    default: Rule = field(default_factory=lambda: Rule(simple_action("K"), "built-in default"))
+    private_keep_all: bool = False
+    private_keep: list[tuple[PrivateElementKey, str]] = field(default_factory=list)
+    additions: list[Addition] = field(default_factory=list)
+    layout: str | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+
+
+def load_profile(reference: str) -> CompiledProfile:
+    """Load, validate and compile a profile by built-in name or path.
+
+    Raises
+    ------
+    ProfileError
+        One line with file:line and what is wrong.
+    """
+    layers = _load_layers(reference, None, ())
+    return _freeze(layers)
+
+
+def _load_layers(reference: str, relative_to: Path | None, stack: tuple[str, ...]) -> _Layers:
+    text, source, real = _read_source(reference, relative_to)
+    identity = str(real) if real is not None else f"builtin:{reference}"
+    if identity in stack:
+        raise ProfileError(f"cycle in 'extends': {' -> '.join(stack + (identity,))}", source)
+    spec = parse_profile(text, source)
+    if spec.extends is not None:
+        base_dir = real.parent if real is not None else None
+        try:
+            layers = _load_layers(spec.extends.value, base_dir, stack + (identity,))
+        except ProfileError as exc:
+            if exc.source is None:
+                raise ProfileError(exc.message, source, spec.extends.line) from None
+            raise
+    else:
+        layers = _Layers()
+    _overlay(layers, spec)
+    return layers
+
+
+def _fail(spec: ProfileSpec, message: str, line: int | None) -> ProfileError:
+    return ProfileError(message, spec.source, line)
+
+
+def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
+    """Apply one profile's spec on top of its parent's layers."""
+    origin = f"profile {spec.name}"
+    layers.name, layers.version, layers.source = spec.name, spec.version, spec.source
+    layers.description = spec.description or layers.description
+    if spec.standard is not None:
+        layers.standard = True
+    for option in spec.options:
+        if option.value in standard.PIXEL_OPTIONS:
+            raise _fail(spec, f"option {option.value!r} acts on pixel data, which this tool "
+                        "does not clean; remove it from 'options'", option.line)
+        if option.value not in standard.OPTIONS:
+            raise _fail(spec, f"unknown option {option.value!r} (known: "
+                        f"{', '.join(standard.OPTIONS)})", option.line)
+        if not layers.standard:
+            raise _fail(spec, "options need the PS3.15 base: add 'standard: ps3.15' or "
+                        "extend a profile that has it", option.line)
+        if option.value not in layers.options:
+            layers.options.append(option.value)
+    if all(o in layers.options for o in _MUTUALLY_EXCLUSIVE):
+        line = spec.options[-1].line if spec.options else None
+        raise _fail(spec, "options retain_longitudinal_full_dates and "
+                    "retain_longitudinal_modified_dates exclude each other", line)
+    if spec.default is not None:
+        layers.default = Rule(simple_action("K" if spec.default.value == "keep" else "X"),
+                              f"{origin} default")
+    for vr, action in spec.by_vr:
+        if vr not in _VRS:
+            raise _fail(spec, f"unknown VR {vr!r} in 'by_vr'", action.line)
+        layers.vr_rules[vr] = Rule(_build_action(spec, ACTION_NAMES[action.value], None, None,
+                                                 vr, action.line), f"{origin} by VR {vr}")
+    # Tag keys beat keyword keys within one profile: apply keywords first.
+    ordered = sorted(spec.actions, key=lambda a: (not a.by_keyword, a.line))
+    new_patterns = []
+    for entry in ordered:
+        if isinstance(entry.target, TagPattern):
+            rule = Rule(_entry_action(spec, entry, None), f"{origin} pattern {entry.target.text}")
+            new_patterns.append((entry.target, rule))
+        else:
+            kind = "keyword" if entry.by_keyword else "tag"
+            layers.tag_rules[entry.target] = Rule(_entry_action(spec, entry, entry.target),
+                                                  f"{origin} {kind} {entry.key}")
+    new_patterns.sort(key=lambda pr: -pr[0].specificity)
+    layers.patterns[:0] = new_patterns
+    if spec.private is not None:
+        if spec.private.default is not None:
+            layers.private_keep_all = spec.private.default.value == "keep"
+        for creator in spec.private.keep_creators:
+            layers.private_keep.append((PrivateElementKey(creator.value),
+                                        f"{origin} keep_creators"))
+        for keep in spec.private.keep:
+            layers.private_keep.append((PrivateElementKey(keep.creator, keep.offset, keep.group),
+                                        f"{origin} private keep"))
+    for add in spec.add:
+        layers.additions.append(_build_addition(spec, add))
+    if spec.layout is not None:
+        layers.layout = spec.layout.value
+    for key, section in spec.sections.items():
+        layers.sections.setdefault(key, {}).update(
+            settings_mod.parse_section(key, section, spec.source))
+
+
+def _entry_action(spec: ProfileSpec, entry: ActionSpec, tag: int | None) -> Action:
+    vr = dictionary_vr(tag) if tag is not None else None
+    if tag is not None and tag >> 16 & 1:
+        raise _fail(spec, f"{entry.key}: private tags are addressed by creator under "
+                    "'private:', never by raw tag number", entry.line)
+    if entry.action == "replace":
+        if vr is None:
+            raise _fail(spec, f"{entry.key}: replace needs a standard tag with a known VR",
+                        entry.line)
+        try:
+            return Replace.checked(entry.param, vr)
+        except ValueError as exc:
+            raise _fail(spec, f"{entry.key}: value {entry.param!r} is not valid for VR {vr}: "
+                        f"{exc}", entry.line) from None
+    code = "P" if entry.action == "pseudonym" else ACTION_NAMES[entry.action]
+    return _build_action(spec, code, entry.param, tag, vr, entry.line)
+
+
+def _build_action(spec: ProfileSpec | None, code: str, param: Any, tag: int | None,
+                  vr: str | None, line: int | None, option: str | None = None) -> Action:
+    """Action object for a code from a profile entry or a Table E.1-1 cell."""
+    from anonymizer import transforms
+
+    try:
+        if code in ("C", "P", "S"):
+            return transforms.action_for(code, param, tag, vr, option)
+        return simple_action(code)
+    except ValueError as exc:
+        source = spec.source if spec is not None else None
+        what = format_tag(tag) if tag is not None else "action"
+        raise ProfileError(f"{what}: {exc}", source, line) from None
+
+
+def _build_addition(spec: ProfileSpec, add: Any) -> Addition:
+    if add.creator is not None:
+        if add.vr not in _VRS:
+            raise _fail(spec, f"unknown VR {add.vr!r}", add.line)
+        checked = _checked_value(spec, add.value, add.vr, add.line)
+        return Addition(None, add.vr, checked, add.creator, add.group, add.offset)
+    vr = add.vr or dictionary_vr(add.tag)
+    if vr is None:
+        raise _fail(spec, f"{format_tag(add.tag)}: 'add' needs 'vr' for an unknown tag",
+                    add.line)
+    return Addition(add.tag, vr, _checked_value(spec, add.value, vr, add.line))
+
+
+def _checked_value(spec: ProfileSpec, value: Any, vr: str, line: int) -> Any:
+    try:
+        return Replace.checked(value, vr).value
+    except ValueError as exc:
+        raise _fail(spec, f"value {value!r} is not valid for VR {vr}: {exc}", line) from None
+
+
+def _standard_layer(options: list[str]) -> tuple[dict[int, Rule], list[tuple[TagPattern, Rule]]]:
+    """Rules from PS3.15 Table E.1-1: Basic Profile code, overridden by each option's code."""
+    from anonymizer.tags import parse_tag_text
+
+    tag_rules: dict[int, Rule] = {}
+    patterns: list[tuple[TagPattern, Rule]] = []
+    for row in standard.confidentiality_rows():
+        code, origin = row.basic, "PS3.15 Basic Profile"
+        for option in options:
+            if option in row.options:
+                code, origin = row.options[option], f"option {option}"
+        target = row.tag_int if row.tag_int is not None else parse_tag_text(row.tag)
+        if target is None:  # the private-attributes row: handled by PrivatePolicy
+            continue
+        tag = target if isinstance(target, int) else None
+        vr = dictionary_vr(tag) if tag is not None else None
+        if isinstance(target, TagPattern):
+            vr = dictionary_vr(target.value)
+        option = origin[len("option "):] if origin.startswith("option ") else None
+        action = _build_action(None, code, None, tag, vr, None, option)
+        rule = Rule(action, f"{origin} ({row.name})")
+        if isinstance(target, TagPattern):
+            patterns.append((target, rule))
+        else:
+            tag_rules[target] = rule
+    return tag_rules, patterns
+
+
+def _freeze(layers: _Layers) -> CompiledProfile:
+    tag_rules: dict[int, Rule] = {}
+    patterns = list(layers.patterns)
+    safe: dict[tuple[int, str, int], str] = {}
+    method_codes: list[standard.MethodCode] = []
+    if layers.standard:
+        std_tags, std_patterns = _standard_layer(layers.options)
+        for tag, rule in std_tags.items():
+            # precedence: profile pattern > option column > Basic Profile
+            user = next((r for p, r in layers.patterns if p.matches(tag)), None)
+            tag_rules[tag] = user or rule
+        patterns += std_patterns
+        method_codes = [standard.method_code(o) for o in ("basic", *layers.options)]
+        if "retain_safe_private" in layers.options:
+            safe = {key: attr.vr for key, attr in standard.safe_private_attributes().items()}
+    tag_rules.update(layers.tag_rules)
+    age = tag_rules.get(PATIENT_AGE)
+    if age is not None and isinstance(age.action, Keep):
+        tag_rules[PATIENT_AGE] = Rule(CapAge(), age.origin + ", HIPAA age cap")
+    return CompiledProfile(
+        name=layers.name, version=layers.version, description=layers.description,
+        source=layers.source, tag_rules=tag_rules, pattern_rules=tuple(patterns),
+        vr_rules=dict(layers.vr_rules), default_rule=layers.default,
+        private=PrivatePolicy(keep_all=layers.private_keep_all,
+                              keep=tuple(layers.private_keep), safe=safe),
+        additions=tuple(layers.additions), options=tuple(layers.options),
+        method_codes=tuple(method_codes), layout=layers.layout,
+        settings=settings_mod.freeze_settings(layers.sections, _dates_modified(layers, tag_rules)),
+    )
+
+
+def _dates_modified(layers: _Layers, tag_rules: dict[int, Rule]) -> str | None:
+    """LongitudinalTemporalInformationModified as the dates are treated, or None if unknown."""
+    from anonymizer.transforms import ShiftDate
+
+    if any(isinstance(rule.action, ShiftDate) for rule in tag_rules.values()):
+        return "MODIFIED"
+    if "retain_longitudinal_full_dates" in layers.options:
+        return "UNMODIFIED"
+    return "REMOVED" if layers.standard else None

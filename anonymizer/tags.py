@@ -1,0 +1,74 @@
+"""Tag notation: parsing ``(gggg,eeee)`` strings, keywords and ``x`` wildcard patterns."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+_TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)?$")
+
+
+def format_tag(tag: int) -> str:
+    """Return ``(GGGG,EEEE)`` for an integer tag."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@dataclass(frozen=True)
+class TagPattern:
+    """A tag with ``x`` wildcard nibbles, compiled to a mask once.
+
+    ``(60xx,3000)`` matches every overlay group: ``tag & mask == value``.
+    """
+
+    mask: int
+    value: int
+    text: str
+
+    def matches(self, tag: int) -> bool:
+        """Whether ``tag`` is matched by this pattern."""
+        return tag & self.mask == self.value
+
+    @property
+    def specificity(self) -> int:
+        """Number of fixed bits: a more specific pattern wins over a looser one."""
+        return bin(self.mask).count("1")
+
+
+def parse_tag_text(text: str) -> int | TagPattern | None:
+    """Parse ``(gggg,eeee)``/``gggg,eeee``, possibly with ``x`` wildcards.
+
+    Returns
+    -------
+    int, TagPattern or None
+        The tag, a pattern if any nibble is ``x``, or None if ``text`` is not tag notation.
+    """
+    match = _TAG_RE.match(text.strip())
+    if not match:
+        return None
+    digits = match.group(1) + match.group(2)
+    if "x" not in digits.lower():
+        return int(digits, 16)
+    mask = value = 0
+    for char in digits:
+        mask <<= 4
+        value <<= 4
+        if char not in "xX":
+            mask |= 0xF
+            value |= int(char, 16)
+    return TagPattern(mask=mask, value=value, text=f"({digits[:4].upper()},{digits[4:].upper()})")
+
+
+def keyword_tag(keyword: str) -> int | None:
+    """The tag of a DICOM keyword from pydicom's dictionary, or None."""
+    return tag_for_keyword(keyword)
+
+
+def dictionary_vr(tag: int) -> str | None:
+    """The VR of a standard tag from pydicom's dictionary (first of ``"US or SS"``), or None."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return vr.split(" or ")[0]

@@ -1,0 +1,1 @@
+"""Built-in de-identification profiles (YAML), installed as ``anonymizer.builtin_profiles``."""
