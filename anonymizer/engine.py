@@ -47,9 +47,9 @@ class EngineResult:
     acted: list[tuple[str, str]] = field(default_factory=list)  # (tag path, code)
     counts: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
-    #: (keyword, original, pseudonym): PHI, kept in memory for the crosswalk and
-    #: collision check only, never logged.
-    pseudonyms: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (keyword, original, pseudonym, derived from the value's own hash): PHI, kept in
+    #: memory for the crosswalk and the collision check only, never logged.
+    pseudonyms: list[tuple[str, str, str, bool]] = field(default_factory=list)
     date_offset_days: int | None = None
     study_uid_map: tuple[str, str] | None = None
 
@@ -85,15 +85,20 @@ class FileContext:
             return cached
         lookup = self.settings.lookup
         new = lookup.get(keyword, original) if lookup is not None else None
+        hashed = new is None
         if new is None:
             if lookup is not None and self.settings.on_missing == "fail":
                 raise DeidentificationError(f"{keyword}: value not in the lookup table "
                                             f"{lookup.source}")
             digest = self.keyed.hexdigest("pseudonym", original, 64)
-            patient = self.new_patient_id() if "{patient_id}" in (fmt or "") else None
-            new = render_format(fmt or self.settings.pseudonym_format, digest, patient)
+            fmt = fmt or self.settings.pseudonym_format
+            patient = None
+            if "{patient_id}" in fmt:
+                patient, hashed = self.new_patient_id(), False
+            hashed = hashed and "{hash" in fmt
+            new = render_format(fmt, digest, patient)
         self._pseudonyms[(keyword, original)] = new
-        self.result.pseudonyms.append((keyword, original, new))
+        self.result.pseudonyms.append((keyword, original, new, hashed))
         return new
 
     def new_patient_id(self) -> str:

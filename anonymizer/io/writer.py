@@ -11,7 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 TEMP_PREFIX = ".anonymizer-tmp-"
 
@@ -43,6 +44,30 @@ class _HashingFile:
         self._handle.flush()
 
 
+def _prepare(ds: Dataset) -> bool:
+    """Complete the file meta of ``ds`` where the input lacked it; return whether the
+    output can be a Part 10 file (it needs SOP Class and SOP Instance UIDs).
+
+    The transfer syntax follows how the dataset was encoded in the input.
+    """
+    implicit, little = ds.original_encoding
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if not meta.get("TransferSyntaxUID"):
+        if implicit is None:
+            implicit, little = True, True
+        meta.TransferSyntaxUID = UID(ImplicitVRLittleEndian if implicit else
+                                     ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    first = next(iter(ds.keys()), None)
+    body_implicit = first is not None and getattr(ds.get_item(first), "is_implicit_VR", False)
+    if (implicit or body_implicit) and not meta.TransferSyntaxUID.is_implicit_VR:
+        # Read as implicit VR but labelled explicit: decode every element so each has a VR.
+        for _ in ds.iterall():
+            pass
+    return bool(ds.get("SOPClassUID")) and bool(ds.get("SOPInstanceUID"))
+
+
 def write_temporary(ds: Dataset, directory: Path, token: str) -> tuple[Path, str]:
     """Write ``ds`` as a Part 10 file to a temporary name in ``directory``.
 
@@ -58,7 +83,9 @@ def write_temporary(ds: Dataset, directory: Path, token: str) -> tuple[Path, str
     try:
         with open(temporary, "wb") as handle:
             hashing = _HashingFile(handle)
-            ds.save_as(hashing, enforce_file_format=True)
+            # Without SOP Class/Instance UIDs no Part 10 header can be made: the dataset
+            # is written as it came (a raw dataset), still readable with force=True.
+            ds.save_as(hashing, enforce_file_format=_prepare(ds))
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:

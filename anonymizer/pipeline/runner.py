@@ -245,7 +245,8 @@ class _Committer:
         writer = self.crosswalk[1]
         offset = entry.get("date_offset_days")
         rows: list[tuple[str, str, str, str]] = [
-            ("pseudonym", kw, orig, new) for kw, orig, new in entry["pseudonyms"]]  # type: ignore[union-attr]
+            ("pseudonym", kw, orig, new)
+            for kw, orig, new, _ in entry["pseudonyms"]]  # type: ignore[union-attr]
         study = entry.get("study_uid")
         if study:
             rows.append(("uid", "StudyInstanceUID", study[0], study[1]))  # type: ignore[index]

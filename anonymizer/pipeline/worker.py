@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +50,19 @@ class FileOutcome:
     crosswalk: dict[str, object] | None = None
 
 
+def quiet_pydicom() -> None:
+    """Silence pydicom's warnings and log records: their messages quote element values."""
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    warnings.filterwarnings("ignore", category=UserWarning, message=r".*(VR|value|Invalid)")
+    logger = logging.getLogger("pydicom")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    logger.setLevel(logging.CRITICAL)
+
+
 @functools.lru_cache(maxsize=4)
 def _engine(profile: str, key_file: str | None) -> tuple[Engine, KeyedSource]:
+    quiet_pydicom()
     keyed = load_key(key_file)
     return Engine(load_profile(profile), keyed), keyed
 
@@ -94,7 +107,7 @@ def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
     outcome.acted = result.acted
     outcome.warnings = result.warnings
     outcome.pseudonym_checks = [(kw, keyed.hexdigest("collision", orig, 32), new)
-                                for kw, orig, new in result.pseudonyms]
+                                for kw, orig, new, hashed in result.pseudonyms if hashed]
     if config.want_crosswalk:
         outcome.crosswalk = {
             "pseudonyms": result.pseudonyms, "date_offset_days": result.date_offset_days,

@@ -1,0 +1,99 @@
+"""Shared fixtures: keys, the sample data, and the real test files of pydicom + pydicom-data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_files
+
+from anonymizer.engine import Engine
+from anonymizer.io import NotDicomError, read_dataset
+from anonymizer.keyed import KeyedSource
+from anonymizer.profiles import load_profile
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = REPO / "sample_data"
+KEY_A = b"test-key-A-0123456789abcdef0123456789"
+KEY_B = b"test-key-B-fedcba9876543210fedcba9876"
+
+
+@pytest.fixture(scope="session")
+def keyed() -> KeyedSource:
+    return KeyedSource(KEY_A)
+
+
+@pytest.fixture(scope="session")
+def other_keyed() -> KeyedSource:
+    return KeyedSource(KEY_B)
+
+
+@pytest.fixture()
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secret.key"
+    path.write_bytes(KEY_A)
+    return path
+
+
+@pytest.fixture(scope="session")
+def engines(keyed: KeyedSource) -> dict[str, Engine]:
+    return {name: Engine(load_profile(name), keyed) for name in ("basic", "default", "research")}
+
+
+def _testdata_files() -> list[Path]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sorted(Path(f) for f in get_testdata_files() if os.path.isfile(f))
+
+
+@pytest.fixture(scope="session")
+def testdata_files() -> list[Path]:
+    """Every file of pydicom's and pydicom-data's test sets (DICOM or not)."""
+    return _testdata_files()
+
+
+@pytest.fixture(scope="session")
+def readable_testdata() -> list[Path]:
+    """The test files our reader accepts as DICOM (not DICOMDIR, not other formats)."""
+    readable = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in _testdata_files():
+            try:
+                read_dataset(path)
+            except NotDicomError:
+                continue
+            except Exception:  # noqa: BLE001 - unreadable files are not part of this set
+                continue
+            readable.append(path)
+    return readable
+
+
+@pytest.fixture(scope="session")
+def testdata_tree(tmp_path_factory: pytest.TempPathFactory, testdata_files: list[Path]) -> Path:
+    """A copy of all pydicom + pydicom-data test files as one input folder."""
+    root = tmp_path_factory.mktemp("testdata")
+    common = Path(os.path.commonpath([str(p) for p in testdata_files]))
+    for path in testdata_files:
+        target = root / path.relative_to(common)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return root
+
+
+@pytest.fixture()
+def sample_copy(tmp_path: Path) -> Path:
+    """A writable copy of sample_data/."""
+    target = tmp_path / "in"
+    shutil.copytree(SAMPLE_DATA, target)
+    return target
+
+
+def dcmread_quiet(path: Path, **kwargs) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, **kwargs)
