@@ -27,6 +27,7 @@ class ReadResult:
     dataset: Dataset
     sha256: str
     size: int
+    notes: list[str]
 
 
 def _looks_like_raw_dataset(head: bytes) -> bool:
@@ -35,6 +36,80 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
         return False
     vr = head[4:6]
     return vr.isalpha() and vr.isupper() or int.from_bytes(head[4:8], "little") < 0x10000
+
+
+class TruncatedError(Exception):
+    """The file ends inside an element: it is failed, never written."""
+
+
+#: Elements allowed after Pixel Data: Digital Signatures and Data Set Trailing Padding.
+_AFTER_PIXEL_DATA = frozenset({0xFFFAFFFA, 0xFFFCFFFC})
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED = 0xFFFFFFFF
+_DELIMITER = 8  # a Sequence Delimitation Item after an undefined-length value
+
+
+def _end_offset(raw: object) -> int | None:
+    """File offset just after an element's value, or None if unknown."""
+    tell, length, value = (getattr(raw, name, None) for name in ("value_tell", "length", "value"))
+    if tell is None or length is None:
+        return None
+    if length == _UNDEFINED:
+        return tell + len(value) + _DELIMITER if isinstance(value, bytes) else None
+    return tell + length
+
+
+def _check_complete(ds: Dataset, size: int) -> list[str]:
+    """Fail a dataset pydicom read only partly; drop data trailing the Pixel Data.
+
+    pydicom stops silently at the end of the data: an element cut short, or bytes
+    left over after the last element parsed, mean the file is truncated. Elements
+    that follow Pixel Data in the file (other than Digital Signatures / Trailing
+    Padding) and unparsed bytes after complete Pixel Data are trailing garbage: they
+    are dropped so that nothing unparsed reaches the output.
+
+    Returns
+    -------
+    list of str
+        Warnings for the audit log.
+
+    Raises
+    ------
+    TruncatedError
+        When an element's value is shorter than its declared length, or the parse
+        stopped before the end of the file with no complete Pixel Data before it.
+    """
+    notes: list[str] = []
+    pixel = ds.get_item(_PIXEL_DATA) if _PIXEL_DATA in ds else None
+    pixel_end = _end_offset(pixel) if pixel is not None else None
+    pixel_tell = getattr(pixel, "value_tell", None)
+    if pixel_tell is not None:
+        trailing = [t for t in ds.keys() if t not in _AFTER_PIXEL_DATA and t != _PIXEL_DATA
+                    and (getattr(ds.get_item(t), "value_tell", 0) or 0) > pixel_tell]
+        for tag in trailing:
+            del ds[tag]
+        if trailing:
+            notes.append(f"{len(trailing)} element(s) of trailing data after Pixel Data dropped")
+    ends: list[int | None] = []
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        length, value = getattr(raw, "length", None), getattr(raw, "value", None)
+        if (isinstance(value, bytes) and length is not None and length != _UNDEFINED
+                and len(value) != length):
+            raise TruncatedError(f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                                 f"has {len(value)} of {length} bytes")
+        # Decoded elements (sequences are parsed while reading) carry no offsets.
+        ends.append(_end_offset(raw) if getattr(raw, "is_raw", False) else None)
+    if not ends or ends[-1] is None:
+        return notes  # the last element's end is unknown: trust the parse
+    last_end = max(e for e in ends if e is not None)
+    if last_end < size:
+        if pixel_end is not None and pixel_end <= last_end:
+            notes.append(f"{size - last_end} bytes of trailing data after the dataset dropped")
+        else:
+            raise TruncatedError(f"truncated or corrupt: parse stopped {size - last_end} bytes "
+                                 "before the end of the file")
+    return notes
 
 
 def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
@@ -60,10 +135,13 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
             ds = pydicom.dcmread(io.BytesIO(data), force=not is_part10)
         except InvalidDicomError as exc:
             raise NotDicomError(f"not DICOM ({exc})") from None
-    if not is_part10 and len(ds) == 0:
-        raise NotDicomError("not DICOM (no elements)")
+    if len(ds) == 0:
+        if not is_part10:
+            raise NotDicomError("not DICOM (no elements)")
+        raise TruncatedError("truncated or corrupt: no data elements after the file meta")
+    notes = _check_complete(ds, len(data))
     sop_class = ds.get("SOPClassUID") or getattr(ds, "file_meta", Dataset()).get(
         "MediaStorageSOPClassUID")
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         raise NotDicomError("DICOMDIR: an index of paths that can hold PHI; not de-identified")
-    return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data))
+    return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data), notes)

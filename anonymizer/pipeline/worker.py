@@ -105,7 +105,7 @@ def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
         return outcome
     outcome.counts = dict(result.counts)
     outcome.acted = result.acted
-    outcome.warnings = result.warnings
+    outcome.warnings = read.notes + result.warnings
     outcome.pseudonym_checks = [(kw, keyed.hexdigest("collision", orig, 32), new)
                                 for kw, orig, new, hashed in result.pseudonyms if hashed]
     if config.want_crosswalk:
