@@ -1,7 +1,9 @@
 """Command line: ``anonymizer run | profiles | keygen | report``.
 
 Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed,
-2 usage, profile or key error (one line on stderr, no traceback), 130 interrupted.
+2 usage, profile or key error (one line on stderr, no traceback), 3 the run stopped
+because OUT cannot be written (disk full, read-only, permission), 130 interrupted by
+SIGINT, 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write input->output paths here (PHI: must be outside OUT)")
     run.add_argument("--crosswalk", type=Path,
                      help="write original->pseudonym table here (PHI: must be outside OUT)")
+    run.add_argument("--quarantine", type=Path, metavar="DIR",
+                     help="list failed inputs in DIR/failed-inputs.csv (PHI: outside OUT)")
+    run.add_argument("--force", action="store_true",
+                     help="reprocess everything even if OUT holds a run with another "
+                     "profile, key or layout")
+    run.add_argument("--timeout", type=float, default=600.0,
+                     help="seconds allowed per file (0: no limit; default 600)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     profiles = commands.add_parser("profiles", help="list, check or show profiles")
@@ -94,11 +103,16 @@ def _run(args: argparse.Namespace) -> int:
         input_dir=args.input, output_dir=args.output, profile=args.profile,
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
+        quarantine_dir=args.quarantine, force=args.force, timeout=args.timeout,
         progress=not args.no_progress and sys.stderr.isatty()))
     counts = summary.counts
+    done = f", {counts['unchanged']} already done" if counts["unchanged"] else ""
     print(f"anonymizer: {counts['written']} written, {counts['failed']} failed, "
-          f"{counts['skipped']} skipped in {summary.elapsed:.1f}s; audit log: "
+          f"{counts['skipped']} skipped{done} in {summary.elapsed:.1f}s; audit log: "
           f"{summary.audit_path}", file=sys.stderr)
+    if summary.stopped:
+        print(f"anonymizer: {summary.stopped}; {summary.left} input(s) not reached (plus any "
+              "in flight): run the same command again to continue", file=sys.stderr)
     for reason, number in summary.failures.most_common():
         print(f"  failed x{number}: {reason}", file=sys.stderr)
     return summary.exit_code

@@ -12,6 +12,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from anonymizer.errors import AnonymizerError
+
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _RAW_DATASET_STARTS = (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
 
@@ -38,7 +40,7 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
     return vr.isalpha() and vr.isupper() or int.from_bytes(head[4:8], "little") < 0x10000
 
 
-class TruncatedError(Exception):
+class TruncatedError(AnonymizerError):
     """The file ends inside an element: it is failed, never written."""
 
 

@@ -7,18 +7,24 @@ suffixes and the audit log are the same whatever the number of jobs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import itertools
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 from tqdm import tqdm
 
 from anonymizer import __version__
@@ -27,7 +33,15 @@ from anonymizer.keyed import load_key
 from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout, with_suffix_token
-from anonymizer.pipeline.worker import FileOutcome, WorkerConfig, process_batch
+from anonymizer.pipeline.resume import PreviousRuns, compact, sweep_temporaries
+from anonymizer.pipeline.worker import (
+    FileOutcome,
+    WorkerConfig,
+    WorkItem,
+    file_sha256,
+    input_token,
+    process_batch,
+)
 from anonymizer.profiles import load_profile
 
 AUDIT_NAME = "audit.jsonl"
@@ -47,6 +61,9 @@ class RunConfig:
     audit_path: Path | None = None
     manifest_path: Path | None = None
     crosswalk_path: Path | None = None
+    quarantine_dir: Path | None = None
+    force: bool = False
+    timeout: float = 600.0
     progress: bool = True
 
 
@@ -58,10 +75,29 @@ class RunSummary:
     failures: Counter[str] = field(default_factory=Counter)
     audit_path: Path | None = None
     elapsed: float = 0.0
+    stopped: str | None = None  # why the run stopped early (signal, disk full)
+    left: int = 0  # inputs not reached when the run stopped (in-flight ones not counted)
+    exit_code_override: int | None = None
 
     @property
     def exit_code(self) -> int:
+        if self.exit_code_override is not None:
+            return self.exit_code_override
         return 1 if self.counts["failed"] else 0
+
+
+class RunStopped(Exception):
+    """The run cannot go on (a signal, or the output cannot be written)."""
+
+    def __init__(self, reason: str, exit_code: int):
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+EXIT_OUTPUT_UNWRITABLE = 3
+EXIT_SIGTERM = 143
+EXIT_SIGINT = 130
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -91,86 +127,199 @@ def check_paths(config: RunConfig) -> None:
     if _inside(source, target):
         raise UsageError("IN must not be inside OUT")
     for what, path in (("--manifest", config.manifest_path),
-                       ("--crosswalk", config.crosswalk_path)):
+                       ("--crosswalk", config.crosswalk_path),
+                       ("--quarantine", config.quarantine_dir)):
         if path is not None and _inside(path.resolve(), target):
             raise UsageError(f"{what} holds PHI and must be outside OUT")
         if path is not None and _inside(path.resolve(), source):
             raise UsageError(f"{what} must not be inside IN")
 
 
-def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def _batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into :class:`RunStopped` in the main thread."""
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        raise RunStopped(f"stopped by {name}",
+                         EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run(config: RunConfig) -> RunSummary:
-    """De-identify every DICOM file under ``config.input_dir`` into ``config.output_dir``."""
+    """De-identify every DICOM file under ``config.input_dir`` into ``config.output_dir``.
+
+    A run in an OUT that holds an earlier run's audit log resumes it: inputs already
+    written (same input hash, output present) are not processed again, changed inputs
+    are, and the log is compacted to one record per input at the end. A different
+    profile, key or layout is refused unless ``force``.
+    """
     check_paths(config)
     profile = load_profile(config.profile)
     keyed = load_key(config.key_file)
     layout = check_layout(config.layout or profile.layout or DEFAULT_LAYOUT)
     jobs = config.jobs or os.cpu_count() or 1
-    config.output_dir.mkdir(parents=True, exist_ok=True)
     audit_path = config.audit_path or config.output_dir / AUDIT_NAME
+    previous = PreviousRuns.load(audit_path)
+    current = {"profile_sha256": profile.fingerprint(), "key_fingerprint": keyed.fingerprint,
+               "layout": layout}
+    changed = previous.mismatch(current)
+    if changed and not config.force:
+        raise UsageError(f"{config.output_dir} holds a run with another "
+                         f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
+                         "--force to reprocess everything")
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
     started = time.monotonic()
-    audit.write({
+    header = {
         "type": "run_start", "tool": "anonymizer", "version": __version__,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "profile": profile.name, "profile_version": profile.version,
-        "profile_sha256": profile.fingerprint(), "options": list(profile.options),
-        "key_fingerprint": keyed.fingerprint, "layout": layout, "jobs": jobs,
+        **current, "options": list(profile.options), "jobs": jobs,
+        "resumed": bool(previous.latest), "forced": bool(config.force and changed),
         "input": keyed.hexdigest("input-root", str(config.input_dir.resolve()), 32),
-    })
+    }
+    audit.write(header)
     worker_config = WorkerConfig(
         profile=config.profile, key_file=config.key_file,
         input_dir=str(config.input_dir), output_dir=str(config.output_dir),
-        layout=layout, want_crosswalk=config.crosswalk_path is not None)
-    committer = _Committer(config, audit)
+        layout=layout, want_crosswalk=config.crosswalk_path is not None,
+        timeout=config.timeout)
+    committer = _Committer(config, audit, previous)
     summary = RunSummary(audit_path=audit_path)
     excluded = config.output_dir if _inside(config.output_dir.resolve(),
                                             config.input_dir.resolve()) else None
-    paths = discover(config.input_dir, exclude=excluded)
+
+    def work_items() -> Iterator[WorkItem]:
+        for relative in discover(config.input_dir, exclude=excluded):
+            done = None if config.force else previous.latest.get(input_token(keyed, relative))
+            if done is not None and done.get("status") == "written":
+                yield WorkItem(relative, done.get("input_sha256"), done.get("output"))
+            else:
+                yield WorkItem(relative)
+
     bar = tqdm(unit="file", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
+
+    def consume(outcome: FileOutcome) -> None:
+        status = committer.commit(outcome)
+        summary.counts[status] += 1
+        if status == "failed" and outcome.reason:
+            summary.failures[outcome.reason] += 1
+        bar.update(1)
+        if outcome.fatal_errno is not None:
+            raise RunStopped(f"output not writable: {os.strerror(outcome.fatal_errno)}",
+                             EXIT_OUTPUT_UNWRITABLE)
+
+    pending = _batches(work_items(), config.batch_size)
     try:
-        with Parallel(n_jobs=jobs, return_as="generator") as parallel:
-            results = parallel(delayed(process_batch)(worker_config, batch)
-                               for batch in _batches(paths, config.batch_size))
-            for outcomes in results:
-                for outcome in outcomes:
-                    status = committer.commit(outcome)
-                    summary.counts[status] += 1
-                    if status == "failed" and outcome.reason:
-                        summary.failures[outcome.reason] += 1
-                    bar.update(1)
-                bar.set_postfix(failed=summary.counts["failed"], refresh=False)
-                audit.flush()
+        with _stop_on_signals():
+            _process(pending, worker_config, jobs, consume, audit)
+    except RunStopped as stop:
+        summary.stopped, summary.exit_code_override = stop.reason, stop.exit_code
+        summary.left = sum(len(batch) for batch in pending)  # discovery only, no reading
     finally:
         bar.close()
         committer.close()
+        sweep_temporaries(config.output_dir)
         summary.elapsed = time.monotonic() - started
-        audit.write({
+        footer = {
             "type": "run_end", "version": __version__,
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "elapsed_s": round(summary.elapsed, 3), "counts": dict(summary.counts),
-        })
-        audit.close()
+            "stopped": summary.stopped, "left": summary.left,
+        }
+        try:
+            audit.write(footer)
+            audit.close()
+            compact(audit_path, [*previous.headers, header, footer],
+                    {**previous.latest, **committer.records})
+        except OSError as exc:  # e.g. the disk is full: the append-only log stays valid
+            print(f"anonymizer: audit log not compacted: {exc.strerror}", file=sys.stderr)
     return summary
+
+
+def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, jobs: int,
+             consume, audit: AuditLog) -> None:
+    """Run batches through joblib, committing in order; survive dying worker processes.
+
+    When a worker process dies (killed, out of memory, a crash in a C extension), joblib
+    stops the whole call. The batches dispatched but not yet committed are then run one
+    file at a time in a fresh single-process executor, so the file that kills its
+    worker is identified and failed, and the run continues with a new pool.
+    """
+    # joblib warns about cancelled tasks when a run stops early; that is the point.
+    warnings.filterwarnings("ignore", message=".*tasks have been successfully executed")
+    while True:
+        dispatched: list[list[WorkItem]] = []
+
+        def tasks(dispatched: list[list[WorkItem]] = dispatched):
+            for batch in pending:
+                dispatched.append(batch)
+                yield delayed(process_batch)(worker_config, batch)
+
+        committed = 0
+        try:
+            with Parallel(n_jobs=jobs, return_as="generator") as parallel:
+                for outcomes in parallel(tasks()):
+                    for outcome in outcomes:
+                        consume(outcome)
+                    committed += 1
+                    audit.flush()
+            return
+        except TerminatedWorkerError:
+            suspects = [item for batch in dispatched[committed:] for item in batch]
+            for item in suspects:
+                consume(_isolated(worker_config, item))
+            audit.flush()
+
+
+def _isolated(worker_config: WorkerConfig, item: WorkItem) -> FileOutcome:
+    """Process one file in its own worker process; a dead worker fails only this file."""
+    executor = get_reusable_executor(max_workers=1)
+    try:
+        return executor.submit(process_batch, worker_config, [item]).result()[0]
+    except TerminatedWorkerError:
+        keyed = load_key(worker_config.key_file)
+        return FileOutcome(item.relative, input_token(keyed, item.relative), "failed",
+                           reason="de-identify: the worker process died on this file")
 
 
 class _Committer:
     """Renames finished temporaries to final names in order; writes audit/manifest/crosswalk."""
 
-    def __init__(self, config: RunConfig, audit: AuditLog):
+    def __init__(self, config: RunConfig, audit: AuditLog, previous: PreviousRuns):
         self.output_dir = config.output_dir
         self.audit = audit
-        self.claimed: set[str] = set()
+        #: output path -> input token, including what earlier runs wrote
+        self.claimed: dict[str, str] = previous.claims()
+        self.previous = previous.latest
+        #: the records of this run, by input token (for the compacted log)
+        self.records: dict[str, dict] = {}
         self.pseudonyms: dict[tuple[str, str], str] = {}
         self.manifest = self._open_csv(config.manifest_path, ["input", "output", "status"])
         self.crosswalk = self._open_csv(config.crosswalk_path, [
             "kind", "attribute", "original", "replacement", "date_offset_days"])
         self.crosswalk_seen: set[tuple[str, str, str]] = set()
+        self.quarantine = None
+        if config.quarantine_dir is not None:
+            config.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            self.quarantine = self._open_csv(config.quarantine_dir / "failed-inputs.csv",
+                                             ["input", "reason"])
 
     @staticmethod
     def _open_csv(path: Path | None, header: list[str]):
@@ -193,26 +342,46 @@ class _Committer:
         return None
 
     def _place(self, outcome: FileOutcome) -> str:
-        """Move the temporary to its final name; never overwrite (collision -> suffix)."""
+        """Move the temporary to its final name; never overwrite another input's output.
+
+        A name held by another input gets the ``~token`` suffix. A name this input
+        already had (an earlier run, a changed input) is replaced. An unrecorded file
+        with identical bytes is the commit a killed run did not log: it is adopted.
+        """
         assert outcome.target is not None and outcome.temporary is not None
         name = outcome.target
-        if name in self.claimed:
+        holder = self.claimed.get(name)
+        if holder is not None and holder != outcome.token:
             name = with_suffix_token(name, outcome.token[:12])
         temporary = Path(outcome.temporary)
-        while True:
-            final = self.output_dir / name
-            try:
-                os.link(temporary, final)
-                break
-            except FileExistsError:
-                if name != outcome.target:
-                    raise
-                name = with_suffix_token(name, outcome.token[:12])
-        temporary.unlink()
-        self.claimed.add(name)
+        if not self._move(temporary, name, outcome):
+            name = with_suffix_token(outcome.target, outcome.token[:12])
+            if not self._move(temporary, name, outcome):
+                raise FileExistsError(f"output name taken twice: {name}")
+        old = self.previous.get(outcome.token, {}).get("output")
+        if old and old != name and self.claimed.get(old) == outcome.token:
+            (self.output_dir / old).unlink(missing_ok=True)
+            del self.claimed[old]
+        self.claimed[name] = outcome.token
         return name
 
+    def _move(self, temporary: Path, name: str, outcome: FileOutcome) -> bool:
+        """Rename ``temporary`` to ``name`` unless another file holds it; False if one does."""
+        final = self.output_dir / name
+        if self.claimed.get(name) == outcome.token:
+            os.replace(temporary, final)
+            return True
+        try:
+            os.link(temporary, final)  # fails if the name exists: never overwrites
+        except FileExistsError:
+            if file_sha256(final) != outcome.output_sha256:
+                return False
+        temporary.unlink()
+        return True
+
     def commit(self, outcome: FileOutcome) -> str:
+        if outcome.status == "unchanged":
+            return "unchanged"  # written by an earlier run; its record stands
         if outcome.status == "written":
             reason = self._collision(outcome)
             if reason is not None:
@@ -234,6 +403,9 @@ class _Committer:
             "counts": outcome.counts, "tags": outcome.acted, "warnings": outcome.warnings,
         }
         self.audit.write(record)
+        self.records[outcome.token] = record
+        if self.quarantine is not None and outcome.status == "failed":
+            self.quarantine[1].writerow([outcome.relative, outcome.reason or ""])
         if self.manifest is not None:
             self.manifest[1].writerow([outcome.relative, record["output"] or "", outcome.status])
         if self.crosswalk is not None and outcome.crosswalk and outcome.status == "written":
@@ -258,6 +430,6 @@ class _Committer:
             writer.writerow([kind, keyword, original, new, days])
 
     def close(self) -> None:
-        for handle in (self.manifest, self.crosswalk):
+        for handle in (self.manifest, self.crosswalk, self.quarantine):
             if handle is not None:
                 handle[0].close()

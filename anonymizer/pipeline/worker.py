@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import hashlib
 import logging
+import os
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +34,7 @@ class WorkerConfig:
     output_dir: str
     layout: str
     want_crosswalk: bool = False
+    timeout: float = 600.0  # seconds per file; 0 = none
 
 
 @dataclass
@@ -35,7 +43,7 @@ class FileOutcome:
 
     relative: str
     token: str
-    status: str  # written | failed | skipped
+    status: str  # written | failed | skipped | unchanged (done by a previous run)
     reason: str | None = None
     target: str | None = None
     temporary: str | None = None
@@ -48,6 +56,36 @@ class FileOutcome:
     pseudonym_checks: list[tuple[str, str, str]] = field(default_factory=list)
     #: PHI, filled only when a crosswalk was asked for
     crosswalk: dict[str, object] | None = None
+    #: errno of a write error that stops the run (disk full, read-only, no permission)
+    fatal_errno: int | None = None
+
+
+#: Write errors that no other file can escape either: the run stops.
+FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                errno.EPERM})
+
+
+class FileTimeout(BaseException):
+    """A file took longer than the per-file time limit (BaseException: nothing swallows it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`FileTimeout` after ``seconds`` (main thread only; else no limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise FileTimeout(f"took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def quiet_pydicom() -> None:
@@ -67,24 +105,66 @@ def _engine(profile: str, key_file: str | None) -> tuple[Engine, KeyedSource]:
     return Engine(load_profile(profile), keyed), keyed
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def input_token(keyed: KeyedSource, relative: str) -> str:
     """Keyed name of an input (its relative path may be PHI)."""
     return keyed.hexdigest("input-path", relative, 32)
 
 
-def process_batch(config: WorkerConfig, relatives: list[str]) -> list[FileOutcome]:
+@dataclass(frozen=True)
+class WorkItem:
+    """One input: its relative path, and what a previous run recorded for it (resume)."""
+
+    relative: str
+    done_sha256: str | None = None  # input hash of a previous 'written' record
+    done_output: str | None = None  # that record's output path
+
+
+def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutcome]:
     """De-identify a batch; every file gets an outcome, no exception escapes per file."""
     engine, keyed = _engine(config.profile, config.key_file)
-    return [process_file(config, engine, keyed, relative) for relative in relatives]
+    outcomes = []
+    for item in items:
+        try:
+            with _time_limit(config.timeout):
+                outcomes.append(process_file(config, engine, keyed, item))
+        except FileTimeout as exc:
+            # write_temporary removes its partial file on any exception, this one included
+            outcomes.append(FileOutcome(item.relative, input_token(keyed, item.relative),
+                                        "failed", reason=f"timeout: {exc}"))
+    return outcomes
+
+
+def _unchanged(config: WorkerConfig, item: WorkItem, sha256: str) -> bool:
+    return (item.done_sha256 == sha256 and item.done_output is not None
+            and (Path(config.output_dir) / item.done_output).is_file())
 
 
 def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
-                 relative: str) -> FileOutcome:
-    """Read, de-identify and write one file to a temporary name (renamed by the caller)."""
+                 item: WorkItem) -> FileOutcome:
+    """Read, de-identify and write one file to a temporary name (renamed by the caller).
+
+    An input whose hash equals the one a previous run wrote (and whose output is still
+    there) is not processed again: its outcome is ``unchanged``.
+    """
+    relative = item.relative
     token = input_token(keyed, relative)
     outcome = FileOutcome(relative=relative, token=token, status="failed")
     source = Path(config.input_dir) / relative
     try:
+        if item.done_sha256 is not None:
+            digest = file_sha256(source)
+            if _unchanged(config, item, digest):
+                outcome.status, outcome.input_sha256 = "unchanged", digest
+                return outcome
         read = read_dataset(source)
     except NotDicomError as exc:
         outcome.status, outcome.reason = "skipped", str(exc)
@@ -115,9 +195,11 @@ def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
         }
     try:
         directory = (Path(config.output_dir) / target).parent
-        temporary, digest = write_temporary(ds, directory, f"{token}.part")
+        temporary, digest = write_temporary(ds, directory, f"{token}.{os.getpid()}.part")
     except Exception as exc:  # noqa: BLE001
         outcome.reason = safe_reason("write", exc)
+        if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
+            outcome.fatal_errno = exc.errno
         return outcome
     outcome.status, outcome.target = "written", target
     outcome.temporary, outcome.output_sha256 = str(temporary), digest
