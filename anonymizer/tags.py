@@ -62,6 +62,8 @@ def parse_tag_text(text: str) -> int | TagPattern | None:
 
 def keyword_tag(keyword: str) -> int | None:
     """The tag of a DICOM keyword from pydicom's dictionary, or None."""
+    if not keyword:  # pydicom maps "" to a retired entry without a keyword
+        return None
     return tag_for_keyword(keyword)
 
 

@@ -7,12 +7,15 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from anonymizer.errors import AnonymizerError
+from anonymizer.io.splice import Source
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _RAW_DATASET_STARTS = (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
@@ -22,14 +25,24 @@ class NotDicomError(Exception):
     """The file is not DICOM (or is a DICOMDIR): skipped, with this reason."""
 
 
+#: Files above this size are not read into memory: their large values (Pixel Data)
+#: stay on disk and are streamed to the output by the writer.
+LARGE_FILE = 64 << 20
+_DEFER_SIZE = 1 << 20
+
+
 @dataclass
 class ReadResult:
-    """A parsed dataset and the sha256 of the bytes it came from."""
+    """A parsed dataset, the sha256 of the bytes it came from and access to those bytes."""
 
     dataset: Dataset
     sha256: str
     size: int
     notes: list[str]
+    source: Source
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def _looks_like_raw_dataset(head: bytes) -> bool:
@@ -96,10 +109,13 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
     for tag in ds.keys():
         raw = ds.get_item(tag)
         length, value = getattr(raw, "length", None), getattr(raw, "value", None)
-        if (isinstance(value, bytes) and length is not None and length != _UNDEFINED
-                and len(value) != length):
+        short = isinstance(value, bytes) and length not in (None, _UNDEFINED) \
+            and len(value) != length
+        deferred_past_end = value is None and getattr(raw, "is_raw", False) \
+            and length not in (None, _UNDEFINED) and raw.value_tell + length > size
+        if short or deferred_past_end:
             raise TruncatedError(f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
-                                 f"has {len(value)} of {length} bytes")
+                                 "is cut short")
         # Decoded elements (sequences are parsed while reading) carry no offsets.
         ends.append(_end_offset(raw) if getattr(raw, "is_raw", False) else None)
     if not ends or ends[-1] is None:
@@ -124,26 +140,61 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
     Exception
         Any parse error from pydicom (the caller records the file as failed).
     """
+    size = os.path.getsize(path)
+    if size > LARGE_FILE:
+        return _read_large(path, size)
     with open(path, "rb") as handle:
         data = handle.read()
-    if not data:
-        raise NotDicomError("empty file")
     is_part10 = data[128:132] == b"DICM"
     if not is_part10 and not _looks_like_raw_dataset(data[:8]):
         raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lenient parse; real damage raises below
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=not is_part10)
-        except InvalidDicomError as exc:
-            raise NotDicomError(f"not DICOM ({exc})") from None
+    ds = _parse(io.BytesIO(data), is_part10)
     if len(ds) == 0:
         if not is_part10:
             raise NotDicomError("not DICOM (no elements)")
         raise TruncatedError("truncated or corrupt: no data elements after the file meta")
     notes = _check_complete(ds, len(data))
+    _refuse_dicomdir(ds)
+    return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data), notes, Source(data=data))
+
+
+def _parse(stream: BinaryIO, is_part10: bool, defer: bool = False) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lenient parse; real damage is checked after
+        try:
+            return pydicom.dcmread(stream, force=not is_part10,
+                                   defer_size=_DEFER_SIZE if defer else None)
+        except InvalidDicomError as exc:
+            raise NotDicomError(f"not DICOM ({exc})") from None
+
+
+def _refuse_dicomdir(ds: Dataset) -> None:
     sop_class = ds.get("SOPClassUID") or getattr(ds, "file_meta", Dataset()).get(
         "MediaStorageSOPClassUID")
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         raise NotDicomError("DICOMDIR: an index of paths that can hold PHI; not de-identified")
-    return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data), notes)
+
+
+def _read_large(path: str | os.PathLike[str], size: int) -> ReadResult:
+    """Parse a large file leaving values over 1 MiB on disk; hash it in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+        digest.update(head)
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    is_part10 = head[128:132] == b"DICM"
+    if not is_part10 and not _looks_like_raw_dataset(head[:8]):
+        raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
+    source = Source(path=Path(path))
+    try:
+        assert source.handle is not None
+        ds = _parse(source.handle, is_part10, defer=True)
+        if len(ds) == 0:
+            raise TruncatedError("truncated or corrupt: no data elements after the file meta")
+        notes = _check_complete(ds, size)
+        _refuse_dicomdir(ds)
+    except BaseException:
+        source.close()
+        raise
+    return ReadResult(ds, digest.hexdigest(), size, notes, source)

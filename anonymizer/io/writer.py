@@ -14,6 +14,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from anonymizer.io.splice import Source, splice_supported, write_spliced
+
 TEMP_PREFIX = ".anonymizer-tmp-"
 
 
@@ -68,8 +70,12 @@ def _prepare(ds: Dataset) -> bool:
     return bool(ds.get("SOPClassUID")) and bool(ds.get("SOPInstanceUID"))
 
 
-def write_temporary(ds: Dataset, directory: Path, token: str) -> tuple[Path, str]:
+def write_temporary(ds: Dataset, directory: Path, token: str,
+                    source: Source | None = None) -> tuple[Path, str]:
     """Write ``ds`` as a Part 10 file to a temporary name in ``directory``.
+
+    With ``source`` (the input's bytes), elements the engine did not touch are copied
+    from it (:mod:`anonymizer.io.splice`) instead of being re-encoded.
 
     Returns
     -------
@@ -83,9 +89,13 @@ def write_temporary(ds: Dataset, directory: Path, token: str) -> tuple[Path, str
     try:
         with open(temporary, "wb") as handle:
             hashing = _HashingFile(handle)
-            # Without SOP Class/Instance UIDs no Part 10 header can be made: the dataset
-            # is written as it came (a raw dataset), still readable with force=True.
-            ds.save_as(hashing, enforce_file_format=_prepare(ds))
+            part10 = _prepare(ds)
+            if part10 and source is not None and splice_supported(ds):
+                write_spliced(ds, source, hashing)
+            else:
+                # Without SOP Class/Instance UIDs no Part 10 header can be made: the
+                # dataset is written as it came (a raw dataset), readable with force=True.
+                ds.save_as(hashing, enforce_file_format=part10)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:

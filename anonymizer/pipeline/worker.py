@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anonymizer.engine import Engine
-from anonymizer.errors import DeidentificationError
-from anonymizer.io import NotDicomError, read_dataset, write_temporary
+from anonymizer.io import NotDicomError, ReadResult, read_dataset, write_temporary
 from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.pipeline.audit import safe_reason
 from anonymizer.pipeline.layout import output_path
@@ -173,16 +172,22 @@ def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
         outcome.reason = safe_reason("read", exc)
         return outcome
     outcome.input_sha256 = read.sha256
+    try:
+        _deidentify_and_write(config, engine, keyed, read, outcome)
+    finally:
+        read.close()
+    return outcome
+
+
+def _deidentify_and_write(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
+                          read: ReadResult, outcome: FileOutcome) -> None:
     ds = read.dataset
     try:
         result = engine.deidentify(ds)
-        target = output_path(config.layout, ds, relative, token[:16])
-    except DeidentificationError as exc:
+        target = output_path(config.layout, ds, outcome.relative, outcome.token[:16])
+    except Exception as exc:  # noqa: BLE001 - DeidentificationError or any other failure
         outcome.reason = safe_reason("de-identify", exc)
-        return outcome
-    except Exception as exc:  # noqa: BLE001
-        outcome.reason = safe_reason("de-identify", exc)
-        return outcome
+        return
     outcome.counts = dict(result.counts)
     outcome.acted = result.acted
     outcome.warnings = read.notes + result.warnings
@@ -195,12 +200,12 @@ def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
         }
     try:
         directory = (Path(config.output_dir) / target).parent
-        temporary, digest = write_temporary(ds, directory, f"{token}.{os.getpid()}.part")
+        temporary, digest = write_temporary(
+            ds, directory, f"{outcome.token}.{os.getpid()}.part", read.source)
     except Exception as exc:  # noqa: BLE001
         outcome.reason = safe_reason("write", exc)
         if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
             outcome.fatal_errno = exc.errno
-        return outcome
+        return
     outcome.status, outcome.target = "written", target
     outcome.temporary, outcome.output_sha256 = str(temporary), digest
-    return outcome

@@ -96,8 +96,9 @@ def _load_layers(reference: str, relative_to: Path | None, stack: tuple[str, ...
         try:
             layers = _load_layers(spec.extends.value, base_dir, stack + (identity,))
         except ProfileError as exc:
-            if exc.source is None:
-                raise ProfileError(exc.message, source, spec.extends.line) from None
+            if exc.line is None:  # name the 'extends' line that led to the problem
+                message = exc.message if exc.source is None else f"{exc.source}: {exc.message}"
+                raise ProfileError(message, source, spec.extends.line) from None
             raise
     else:
         layers = _Layers()
@@ -129,7 +130,8 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
         if option.value not in layers.options:
             layers.options.append(option.value)
     if all(o in layers.options for o in _MUTUALLY_EXCLUSIVE):
-        line = spec.options[-1].line if spec.options else None
+        line = next((o.line for o in reversed(spec.options) if o.value in _MUTUALLY_EXCLUSIVE),
+                    None)
         raise _fail(spec, "options retain_longitudinal_full_dates and "
                     "retain_longitudinal_modified_dates exclude each other", line)
     if spec.default is not None:
@@ -173,6 +175,10 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
 
 def _entry_action(spec: ProfileSpec, entry: ActionSpec, tag: int | None) -> Action:
     vr = dictionary_vr(tag) if tag is not None else None
+    if isinstance(entry.target, TagPattern) and entry.target.mask & entry.target.value \
+            & 0x10000:
+        raise _fail(spec, f"{entry.key}: private groups are addressed by creator under "
+                    "'private:', never by tag pattern", entry.line)
     if tag is not None and tag >> 16 & 1:
         raise _fail(spec, f"{entry.key}: private tags are addressed by creator under "
                     "'private:', never by raw tag number", entry.line)
@@ -232,7 +238,9 @@ def _standard_layer(options: list[str]) -> tuple[dict[int, Rule], list[tuple[Tag
     patterns: list[tuple[TagPattern, Rule]] = []
     for row in standard.confidentiality_rows():
         code, origin = row.basic, "PS3.15 Basic Profile"
-        for option in options:
+        # Where two options disagree, C (clean) wins over K (keep), whatever the order:
+        # e.g. a calibration date is K under Device Identity but C under Modified Dates.
+        for option in sorted(options, key=lambda o: row.options.get(o) == "C"):
             if option in row.options:
                 code, origin = row.options[option], f"option {option}"
         target = row.tag_int if row.tag_int is not None else parse_tag_text(row.tag)

@@ -77,8 +77,8 @@ def load_lookup(path: Path, line: int, source: str) -> LookupTable:
         raise ProfileError(f"lookup table {path}: {exc}", source, line) from None
     if not rows or [c.strip() for c in rows[0]] not in (["original", "replacement"],
                                                         ["keyword", "original", "replacement"]):
-        raise ProfileError(f"{path}:1: header must be original,replacement or "
-                           "keyword,original,replacement")
+        raise ProfileError("lookup table header must be original,replacement or "
+                           "keyword,original,replacement", str(path), 1)
     keyed = len(rows[0]) == 3
     by_keyword: dict[tuple[str, str], str] = {}
     any_keyword: dict[str, str] = {}
@@ -86,7 +86,7 @@ def load_lookup(path: Path, line: int, source: str) -> LookupTable:
         if not row:
             continue
         if len(row) != len(rows[0]) or not all(c.strip() for c in row):
-            raise ProfileError(f"{path}:{number}: expected {len(rows[0])} non-empty columns")
+            raise ProfileError(f"expected {len(rows[0])} non-empty columns", str(path), number)
         if keyed:
             by_keyword[(row[0].strip(), row[1].strip())] = row[2].strip()
         else:
