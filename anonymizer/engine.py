@@ -12,7 +12,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -24,10 +25,8 @@ from anonymizer.tags import dictionary_vr, format_tag
 from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
-STUDY_INSTANCE_UID = 0x0020000D
 ACCESSION_NUMBER = 0x00080050
 SOP_INSTANCE_UID = 0x00080018
-BURNED_IN_ANNOTATION = 0x00280301
 
 #: Top-level attributes whose original values a "clean" action scrubs from free text.
 _IDENTIFIER_KEYWORDS = (
@@ -38,6 +37,7 @@ _IDENTIFIER_KEYWORDS = (
     "PatientTelephoneNumbers", "MedicalRecordLocator", "InstitutionName", "InstitutionAddress",
     "StationName", "DeviceSerialNumber", "PatientBirthDate",
 )
+_IDENTIFIER_TAGS = tuple((keyword, tag_for_keyword(keyword)) for keyword in _IDENTIFIER_KEYWORDS)
 
 
 @dataclass
@@ -51,6 +51,8 @@ class EngineResult:
     #: memory for the crosswalk and the collision check only, never logged.
     pseudonyms: list[tuple[str, str, str, bool]] = field(default_factory=list)
     date_offset_days: int | None = None
+    #: top-level tags of every element acted on, at any depth (the writer re-encodes them)
+    touched: set[int] = field(default_factory=set)
     study_uid_map: tuple[str, str] | None = None
 
 
@@ -65,7 +67,10 @@ class FileContext:
         self.path: tuple[int, ...] = ()
         self.result = EngineResult()
         self.original_patient_id = str(ds.get("PatientID", "") or "").strip()
-        self._identifiers = _collect_identifiers(ds)
+        self._ds = ds
+        # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
+        self._identifier_elements = [(keyword, ds.get_item(tag)) for keyword, tag
+                                     in _IDENTIFIER_TAGS if tag in ds]
         self._pattern: re.Pattern[str] | None = None
         self._new_patient_id: str | None = None
         self._offset: int | None = None
@@ -125,14 +130,19 @@ class FileContext:
     def identifier_pattern(self) -> re.Pattern[str]:
         """A regex matching every identifier of this header (names, IDs) and any date."""
         if self._pattern is None:
-            self._pattern = _identifier_regex(self._identifiers)
+            self._pattern = _identifier_regex(
+                _collect_identifiers(self._identifier_elements, self._ds))
         return self._pattern
 
 
-def _collect_identifiers(ds: Dataset) -> list[str]:
+def _collect_identifiers(elements: list[tuple[str, object]], ds: Dataset) -> list[str]:
+    """Identifier strings (whole values, name components, birth date forms) of a header."""
     tokens: set[str] = set()
-    for keyword in _IDENTIFIER_KEYWORDS:
-        value = ds.get(keyword)
+    encoding = ds.original_character_set
+    for keyword, elem in elements:
+        if isinstance(elem, RawDataElement):
+            elem = convert_raw_data_element(elem, encoding=encoding, ds=ds)
+        value = getattr(elem, "value", None)
         if value is None or value == "":
             continue
         values = value if isinstance(value, list | tuple) or hasattr(value, "__iter__") \
@@ -177,6 +187,8 @@ class Engine:
     def __init__(self, profile: CompiledProfile, keyed: KeyedSource):
         self.profile = profile
         self.keyed = keyed
+        #: the same element objects stamped into every file (so writers can encode them once)
+        self.stamp = _stamp_elements(profile)
 
     def deidentify(self, ds: Dataset) -> EngineResult:
         """De-identify ``ds`` (and its file meta) in place.
@@ -187,24 +199,25 @@ class Engine:
             When the file cannot be fully de-identified (it must then not be written).
         """
         ctx = FileContext(self.profile, self.keyed, ds)
-        burned_in = ds.get(BURNED_IN_ANNOTATION)
+        burned_in = ds.get("BurnedInAnnotation")
         if burned_in is not None and str(burned_in).strip().upper() == "YES" \
                 and not self.profile.settings.accept_burned_in:
             raise DeidentificationError("burned-in annotation: pixel data not cleaned")
-        original_study_uid = str(ds.get(STUDY_INSTANCE_UID, "") or "")
+        original_study_uid = str(ds.get("StudyInstanceUID", "") or "")
         self._clean(ds, (), ctx)
         self._clean_file_meta(ds, ctx)
         self._add(ds)
         self._stamp(ds)
         if original_study_uid:
             ctx.result.study_uid_map = (original_study_uid,
-                                        str(ds.get(STUDY_INSTANCE_UID, "") or ""))
+                                        str(ds.get("StudyInstanceUID", "") or ""))
         return ctx.result
 
     def _record(self, ctx: FileContext, path: tuple[int, ...], tag: int, code: str) -> None:
         where = ">".join(format_tag(t) for t in (*path, tag))
         ctx.result.acted.append((where, code))
         ctx.result.counts[code] += 1
+        ctx.result.touched.add(path[0] if path else tag)
 
     def _clean(self, ds: Dataset, path: tuple[int, ...], ctx: FileContext) -> None:
         profile = self.profile
@@ -291,18 +304,25 @@ class Engine:
                 ds[addition.tag] = DataElement(addition.tag, addition.vr, addition.value)
 
     def _stamp(self, ds: Dataset) -> None:
-        profile = self.profile
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = \
-            f"anonymizer {__version__} profile {profile.name} {profile.version}"[:64]
-        if profile.method_codes:
-            items = []
-            for code in profile.method_codes:
-                item = Dataset()
-                item.CodeValue = code.value
-                item.CodingSchemeDesignator = code.scheme
-                item.CodeMeaning = code.meaning
-                items.append(item)
-            ds.DeidentificationMethodCodeSequence = Sequence(items)
-        if profile.settings.dates_modified is not None:
-            ds.LongitudinalTemporalInformationModified = profile.settings.dates_modified
+        for tag, elem in self.stamp.items():
+            ds[tag] = elem  # the same immutable objects in every file (encoded once)
+
+
+def _stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:
+    """PatientIdentityRemoved, DeidentificationMethod (+ Code Sequence), Longitudinal..."""
+    stamp = Dataset()
+    stamp.PatientIdentityRemoved = "YES"
+    stamp.DeidentificationMethod = \
+        f"anonymizer {__version__} profile {profile.name} {profile.version}"[:64]
+    if profile.method_codes:
+        items = []
+        for code in profile.method_codes:
+            item = Dataset()
+            item.CodeValue = code.value
+            item.CodingSchemeDesignator = code.scheme
+            item.CodeMeaning = code.meaning
+            items.append(item)
+        stamp.DeidentificationMethodCodeSequence = Sequence(items)
+    if profile.settings.dates_modified is not None:
+        stamp.LongitudinalTemporalInformationModified = profile.settings.dates_modified
+    return {tag: stamp[tag] for tag in stamp.keys()}

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from anonymizer.errors import AnonymizerError
-from anonymizer.io.splice import Source
+from anonymizer.io.splice import Source, SpliceMap
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _RAW_DATASET_STARTS = (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
@@ -40,6 +40,8 @@ class ReadResult:
     size: int
     notes: list[str]
     source: Source
+    #: where each element lies in ``source``, for the splice writer (None: not copyable)
+    splice: SpliceMap | None = None
 
     def close(self) -> None:
         self.source.close()
@@ -155,7 +157,9 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
         raise TruncatedError("truncated or corrupt: no data elements after the file meta")
     notes = _check_complete(ds, len(data))
     _refuse_dicomdir(ds)
-    return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data), notes, Source(data=data))
+    source = Source(data=data)
+    return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data), notes, source,
+                      SpliceMap.build(ds, source))
 
 
 def _parse(stream: BinaryIO, is_part10: bool, defer: bool = False) -> Dataset:
@@ -194,7 +198,8 @@ def _read_large(path: str | os.PathLike[str], size: int) -> ReadResult:
             raise TruncatedError("truncated or corrupt: no data elements after the file meta")
         notes = _check_complete(ds, size)
         _refuse_dicomdir(ds)
+        splice = SpliceMap.build(ds, source)
     except BaseException:
         source.close()
         raise
-    return ReadResult(ds, digest.hexdigest(), size, notes, source)
+    return ReadResult(ds, digest.hexdigest(), size, notes, source, splice)

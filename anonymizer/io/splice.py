@@ -12,10 +12,11 @@ transfer syntax, unchanged character set; otherwise :func:`splice_supported` say
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
@@ -91,26 +92,68 @@ def _encapsulated_end(source: Source, start: int) -> int | None:
         offset += 8 + struct.unpack("<I", header[4:])[0]
 
 
-def _span(raw: RawDataElement, implicit: bool, source: Source) -> tuple[int, int] | None:
-    """The input byte range [start, end) of a raw element, verified; None if unsure."""
-    tell, length = raw.value_tell, raw.length
-    if tell is None or length is None:
+def _start(elem: object, implicit: bool, source: Source) -> int | None:
+    """File offset of an element's tag, from its value offset, checked against the bytes."""
+    tell = getattr(elem, "value_tell", None) if isinstance(elem, RawDataElement) \
+        else getattr(elem, "file_tell", None)
+    if tell is None:
         return None
-    tag_bytes = struct.pack("<HH", raw.tag >> 16, raw.tag & 0xFFFF)
-    candidates = (8,) if implicit else ((12, 8) if raw.VR in _LONG_HEADER_VRS else (8, 12))
-    start = next((tell - size for size in candidates
-                  if tell - size >= 0 and source.read(tell - size, 4) == tag_bytes), None)
-    if start is None:
+    tag = elem.tag  # type: ignore[attr-defined]
+    tag_bytes = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    vr = getattr(elem, "VR", None)
+    candidates = (8,) if implicit else ((12, 8) if vr in _LONG_HEADER_VRS else (8, 12))
+    return next((tell - size for size in candidates
+                 if tell - size >= 0 and source.read(tell - size, 4) == tag_bytes), None)
+
+
+def _last_end(elem: object, source: Source) -> int | None:
+    """Offset after the last element (its successor's start is not there to tell)."""
+    if not isinstance(elem, RawDataElement) or elem.value_tell is None:
         return None
-    if length != _UNDEFINED:
-        return start, tell + length
-    if raw.tag == _PIXEL_DATA:
-        end = _encapsulated_end(source, tell)
-        return (start, end) if end is not None else None
-    if isinstance(raw.value, bytes):
-        end = tell + len(raw.value) + 8
-        return (start, end) if source.read(end - 8, 8) == _SEQUENCE_DELIMITER else None
+    if elem.length != _UNDEFINED:
+        return elem.value_tell + elem.length
+    if elem.tag == _PIXEL_DATA:
+        return _encapsulated_end(source, elem.value_tell)
     return None
+
+
+@dataclass
+class SpliceMap:
+    """Where each top-level element of the input lies, to copy the untouched ones.
+
+    ``originals`` holds the element objects as read: an element whose object was
+    replaced (by an action, or by decoding) is encoded anew, never copied.
+    """
+
+    source: Source
+    implicit: bool
+    spans: dict[int, tuple[int, int]]
+    originals: dict[int, object]
+
+    @classmethod
+    def build(cls, ds: Dataset, source: Source) -> SpliceMap | None:
+        """The map of ``ds`` as just read, or None if its encoding cannot be copied."""
+        if not splice_supported(ds):
+            return None
+        implicit = bool(ds.original_encoding[0])
+        located = []
+        originals = {}
+        for tag in ds.keys():
+            elem = ds.get_item(tag)
+            start = _start(elem, implicit, source)
+            if start is None:
+                continue
+            located.append((start, tag, elem))
+            originals[tag] = elem
+        located.sort()
+        spans = {tag: (start, following[0]) for (start, tag, _), following
+                 in zip(located, located[1:], strict=False)}
+        if located:
+            start, tag, elem = located[-1]
+            end = _last_end(elem, source)
+            if end is not None:
+                spans[tag] = (start, end)
+        return cls(source, implicit, spans, originals)
 
 
 def _encoder(implicit: bool) -> DicomBytesIO:
@@ -119,13 +162,41 @@ def _encoder(implicit: bool) -> DicomBytesIO:
     return buffer
 
 
-def write_spliced(ds: Dataset, source: Source, out: BinaryIO) -> None:
-    """Write ``ds`` as a Part 10 file to ``out``, copying untouched elements from ``source``.
+class EncodedConstants:
+    """Elements every output shares (the de-identification stamp), encoded once.
 
-    The caller checks :func:`splice_supported` first and completes the file meta.
+    Parameters
+    ----------
+    elements : dict
+        tag -> the very DataElement object placed into every dataset.
     """
-    implicit, little = ds.original_encoding
-    assert implicit is not None and little
+
+    def __init__(self, elements: dict[int, DataElement]):
+        self.elements = elements
+        self._bytes: dict[tuple[int, bool], bytes] = {}
+
+    def encoded(self, tag: int, elem: object, implicit: bool) -> bytes | None:
+        """The encoding of ``elem`` if it is the shared constant for ``tag``, else None."""
+        if self.elements.get(tag) is not elem:
+            return None
+        key = (tag, implicit)
+        if key not in self._bytes:
+            buffer = _encoder(implicit)
+            write_data_element(buffer, elem, "iso8859")  # type: ignore[arg-type]
+            self._bytes[key] = buffer.getvalue()
+        return self._bytes[key]
+
+
+def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: BinaryIO,
+                  constants: EncodedConstants | None = None) -> None:
+    """Write ``ds`` as a Part 10 file, copying untouched top-level elements' bytes.
+
+    An element is copied when it is the very object that was read and the engine
+    changed nothing inside it (``touched`` holds the top-level tags of every element
+    acted on, at any depth); every other element is encoded by pydicom. The caller
+    completes the file meta first.
+    """
+    implicit = splice.implicit
     out.write(b"\x00" * 128 + b"DICM")
     meta_buffer = DicomBytesIO()
     write_file_meta_info(meta_buffer, ds.file_meta, enforce_standard=True)
@@ -140,12 +211,12 @@ def write_spliced(ds: Dataset, source: Source, out: BinaryIO) -> None:
             out.write(encoded.getvalue())
             encoded = _encoder(implicit)
 
+    spans, originals, source = splice.spans, splice.originals, splice.source
     for tag in sorted(ds.keys()):
         if not tag & 0xFFFF and tag >> 16 > 6:
             continue  # group lengths are never written (PS3.5 7.2)
-        elem = ds.get_item(tag)
-        span = _span(elem, implicit, source) if isinstance(elem, RawDataElement) else None
-        if span is not None:
+        span = spans.get(tag)
+        if span is not None and tag not in touched and ds.get_item(tag) is originals[tag]:
             flush_encoded()
             if pending is not None and pending[1] == span[0]:
                 pending = (pending[0], span[1])
@@ -157,7 +228,11 @@ def write_spliced(ds: Dataset, source: Source, out: BinaryIO) -> None:
         if pending is not None:
             source.copy(*pending, out)
             pending = None
-        write_data_element(encoded, ds[tag], encoding)
+        constant = constants.encoded(tag, ds.get_item(tag), implicit) if constants else None
+        if constant is not None:
+            encoded.write(constant)
+        else:
+            write_data_element(encoded, ds[tag], encoding)
     flush_encoded()
     if pending is not None:
         source.copy(*pending, out)

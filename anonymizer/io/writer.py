@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Set
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from anonymizer.io.splice import Source, splice_supported, write_spliced
+from anonymizer.io.splice import (
+    EncodedConstants,
+    SpliceMap,
+    splice_supported,
+    write_spliced,
+)
 
 TEMP_PREFIX = ".anonymizer-tmp-"
 
@@ -71,11 +77,14 @@ def _prepare(ds: Dataset) -> bool:
 
 
 def write_temporary(ds: Dataset, directory: Path, token: str,
-                    source: Source | None = None) -> tuple[Path, str]:
+                    splice: SpliceMap | None = None,
+                    touched: Set[int] = frozenset(),
+                    constants: EncodedConstants | None = None) -> tuple[Path, str]:
     """Write ``ds`` as a Part 10 file to a temporary name in ``directory``.
 
-    With ``source`` (the input's bytes), elements the engine did not touch are copied
-    from it (:mod:`anonymizer.io.splice`) instead of being re-encoded.
+    With ``splice`` (where the input's elements lie), elements the engine did not touch
+    (``touched``: top-level tags acted on at any depth) are copied from the input's
+    bytes (:mod:`anonymizer.io.splice`) instead of being re-encoded.
 
     Returns
     -------
@@ -90,8 +99,8 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
         with open(temporary, "wb") as handle:
             hashing = _HashingFile(handle)
             part10 = _prepare(ds)
-            if part10 and source is not None and splice_supported(ds):
-                write_spliced(ds, source, hashing)
+            if part10 and splice is not None and splice_supported(ds):
+                write_spliced(ds, splice, set(touched), hashing, constants)
             else:
                 # Without SOP Class/Instance UIDs no Part 10 header can be made: the
                 # dataset is written as it came (a raw dataset), readable with force=True.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from anonymizer.engine import Engine
 from anonymizer.io import NotDicomError, ReadResult, read_dataset, write_temporary
+from anonymizer.io.splice import EncodedConstants
 from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.pipeline.audit import safe_reason
 from anonymizer.pipeline.layout import output_path
@@ -88,7 +89,13 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 
 def quiet_pydicom() -> None:
-    """Silence pydicom's warnings and log records: their messages quote element values."""
+    """Silence pydicom's warnings and log records: their messages quote element values.
+
+    Value validation on reading only ever warns (and costs ~10% of the run), so it is off.
+    """
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     warnings.filterwarnings("ignore", category=UserWarning, message=r".*(VR|value|Invalid)")
     logger = logging.getLogger("pydicom")
@@ -97,11 +104,20 @@ def quiet_pydicom() -> None:
     logger.setLevel(logging.CRITICAL)
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    engine: Engine
+    keyed: KeyedSource
+    constants: EncodedConstants
+
+
 @functools.lru_cache(maxsize=4)
-def _engine(profile: str, key_file: str | None) -> tuple[Engine, KeyedSource]:
+def _load(profile: str, key_file: str | None) -> _Loaded:
+    """Per process, once: the compiled profile, the key and the pre-encoded stamp."""
     quiet_pydicom()
     keyed = load_key(key_file)
-    return Engine(load_profile(profile), keyed), keyed
+    engine = Engine(load_profile(profile), keyed)
+    return _Loaded(engine, keyed, EncodedConstants(engine.stamp))
 
 
 def file_sha256(path: Path) -> str:
@@ -129,15 +145,15 @@ class WorkItem:
 
 def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutcome]:
     """De-identify a batch; every file gets an outcome, no exception escapes per file."""
-    engine, keyed = _engine(config.profile, config.key_file)
+    loaded = _load(config.profile, config.key_file)
     outcomes = []
     for item in items:
         try:
             with _time_limit(config.timeout):
-                outcomes.append(process_file(config, engine, keyed, item))
+                outcomes.append(process_file(config, loaded, item))
         except FileTimeout as exc:
             # write_temporary removes its partial file on any exception, this one included
-            outcomes.append(FileOutcome(item.relative, input_token(keyed, item.relative),
+            outcomes.append(FileOutcome(item.relative, input_token(loaded.keyed, item.relative),
                                         "failed", reason=f"timeout: {exc}"))
     return outcomes
 
@@ -147,15 +163,14 @@ def _unchanged(config: WorkerConfig, item: WorkItem, sha256: str) -> bool:
             and (Path(config.output_dir) / item.done_output).is_file())
 
 
-def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
-                 item: WorkItem) -> FileOutcome:
+def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileOutcome:
     """Read, de-identify and write one file to a temporary name (renamed by the caller).
 
     An input whose hash equals the one a previous run wrote (and whose output is still
     there) is not processed again: its outcome is ``unchanged``.
     """
     relative = item.relative
-    token = input_token(keyed, relative)
+    token = input_token(loaded.keyed, relative)
     outcome = FileOutcome(relative=relative, token=token, status="failed")
     source = Path(config.input_dir) / relative
     try:
@@ -173,17 +188,17 @@ def process_file(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
         return outcome
     outcome.input_sha256 = read.sha256
     try:
-        _deidentify_and_write(config, engine, keyed, read, outcome)
+        _deidentify_and_write(config, loaded, read, outcome)
     finally:
         read.close()
     return outcome
 
 
-def _deidentify_and_write(config: WorkerConfig, engine: Engine, keyed: KeyedSource,
-                          read: ReadResult, outcome: FileOutcome) -> None:
-    ds = read.dataset
+def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResult,
+                          outcome: FileOutcome) -> None:
+    ds, keyed = read.dataset, loaded.keyed
     try:
-        result = engine.deidentify(ds)
+        result = loaded.engine.deidentify(ds)
         target = output_path(config.layout, ds, outcome.relative, outcome.token[:16])
     except Exception as exc:  # noqa: BLE001 - DeidentificationError or any other failure
         outcome.reason = safe_reason("de-identify", exc)
@@ -201,7 +216,8 @@ def _deidentify_and_write(config: WorkerConfig, engine: Engine, keyed: KeyedSour
     try:
         directory = (Path(config.output_dir) / target).parent
         temporary, digest = write_temporary(
-            ds, directory, f"{outcome.token}.{os.getpid()}.part", read.source)
+            ds, directory, f"{outcome.token}.{os.getpid()}.part", read.splice, result.touched,
+            loaded.constants)
     except Exception as exc:  # noqa: BLE001
         outcome.reason = safe_reason("write", exc)
         if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
