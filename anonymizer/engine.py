@@ -69,8 +69,8 @@ class FileContext:
         self.original_patient_id = str(ds.get("PatientID", "") or "").strip()
         self._ds = ds
         # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
-        self._identifier_elements = [(keyword, ds.get_item(tag)) for keyword, tag
-                                     in _IDENTIFIER_TAGS if tag in ds]
+        self._identifier_elements = [(keyword, ds.get_item(tag, keep_deferred=True))
+                                     for keyword, tag in _IDENTIFIER_TAGS if tag in ds]
         self._pattern: re.Pattern[str] | None = None
         self._new_patient_id: str | None = None
         self._offset: int | None = None
@@ -78,7 +78,7 @@ class FileContext:
 
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without decoding its value."""
-        vr = ds.get_item(tag).VR
+        vr = ds.get_item(tag, keep_deferred=True).VR
         if vr is None or vr == "UN" and not tag >> 16 & 1:
             vr = dictionary_vr(tag) or "UN"
         return vr
@@ -262,7 +262,7 @@ class Engine:
             if 0x10 <= element <= 0xFF:
                 continue
             creator = creators.get((group, element >> 8)) if element > 0xFF else None
-            vr = ds.get_item(tag).VR
+            vr = ds.get_item(tag, keep_deferred=True).VR
             origin = None if creator is None else policy.decide(group, creator, element & 0xFF,
                                                                 vr)
             if origin is None:

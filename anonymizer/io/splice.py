@@ -139,7 +139,7 @@ class SpliceMap:
         located = []
         originals = {}
         for tag in ds.keys():
-            elem = ds.get_item(tag)
+            elem = ds.get_item(tag, keep_deferred=True)
             start = _start(elem, implicit, source)
             if start is None:
                 continue
@@ -216,7 +216,8 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
         if not tag & 0xFFFF and tag >> 16 > 6:
             continue  # group lengths are never written (PS3.5 7.2)
         span = spans.get(tag)
-        if span is not None and tag not in touched and ds.get_item(tag) is originals[tag]:
+        elem = ds.get_item(tag, keep_deferred=True)
+        if span is not None and tag not in touched and elem is originals[tag]:
             flush_encoded()
             if pending is not None and pending[1] == span[0]:
                 pending = (pending[0], span[1])
@@ -228,7 +229,7 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
         if pending is not None:
             source.copy(*pending, out)
             pending = None
-        constant = constants.encoded(tag, ds.get_item(tag), implicit) if constants else None
+        constant = constants.encoded(tag, elem, implicit) if constants else None
         if constant is not None:
             encoded.write(constant)
         else:

@@ -68,7 +68,8 @@ def _prepare(ds: Dataset) -> bool:
         meta.TransferSyntaxUID = UID(ImplicitVRLittleEndian if implicit else
                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     first = next(iter(ds.keys()), None)
-    body_implicit = first is not None and getattr(ds.get_item(first), "is_implicit_VR", False)
+    body_implicit = first is not None and getattr(
+        ds.get_item(first, keep_deferred=True), "is_implicit_VR", False)
     if (implicit or body_implicit) and not meta.TransferSyntaxUID.is_implicit_VR:
         # Read as implicit VR but labelled explicit: decode every element so each has a VR.
         for _ in ds.iterall():
