@@ -16,6 +16,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
 from anonymizer.errors import DeidentificationError
@@ -25,6 +26,7 @@ from anonymizer.tags import dictionary_vr, format_tag
 from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
+_ITEM = b"\xfe\xff\x00\xe0"
 ACCESSION_NUMBER = 0x00080050
 SOP_INSTANCE_UID = 0x00080018
 
@@ -270,6 +272,11 @@ class Engine:
                 self._record(ctx, path, tag, "X")
                 continue
             kept_blocks.add((group, element >> 8))
+            raw = ds.get_item(tag, keep_deferred=True)
+            if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == _ITEM:
+                # A private sequence read without its VR (implicit VR, or UN): decode it
+                # (such sequences are always implicit VR little endian) so it is cleaned.
+                ds[tag] = DataElement(tag, "SQ", convert_SQ(raw.value, True, True))
             if ds[tag].VR == "SQ":
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
         for group, block in creators:
