@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "profile, key or layout")
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds allowed per file (0: no limit; default 600)")
+    run.add_argument("--backend", choices=("local", "dask"), default="local",
+                     help="local worker processes (default) or a Dask distributed cluster")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="Dask scheduler address for --backend dask (e.g. tcp://host:8786)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     profiles = commands.add_parser("profiles", help="list, check or show profiles")
@@ -104,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
         quarantine_dir=args.quarantine, force=args.force, timeout=args.timeout,
+        backend=args.backend, scheduler=args.scheduler,
         progress=not args.no_progress and sys.stderr.isatty()))
     counts = summary.counts
     done = f", {counts['unchanged']} already done" if counts["unchanged"] else ""

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from joblib.externals.loky import get_reusable_executor
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from tqdm import tqdm
@@ -47,6 +47,9 @@ from anonymizer.profiles import load_profile
 AUDIT_NAME = "audit.jsonl"
 
 
+
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Options of one ``anonymizer run``."""
@@ -65,6 +68,8 @@ class RunConfig:
     force: bool = False
     timeout: float = 600.0
     progress: bool = True
+    backend: str = "local"  # or "dask"
+    scheduler: str | None = None  # dask scheduler address, e.g. tcp://10.0.0.5:8786
 
 
 @dataclass
@@ -182,6 +187,9 @@ def run(config: RunConfig) -> RunSummary:
         raise UsageError(f"{config.output_dir} holds a run with another "
                          f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
                          "--force to reprocess everything")
+    if config.backend == "dask" and (config.key_file is None or not config.scheduler):
+        raise UsageError("--backend dask needs --scheduler ADDRESS and --key-file on storage "
+                         "the workers can read (the key is never sent in task arguments)")
     config.output_dir.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
@@ -195,9 +203,14 @@ def run(config: RunConfig) -> RunSummary:
         "input": keyed.hexdigest("input-root", str(config.input_dir.resolve()), 32),
     }
     audit.write(header)
+    # Absolute paths (and a resolvable profile path): workers may run elsewhere.
+    profile_ref = config.profile
+    if Path(profile_ref).is_file():
+        profile_ref = str(Path(profile_ref).resolve())
     worker_config = WorkerConfig(
-        profile=config.profile, key_file=config.key_file,
-        input_dir=str(config.input_dir), output_dir=str(config.output_dir),
+        profile=profile_ref,
+        key_file=str(Path(config.key_file).resolve()) if config.key_file else None,
+        input_dir=str(config.input_dir.resolve()), output_dir=str(config.output_dir.resolve()),
         layout=layout, want_crosswalk=config.crosswalk_path is not None,
         timeout=config.timeout)
     committer = _Committer(config, audit, previous)
@@ -227,8 +240,8 @@ def run(config: RunConfig) -> RunSummary:
 
     pending = _batches(work_items(), config.batch_size)
     try:
-        with _stop_on_signals():
-            _process(pending, worker_config, jobs, consume, audit)
+        with _stop_on_signals(), _backend(config) as (backend_jobs, worker_died):
+            _process(pending, worker_config, backend_jobs or jobs, consume, audit, worker_died)
     except RunStopped as stop:
         summary.stopped, summary.exit_code_override = stop.reason, stop.exit_code
         summary.left = sum(len(batch) for batch in pending)  # discovery only, no reading
@@ -253,8 +266,38 @@ def run(config: RunConfig) -> RunSummary:
     return summary
 
 
+@contextlib.contextmanager
+def _backend(config: RunConfig
+             ) -> Iterator[tuple[int | None, tuple[type[BaseException], ...]]]:
+    """The joblib backend: local processes (loky), or a Dask distributed cluster.
+
+    With Dask, the same batches run on the cluster's workers through joblib's Dask
+    backend; IN, OUT and the key file must be on storage every worker can read.
+    Yields the n_jobs to use (None: the --jobs value) and the exceptions that mean a
+    worker process died.
+    """
+    if config.backend != "dask":
+        yield None, (TerminatedWorkerError,)
+        return
+    try:
+        from dask.distributed import Client, KilledWorker
+    except ImportError:
+        raise UsageError("--backend dask needs dask.distributed: "
+                         "pip install 'anonymizer[dask]'") from None
+    try:
+        client = Client(config.scheduler, timeout=30)
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Dask scheduler {config.scheduler}: {exc}") from None
+    try:
+        with parallel_config(backend="dask"):
+            yield -1, (TerminatedWorkerError, KilledWorker)  # -1: every worker of the cluster
+    finally:
+        client.close()
+
+
 def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, jobs: int,
-             consume, audit: AuditLog) -> None:
+             consume, audit: AuditLog,
+             worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)) -> None:
     """Run batches through joblib, committing in order; survive dying worker processes.
 
     When a worker process dies (killed, out of memory, a crash in a C extension), joblib
@@ -281,7 +324,7 @@ def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, job
                     committed += 1
                     audit.flush()
             return
-        except TerminatedWorkerError:
+        except worker_died:
             suspects = [item for batch in dispatched[committed:] for item in batch]
             for item in suspects:
                 consume(_isolated(worker_config, item))
