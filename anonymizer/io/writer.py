@@ -15,6 +15,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from anonymizer import __version__
 from anonymizer.io.splice import (
     EncodedConstants,
     SpliceMap,
@@ -23,6 +24,9 @@ from anonymizer.io.splice import (
 )
 
 TEMP_PREFIX = ".anonymizer-tmp-"
+#: This tool's Implementation Class UID (a fixed UUID-derived UID, PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = UID("2.25.119318287340528513945137926917226375571")
+IMPLEMENTATION_VERSION_NAME = f"ANONYMIZER_{__version__}"[:16]
 
 
 class _HashingFile:
@@ -62,6 +66,9 @@ def _prepare(ds: Dataset) -> bool:
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         meta = ds.file_meta = FileMetaDataset()
+    # The file meta names the software that wrote the file: this tool, not the sender's.
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     if not meta.get("TransferSyntaxUID"):
         if implicit is None:
             implicit, little = True, True

@@ -105,6 +105,17 @@ EXIT_SIGTERM = 143
 EXIT_SIGINT = 130
 
 
+_worker_key: list[str] = []
+
+
+def _fresh_workers_if_key_changed(fingerprint: str) -> None:
+    """Reusable worker processes keep the environment they started with: restart them
+    when this process runs with another key (e.g. ANONYMIZER_KEY changed)."""
+    if _worker_key and _worker_key[0] != fingerprint:
+        get_reusable_executor().shutdown(kill_workers=True)
+    _worker_key[:] = [fingerprint]
+
+
 def _inside(child: Path, parent: Path) -> bool:
     try:
         child.relative_to(parent)
@@ -131,6 +142,8 @@ def check_paths(config: RunConfig) -> None:
         raise UsageError("OUT must not be inside IN")
     if _inside(source, target):
         raise UsageError("IN must not be inside OUT")
+    if config.audit_path is not None and _inside(config.audit_path.resolve(), source):
+        raise UsageError("--audit must not be inside IN")
     for what, path in (("--manifest", config.manifest_path),
                        ("--crosswalk", config.crosswalk_path),
                        ("--quarantine", config.quarantine_dir)):
@@ -212,11 +225,12 @@ def run(config: RunConfig) -> RunSummary:
         key_file=str(Path(config.key_file).resolve()) if config.key_file else None,
         input_dir=str(config.input_dir.resolve()), output_dir=str(config.output_dir.resolve()),
         layout=layout, want_crosswalk=config.crosswalk_path is not None,
-        timeout=config.timeout)
+        timeout=config.timeout, key_fingerprint=keyed.fingerprint,
+        profile_sha256=current["profile_sha256"])
+    _fresh_workers_if_key_changed(keyed.fingerprint)
     committer = _Committer(config, audit, previous)
     summary = RunSummary(audit_path=audit_path)
-    excluded = config.output_dir if _inside(config.output_dir.resolve(),
-                                            config.input_dir.resolve()) else None
+    excluded = config.output_dir  # also when a symlink inside IN leads to it
 
     def work_items() -> Iterator[WorkItem]:
         for relative in discover(config.input_dir, exclude=excluded):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anonymizer.engine import Engine
+from anonymizer.errors import ProfileError, SecretKeyError
 from anonymizer.io import NotDicomError, ReadResult, read_dataset, write_temporary
 from anonymizer.io.splice import EncodedConstants
 from anonymizer.keyed import KeyedSource, load_key
@@ -35,6 +36,9 @@ class WorkerConfig:
     layout: str
     want_crosswalk: bool = False
     timeout: float = 600.0  # seconds per file; 0 = none
+    #: what the main process loaded: a worker refuses to run with anything else
+    key_fingerprint: str = ""
+    profile_sha256: str = ""
 
 
 @dataclass
@@ -112,11 +116,20 @@ class _Loaded:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(profile: str, key_file: str | None) -> _Loaded:
-    """Per process, once: the compiled profile, the key and the pre-encoded stamp."""
+def _load(profile: str, key_file: str | None, key_fingerprint: str,
+          profile_sha256: str) -> _Loaded:
+    """Per process, once per (profile, key): compiled profile, key, pre-encoded stamp.
+
+    The fingerprints are part of the cache key and checked, so a key or profile file
+    changed between two runs in one process is never served from a stale cache.
+    """
     quiet_pydicom()
     keyed = load_key(key_file)
     engine = Engine(load_profile(profile), keyed)
+    if key_fingerprint and keyed.fingerprint != key_fingerprint:
+        raise SecretKeyError("the worker's key differs from the main process's key")
+    if profile_sha256 and engine.profile.fingerprint() != profile_sha256:
+        raise ProfileError("the profile changed while the run was starting")
     return _Loaded(engine, keyed, EncodedConstants(engine.stamp))
 
 
@@ -145,7 +158,8 @@ class WorkItem:
 
 def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutcome]:
     """De-identify a batch; every file gets an outcome, no exception escapes per file."""
-    loaded = _load(config.profile, config.key_file)
+    loaded = _load(config.profile, config.key_file, config.key_fingerprint,
+                   config.profile_sha256)
     outcomes = []
     for item in items:
         try:
