@@ -94,7 +94,8 @@ class FileContext:
         new = lookup.get(keyword, original) if lookup is not None else None
         hashed = new is None
         if new is None:
-            if lookup is not None and self.settings.on_missing == "fail":
+            if lookup is not None and self.settings.on_missing == "fail" \
+                    and lookup.covers(keyword):
                 raise DeidentificationError(f"{keyword}: value not in the lookup table "
                                             f"{lookup.source}")
             digest = self.keyed.hexdigest("pseudonym", original, 64)

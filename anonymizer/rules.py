@@ -69,7 +69,7 @@ class PrivatePolicy:
                     and (key.offset is None or key.offset == offset)):
                 return origin
         safe_vr = self.safe.get((group, creator, offset))
-        if safe_vr is not None and (not safe_vr or vr in (None, "UN", safe_vr)):
+        if safe_vr is not None and (not safe_vr or vr in (None, "UN", *safe_vr.split("/"))):
             return "option retain_safe_private (PS3.15 Table E.3.10-1)"
         if self.keep_all:
             return "private default keep"

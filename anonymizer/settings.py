@@ -17,8 +17,9 @@ _FORMAT_FIELDS = ("hash", "patient_id")
 class LookupTable:
     """Original -> replacement pairs (e.g. a trial's subject IDs), from a CSV file.
 
-    Columns ``original,replacement``, optionally a first column ``keyword`` that
-    limits an entry to one attribute. The table is PHI: it is only held in memory.
+    Columns ``original,replacement`` map Patient IDs (other attributes follow through
+    ``{patient_id}``); with a first column ``keyword`` each row maps a value of that
+    attribute. The table is PHI: it is only held in memory.
     """
 
     source: str
@@ -26,9 +27,22 @@ class LookupTable:
     by_keyword: Mapping[tuple[str, str], str]
     any_keyword: Mapping[str, str]
 
+    def covers(self, keyword: str) -> bool:
+        """Whether a value of ``keyword`` missing from the table is a miss (on_missing).
+
+        A two-column table lists patients: it covers Patient ID. A table with a keyword
+        column covers the keywords it has rows for.
+        """
+        if self.by_keyword:
+            return any(k == keyword for k, _ in self.by_keyword)
+        return keyword == "PatientID"
+
     def get(self, keyword: str, original: str) -> str | None:
+        """The replacement of ``original`` as a value of ``keyword``, or None."""
         found = self.by_keyword.get((keyword, original))
-        return found if found is not None else self.any_keyword.get(original)
+        if found is None and keyword == "PatientID":
+            found = self.any_keyword.get(original)
+        return found
 
 
 @dataclass(frozen=True)
@@ -46,8 +60,8 @@ class Settings:
     dates_modified: str | None = None
 
     def describe(self) -> dict[str, str]:
-        lookup = "none" if self.lookup is None else f"{self.lookup.source} sha256:" \
-            f"{self.lookup.sha256[:16]}"
+        # The table by content only: its path may be written relative or absolute.
+        lookup = "none" if self.lookup is None else f"sha256:{self.lookup.sha256[:16]}"
         return {
             "pseudonyms.format": self.pseudonym_format, "pseudonyms.lookup": lookup,
             "pseudonyms.on_missing": self.on_missing,

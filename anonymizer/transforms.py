@@ -196,7 +196,8 @@ class CleanText:
 
 @dataclass(frozen=True)
 class CleanBitmap:
-    """C on Overlay/Curve data: a bitmap cannot be cleaned of text here, so it is removed."""
+    """C on binary data (Overlay/Curve bitmaps, binary timestamps): it cannot be cleaned
+    here, so it is removed."""
 
     code: str = "X"
 
@@ -204,7 +205,7 @@ class CleanBitmap:
         return Remove().apply(ds, tag, ctx)
 
     def describe(self) -> str:
-        return "remove (graphics bitmaps cannot be cleaned)"
+        return "remove (binary data cannot be cleaned)"
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,12 @@ def action_for(code: str, fmt: str | None, tag: int | None, vr: str | None,
         return ShiftDate()
     if code != "C":
         raise ValueError(f"unknown transform code {code!r}")
-    if option == "retain_longitudinal_modified_dates" or vr in ("DA", "DT", "TM"):
+    if vr in ("DA", "DT", "TM"):
         return ShiftDate()
+    if option == "retain_longitudinal_modified_dates":
+        # Not a date string: a binary timestamp cannot be shifted here, so it goes; text
+        # such as Timezone Offset From UTC and Sequences (cleaned inside) are kept.
+        return Keep() if vr in ("SH", "SQ", None) else CleanBitmap()
     if vr == "AE":
         return Pseudonym("AE-{hash:12}")
     if vr in _SCRUB_VRS:
