@@ -22,7 +22,7 @@ from anonymizer import __version__, standard
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
-from anonymizer.tags import dictionary_vr, format_tag
+from anonymizer.tags import VALID_VRS, dictionary_vr, format_tag
 from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
@@ -81,8 +81,13 @@ class FileContext:
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without decoding its value."""
         vr = ds.get_item(tag, keep_deferred=True).VR
-        if vr is None or vr == "UN" and not tag >> 16 & 1:
-            vr = dictionary_vr(tag) or "UN"
+        if tag >> 16 & 1:
+            return vr if vr in VALID_VRS else "UN"
+        known = dictionary_vr(tag)
+        if known is None:
+            return "UN"  # not in the dictionary: its content cannot be judged by its VR
+        if vr is None or vr == "UN" or vr not in VALID_VRS:
+            vr = known  # no VR, or one a corrupt file made up: the dictionary's
         return vr
 
     def pseudonym(self, keyword: str, original: str, fmt: str | None) -> str:

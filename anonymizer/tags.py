@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+#: The value representations of PS3.5 Table 6.2-1.
+VALID_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT",
+                       "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST",
+                       "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"})
+
 _TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)?$")
 
 

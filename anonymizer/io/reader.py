@@ -148,6 +148,8 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
         return _read_large(path, size)
     with open(path, "rb") as handle:
         data = handle.read()
+    if not data:
+        raise NotDicomError("empty file")
     is_part10 = data[128:132] == b"DICM"
     if not is_part10 and not _looks_like_raw_dataset(data[:8]):
         raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
@@ -156,11 +158,23 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
         if not is_part10:
             raise NotDicomError("not DICOM (no elements)")
         raise TruncatedError("truncated or corrupt: no data elements after the file meta")
+    _check_file_meta(ds)
     notes = _check_complete(ds, len(data))
     _refuse_dicomdir(ds)
     source = Source(data=data)
     return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data), notes, source,
                       SpliceMap.build(ds, source))
+
+
+def _check_file_meta(ds: Dataset) -> None:
+    """Fail a file whose File Meta Information swallowed dataset elements.
+
+    A corrupt group length makes pydicom read dataset elements (patient name and
+    all) as file meta; they must never pass as meta into the output.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and any(tag >> 16 != 0x0002 for tag in meta.keys()):
+        raise TruncatedError("corrupt file meta: its group length covers dataset elements")
 
 
 def _parse(stream: BinaryIO, is_part10: bool, defer: bool = False) -> Dataset:
@@ -197,6 +211,7 @@ def _read_large(path: str | os.PathLike[str], size: int) -> ReadResult:
         ds = _parse(source.handle, is_part10, defer=True)
         if len(ds) == 0:
             raise TruncatedError("truncated or corrupt: no data elements after the file meta")
+        _check_file_meta(ds)
         notes = _check_complete(ds, size)
         _refuse_dicomdir(ds)
         splice = SpliceMap.build(ds, source)

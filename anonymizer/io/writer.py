@@ -57,16 +57,22 @@ class _HashingFile:
 
 
 def _prepare(ds: Dataset) -> bool:
-    """Complete the file meta of ``ds`` where the input lacked it; return whether the
-    output can be a Part 10 file (it needs SOP Class and SOP Instance UIDs).
+    """Give ``ds`` a new file meta; return whether the output can be a Part 10 file
+    (it needs SOP Class and SOP Instance UIDs).
 
     The transfer syntax follows how the dataset was encoded in the input.
     """
     implicit, little = ds.original_encoding
-    meta = getattr(ds, "file_meta", None)
-    if meta is None:
-        meta = ds.file_meta = FileMetaDataset()
-    # The file meta names the software that wrote the file: this tool, not the sender's.
+    original = getattr(ds, "file_meta", None) or FileMetaDataset()
+    # Rebuilt from scratch: nothing of the input's meta but its transfer syntax survives,
+    # and the meta names the software that wrote the file: this tool, not the sender's.
+    meta = ds.file_meta = FileMetaDataset()
+    if original.get("TransferSyntaxUID"):
+        meta.TransferSyntaxUID = original.TransferSyntaxUID
+    if ds.get("SOPClassUID"):
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if ds.get("SOPInstanceUID"):
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     if not meta.get("TransferSyntaxUID"):

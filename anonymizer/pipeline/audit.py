@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
 _DIGITS = re.compile(r"\d{3,}")
@@ -36,7 +36,11 @@ def safe_reason(stage: str, exc: BaseException) -> str:
 
 
 class AuditLog:
-    """Append-only JSON Lines writer; flushed after every record.
+    """Append-only JSON Lines writer that never leaves a torn record.
+
+    Records are buffered and written as whole lines with ``os.write`` at every
+    :meth:`flush`; if a write fails (disk full), the file is cut back to its last
+    complete record before the error propagates.
 
     Parameters
     ----------
@@ -47,18 +51,32 @@ class AuditLog:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._pending: list[str] = []
 
     def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
+        self._pending.append(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
 
     def flush(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if not self._pending:
+            return
+        data = "".join(self._pending).encode("ascii")
+        good = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, good)
+            raise
+        self._pending.clear()
 
     def close(self) -> None:
-        self.flush()
-        self._handle.close()
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -6,10 +6,18 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.pipeline.audit import read_records
+
+
+class Done(NamedTuple):
+    """What the latest record of one input says (kept small: one per input in memory)."""
+
+    status: str
+    input_sha256: str | None
+    output: str | None
 
 
 @dataclass
@@ -17,8 +25,7 @@ class PreviousRuns:
     """The audit log's state before this run starts."""
 
     settings: dict[str, Any] | None = None  # profile_sha256, key_fingerprint, layout
-    latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> file record
-    headers: list[dict[str, Any]] = field(default_factory=list)  # run_start/run_end records
+    latest: dict[str, Done] = field(default_factory=dict)  # input token -> latest outcome
 
     @classmethod
     def load(cls, audit_path: Path) -> PreviousRuns:
@@ -28,12 +35,12 @@ class PreviousRuns:
         for record in read_records(audit_path):
             kind = record.get("type")
             if kind == "file" and "input" in record:
-                state.latest[record["input"]] = record
-            elif kind in ("run_start", "run_end"):
-                state.headers.append(record)
-                if kind == "run_start":
-                    state.settings = {k: record.get(k) for k in
-                                      ("profile_sha256", "key_fingerprint", "layout")}
+                state.latest[record["input"]] = Done(record.get("status", ""),
+                                                     record.get("input_sha256"),
+                                                     record.get("output"))
+            elif kind == "run_start":
+                state.settings = {k: record.get(k) for k in
+                                  ("profile_sha256", "key_fingerprint", "layout")}
         return state
 
     def mismatch(self, current: dict[str, Any]) -> list[str]:
@@ -44,8 +51,8 @@ class PreviousRuns:
 
     def claims(self) -> dict[str, str]:
         """Output path -> input token of every file a previous run wrote."""
-        return {r["output"]: token for token, r in self.latest.items()
-                if r.get("status") == "written" and r.get("output")}
+        return {done.output: token for token, done in self.latest.items()
+                if done.status == "written" and done.output}
 
 
 def sweep_temporaries(root: Path) -> int:
@@ -62,16 +69,47 @@ def sweep_temporaries(root: Path) -> int:
     return removed
 
 
-def compact(audit_path: Path, headers: list[dict[str, Any]],
-            latest: dict[str, dict[str, Any]]) -> None:
+def compact(audit_path: Path) -> None:
     """Rewrite the log with every run header/footer and only the latest record per input.
 
+    Two streaming passes over the file (memory: one index per input, not the records).
     Written to a temporary name and renamed, so a crash leaves the old log intact.
     """
+    latest: dict[str, int] = {}
+    headers: list[int] = []
+    with open(audit_path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line from a crash
+            if record.get("type") == "file" and "input" in record:
+                latest[record["input"]] = number
+            elif record.get("type") in ("run_start", "run_end"):
+                headers.append(number)
+    keep = set(latest.values())
+    final = headers[-1] if headers else -1
     temporary = audit_path.with_name(f"{TEMP_PREFIX}{audit_path.name}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        for record in [*headers[:-1], *latest.values(), *headers[-1:]]:
-            handle.write(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, audit_path)
+    try:
+        with open(audit_path, encoding="utf-8") as source, \
+                open(temporary, "w", encoding="utf-8") as target:
+            # every run's header and footer first, then one record per input, then the
+            # footer of the last run
+            earlier = set(headers) - {final}
+            for number, line in enumerate(source):
+                if number in earlier:
+                    target.write(line)
+            source.seek(0)
+            tail = ""
+            for number, line in enumerate(source):
+                if number in keep:
+                    target.write(line)
+                elif number == final:
+                    tail = line
+            target.write(tail)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temporary, audit_path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

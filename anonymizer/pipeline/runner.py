@@ -35,6 +35,7 @@ from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout, with_suffix_token
 from anonymizer.pipeline.resume import PreviousRuns, compact, sweep_temporaries
 from anonymizer.pipeline.worker import (
+    FATAL_WRITE_ERRNOS,
     FileOutcome,
     WorkerConfig,
     WorkItem,
@@ -235,8 +236,8 @@ def run(config: RunConfig) -> RunSummary:
     def work_items() -> Iterator[WorkItem]:
         for relative in discover(config.input_dir, exclude=excluded):
             done = None if config.force else previous.latest.get(input_token(keyed, relative))
-            if done is not None and done.get("status") == "written":
-                yield WorkItem(relative, done.get("input_sha256"), done.get("output"))
+            if done is not None and done.status == "written":
+                yield WorkItem(relative, done.input_sha256, done.output)
             else:
                 yield WorkItem(relative)
 
@@ -273,8 +274,7 @@ def run(config: RunConfig) -> RunSummary:
         try:
             audit.write(footer)
             audit.close()
-            compact(audit_path, [*previous.headers, header, footer],
-                    {**previous.latest, **committer.records})
+            compact(audit_path)
         except OSError as exc:  # e.g. the disk is full: the append-only log stays valid
             print(f"anonymizer: audit log not compacted: {exc.strerror}", file=sys.stderr)
     return summary
@@ -336,13 +336,24 @@ def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, job
                     for outcome in outcomes:
                         consume(outcome)
                     committed += 1
-                    audit.flush()
+                    _flush(audit)
             return
         except worker_died:
             suspects = [item for batch in dispatched[committed:] for item in batch]
             for item in suspects:
                 consume(_isolated(worker_config, item))
-            audit.flush()
+            _flush(audit)
+
+
+def _flush(audit: AuditLog) -> None:
+    """Flush the audit log; a disk that cannot take it stops the run (exit 3)."""
+    try:
+        audit.flush()
+    except OSError as exc:
+        if exc.errno in FATAL_WRITE_ERRNOS:
+            raise RunStopped(f"audit log not writable: {exc.strerror}",
+                             EXIT_OUTPUT_UNWRITABLE) from None
+        raise
 
 
 def _isolated(worker_config: WorkerConfig, item: WorkItem) -> FileOutcome:
@@ -365,8 +376,6 @@ class _Committer:
         #: output path -> input token, including what earlier runs wrote
         self.claimed: dict[str, str] = previous.claims()
         self.previous = previous.latest
-        #: the records of this run, by input token (for the compacted log)
-        self.records: dict[str, dict] = {}
         self.pseudonyms: dict[tuple[str, str], str] = {}
         self.manifest = self._open_csv(config.manifest_path, ["input", "output", "status"])
         self.crosswalk = self._open_csv(config.crosswalk_path, [
@@ -415,7 +424,8 @@ class _Committer:
             name = with_suffix_token(outcome.target, outcome.token[:12])
             if not self._move(temporary, name, outcome):
                 raise FileExistsError(f"output name taken twice: {name}")
-        old = self.previous.get(outcome.token, {}).get("output")
+        done = self.previous.get(outcome.token)
+        old = done.output if done is not None else None
         if old and old != name and self.claimed.get(old) == outcome.token:
             (self.output_dir / old).unlink(missing_ok=True)
             del self.claimed[old]
@@ -460,7 +470,6 @@ class _Committer:
             "counts": outcome.counts, "tags": outcome.acted, "warnings": outcome.warnings,
         }
         self.audit.write(record)
-        self.records[outcome.token] = record
         if self.quarantine is not None and outcome.status == "failed":
             self.quarantine[1].writerow([outcome.relative, outcome.reason or ""])
         if self.manifest is not None:

@@ -7,9 +7,12 @@ import errno
 import functools
 import hashlib
 import logging
+import multiprocessing
 import os
 import signal
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,6 +95,29 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _exit_with_parent() -> None:
+    """In a worker process: exit when the process that started it is gone.
+
+    A killed main process would otherwise leave workers finishing queued batches into
+    OUT for minutes. Not started in the main process itself (jobs=1).
+    """
+    if multiprocessing.parent_process() is None and not _is_loky_worker():
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _is_loky_worker() -> bool:
+    return any("LokyProcess" in arg for arg in sys.argv) or \
+        multiprocessing.current_process().name.startswith("LokyProcess")
+
+
 def quiet_pydicom() -> None:
     """Silence pydicom's warnings and log records: their messages quote element values.
 
@@ -124,6 +150,7 @@ def _load(profile: str, key_file: str | None, key_fingerprint: str,
     changed between two runs in one process is never served from a stale cache.
     """
     quiet_pydicom()
+    _exit_with_parent()
     keyed = load_key(key_file)
     engine = Engine(load_profile(profile), keyed)
     if key_fingerprint and keyed.fingerprint != key_fingerprint:

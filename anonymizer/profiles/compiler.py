@@ -17,15 +17,13 @@ from anonymizer.errors import ProfileError
 from anonymizer.profiles import sections as settings_mod
 from anonymizer.profiles.spec import ACTION_NAMES, ActionSpec, ProfileSpec, parse_profile
 from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, PrivatePolicy, Rule
-from anonymizer.tags import TagPattern, dictionary_vr, format_tag
+from anonymizer.tags import VALID_VRS, TagPattern, dictionary_vr, format_tag
 from anonymizer.transforms import CapAge
 
 BUILTIN_PACKAGE = "anonymizer.builtin_profiles"
 PATIENT_AGE = 0x00101010
 _MUTUALLY_EXCLUSIVE = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates")
-_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB",
-                  "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM",
-                  "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"})
+_VRS = VALID_VRS
 
 
 def builtin_profile_names() -> list[str]:
