@@ -1,0 +1,407 @@
+"""Benchmark ``anonymizer run`` against the I/O limit (``cp -r``) and the parse limit (pydicom).
+
+    python -m bench.run [--quick] [--files N] [--frames F] [--skip-huge] [--jobs N] [--repeat K]
+
+Builds (or reuses) the cached corpus of :mod:`bench.corpus`, then measures, one after the
+other and each in a fresh :mod:`bench.measure` helper process:
+
+1. ``cp -r`` of the single-frame tree;
+2. ``python -m bench.noop`` (pydicom read + write of every file), 1 process and N processes;
+3. ``anonymizer run`` with the ``basic`` and ``research`` profiles at ``--jobs 1`` and N;
+
+and, on a folder holding only the multi-frame file (>= 1 GiB of Pixel Data): ``cp -r``, the
+pydicom no-op and ``anonymizer run --profile research --jobs 1``, checking that the Pixel Data
+value bytes of each output hash the same as the input's.
+
+Prints a table and writes ``bench/results/bench-<UTC timestamp>.json`` and
+``bench/results/latest.json``. Nothing is asserted about timings: the JSON is the record.
+Outputs go to a temporary folder under ``bench/corpus/`` (same filesystem) and are deleted
+after each measurement; the page cache is not dropped (the input is read once before
+measuring, so every command reads from cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench import corpus
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+FULL_FILES = 5000
+FULL_FRAMES = 2048  # 2048 x 512 x 512 x 2 bytes = 1 GiB of Pixel Data
+QUICK_FILES = 500
+QUICK_FRAMES = 128  # 64 MiB
+MiB = 1 << 20
+
+
+@dataclass
+class Row:
+    """One measured command (the median of its repeats by wall time)."""
+
+    name: str
+    kind: str  # cp | pydicom-noop | anonymizer
+    procs: int
+    files: int
+    bytes: int
+    command: list[str]
+    seconds: float = 0.0
+    files_per_s: float = 0.0
+    mb_per_s: float = 0.0
+    peak_rss_mib: float = 0.0  # largest single process
+    tree_rss_mib: float = 0.0  # sampled sum over the process tree
+    cpu_s: float = 0.0
+    background_cpu_s: float = 0.0  # CPU seconds other processes used meanwhile
+    exit_code: int = 0
+    check: str = ""
+    ratio_vs_cp: float | None = None
+    ratio_vs_noop: float | None = None
+    profile: str | None = None
+    repeats: list[dict] = field(default_factory=list)
+
+
+def _anonymizer() -> str:
+    local = Path(sys.executable).parent / "anonymizer"
+    return str(local) if local.exists() else shutil.which("anonymizer") or "anonymizer"
+
+
+def _measure(command: list[str], log: Path) -> dict:
+    """Run ``command`` in a fresh bench.measure helper; return its JSON report."""
+    helper = [sys.executable, "-m", "bench.measure", "--log", str(log), "--", *command]
+    done = subprocess.run(helper, cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _busy_cpu_seconds() -> float:
+    """Machine-wide non-idle CPU seconds so far (/proc/stat), 0.0 where unavailable."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _count_files(tree: Path) -> int:
+    return sum(len(names) for _, _, names in os.walk(tree))
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _check_copy(expected: int) -> Callable[[Path, Path], str]:
+    def check(out: Path, log: Path) -> str:
+        found = _count_files(out)
+        return "ok" if found == expected else f"FAILED: {found} of {expected} files"
+    return check
+
+
+def _check_anonymizer(expected: int, pixel: tuple[str, int] | None = None
+                      ) -> Callable[[Path, Path], str]:
+    """Every input written (audit log run_end counts, files on disk); optionally the Pixel
+    Data of the single output hashes to ``pixel`` = (sha256, length)."""
+    def check(out: Path, log: Path) -> str:
+        counts: dict = {}
+        try:
+            for line in (out / "audit.jsonl").read_text().splitlines():
+                record = json.loads(line)
+                if record.get("type") == "run_end":
+                    counts = record.get("counts", {})
+        except (OSError, ValueError) as exc:
+            return f"FAILED: no audit log ({exc})"
+        written = sum(name.endswith(".dcm") for _, _, names in os.walk(out) for name in names)
+        if counts.get("written") != expected or written != expected:
+            return f"FAILED: {counts} / {written} files on disk; {_tail(log)}"
+        return _check_pixels(out, pixel) if pixel else "ok"
+    return check
+
+
+def _check_pixels(out: Path, pixel: tuple[str, int]) -> str:
+    """The single .dcm under ``out`` carries exactly the input's Pixel Data bytes."""
+    outputs = [Path(folder, name) for folder, _, names in os.walk(out) for name in names
+               if name.endswith(".dcm")]
+    if len(outputs) != 1:
+        return f"FAILED: {len(outputs)} output files"
+    offset, length = corpus.pixel_data_region(outputs[0])
+    if length != pixel[1]:
+        return f"FAILED: Pixel Data length {length} != {pixel[1]}"
+    digest = corpus.sha256_region(outputs[0], offset, length)
+    return "ok, pixels bit-exact" if digest == pixel[0] else "FAILED: Pixel Data differs"
+
+
+def _run_row(row: Row, out: Path, check: Callable[[Path, Path], str], repeat: int) -> Row:
+    samples = []
+    log = out.with_suffix(".log")
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        busy = _busy_cpu_seconds()
+        report = _measure([out.as_posix() if part == "{out}" else part for part in row.command],
+                          log)
+        busy = _busy_cpu_seconds() - busy
+        # CPU time the rest of the machine used meanwhile (this helper's sampling included).
+        report["background_cpu_s"] = round(max(0.0, busy - report["user_s"] - report["sys_s"]),
+                                           2)
+        report["check"] = check(out, log) if report["exit_code"] == 0 else \
+            f"FAILED: exit {report['exit_code']}; {_tail(log)}"
+        samples.append(report)
+        shutil.rmtree(out, ignore_errors=True)
+    chosen = sorted(samples, key=lambda s: s["seconds"])[len(samples) // 2]
+    row.seconds = chosen["seconds"]
+    row.files_per_s = round(row.files / row.seconds, 2)
+    row.mb_per_s = round(row.bytes / 1e6 / row.seconds, 2)
+    row.peak_rss_mib = round(max(chosen["max_rss_kib"], chosen["sampled_hwm_kib"]) / 1024, 1)
+    row.tree_rss_mib = round(chosen["sampled_tree_rss_kib"] / 1024, 1)
+    row.cpu_s = round(chosen["user_s"] + chosen["sys_s"], 3)
+    row.background_cpu_s = chosen["background_cpu_s"]
+    row.exit_code = chosen["exit_code"]
+    bad = [s["check"] for s in samples if not s["check"].startswith("ok")]
+    row.check = bad[0] if bad else chosen["check"]
+    row.repeats = samples
+    if repeat > 1:
+        row.check += f" (median of {repeat}: " + ", ".join(
+            f"{s['seconds']:.2f}" for s in samples) + " s)"
+    print(f"  {row.name:<28} {row.seconds:8.2f} s  {row.peak_rss_mib:8.1f} MiB  {row.check}",
+          flush=True)
+    return row
+
+
+def _ratios(rows: list[Row]) -> None:
+    cp = next((r for r in rows if r.kind == "cp"), None)
+    noop = {r.procs: r for r in rows if r.kind == "pydicom-noop"}
+    for row in rows:
+        if cp is not None:
+            row.ratio_vs_cp = round(row.seconds / cp.seconds, 2)
+        if row.kind != "cp" and row.procs in noop:
+            row.ratio_vs_noop = round(row.seconds / noop[row.procs].seconds, 2)
+
+
+def _table(rows: list[Row]) -> str:
+    header = (f"{'command':<28} {'procs':>5} {'files':>6} {'seconds':>8} {'files/s':>8} "
+              f"{'MB/s':>7} {'peak RSS':>9} {'sum RSS':>8} {'CPU':>7} {'bg CPU':>7} "
+              f"{'x cp':>6} {'x noop':>6}  check")
+    lines = [header, f"{'':<28} {'':>5} {'':>6} {'':>8} {'':>8} {'':>7} {'MiB':>9} "
+                     f"{'MiB':>8} {'s':>7} {'s':>7}", "-" * len(header)]
+    for r in rows:
+        def ratio(value: float | None) -> str:
+            return f"{value:6.2f}" if value is not None else f"{'-':>6}"
+        lines.append(f"{r.name:<28} {r.procs:>5} {r.files:>6} {r.seconds:>8.2f} "
+                     f"{r.files_per_s:>8.1f} {r.mb_per_s:>7.1f} {r.peak_rss_mib:>9.1f} "
+                     f"{r.tree_rss_mib:>8.1f} {r.cpu_s:>7.1f} {r.background_cpu_s:>7.1f} "
+                     f"{ratio(r.ratio_vs_cp)} {ratio(r.ratio_vs_noop)}"
+                     f"  {r.check}")
+    return "\n".join(lines)
+
+
+def _warm(tree: Path) -> tuple[int, float]:
+    """Read every file once (page cache warm for every measured command)."""
+    started, total = time.perf_counter(), 0
+    for folder, _, names in os.walk(tree):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as handle:
+                while chunk := handle.read(8 * MiB):
+                    total += len(chunk)
+    return total, time.perf_counter() - started
+
+
+def _environment(jobs: int) -> dict:
+    meminfo = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, value = line.split(":", 1)
+            meminfo[key] = value.strip()
+    except OSError:
+        pass
+
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "jobs": jobs, "memory": meminfo.get("MemTotal"),
+            "pydicom": version("pydicom"), "anonymizer": version("anonymizer"),
+            "joblib": version("joblib"), "loadavg_at_start": os.getloadavg()}
+
+
+def _free_disk_check(files: int, frames: int) -> None:
+    """Refuse to start when the corpus plus one output copy would not fit."""
+    need = 0
+    for path, size in ((corpus.CORPUS_ROOT / f"sf-{files}", files * 0.34e6),
+                       (corpus.CORPUS_ROOT / f"mf-{frames}f", frames * 0.53e6)):
+        need += size * (1 if path.exists() else 2)
+    corpus.CORPUS_ROOT.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(corpus.CORPUS_ROOT).free
+    if free < need + 1e9:
+        sys.exit(f"bench: {free / 1e9:.1f} GB free under {corpus.CORPUS_ROOT}, "
+                 f"need about {need / 1e9 + 1:.1f} GB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK_FILES} files, a {QUICK_FRAMES // 2} MiB "
+                             "multi-frame file")
+    parser.add_argument("--files", type=int, help=f"single-frame files (default {FULL_FILES})")
+    parser.add_argument("--frames", type=int,
+                        help=f"frames of the multi-frame file (default {FULL_FRAMES} = 1 GiB)")
+    parser.add_argument("--skip-huge", action="store_true", help="no multi-frame measurements")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="N, the process count of the parallel runs (default: cpu count)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per command; the median by wall time is reported")
+    args = parser.parse_args(argv)
+    files = args.files or (QUICK_FILES if args.quick else FULL_FILES)
+    frames = args.frames or (QUICK_FRAMES if args.quick else FULL_FRAMES)
+    jobs, repeat = max(1, args.jobs), max(1, args.repeat)
+    _free_disk_check(files, 0 if args.skip_huge else frames)
+
+    started = time.perf_counter()
+    single = corpus.single_frame(files)
+    huge = None if args.skip_huge else corpus.multi_frame(frames)
+    stamp = single.stamp
+    print(f"corpus: {stamp['files']} files ({stamp['ct_files']} CT, {stamp['mr_files']} MR) "
+          f"in {stamp['patients']} patients / {stamp['studies']} studies / {stamp['series']} "
+          f"series, {stamp['bytes'] / 1e6:.0f} MB; "
+          f"{'built' if single.built else 'cached, built'} in {stamp['build_seconds']:.1f} s")
+    if huge is not None:
+        print(f"multi-frame: {huge.stamp['frames']} frames, {huge.stamp['bytes'] / MiB:.0f} MiB; "
+              f"{'built' if huge.built else 'cached, built'} in "
+              f"{huge.stamp['build_seconds']:.1f} s")
+
+    tmp = Path(tempfile.mkdtemp(prefix=".bench-tmp-", dir=corpus.CORPUS_ROOT))
+    try:
+        key = tmp / "key"
+        subprocess.run([_anonymizer(), "keygen", str(key)], check=True, capture_output=True)
+        warm_bytes, warm_s = _warm(single.tree)
+        print(f"warm-up: read {warm_bytes / 1e6:.0f} MB in {warm_s:.1f} s (page cache not "
+              "dropped; every command below reads from cache)")
+        rows = _single_frame_rows(single, tmp, key, jobs, repeat)
+        huge_rows = _huge_rows(huge, tmp, key, repeat) if huge is not None else []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print(f"single-frame corpus: {files} files, {stamp['bytes'] / 1e6:.0f} MB, N = {jobs}")
+    print(_table(rows))
+    if huge_rows:
+        print()
+        print(f"multi-frame file: {huge.stamp['bytes'] / MiB:.0f} MiB "
+              f"({huge.stamp['frames']} frames), 1 process")
+        print(_table(huge_rows))
+
+    when = dt.datetime.now(dt.timezone.utc)
+    record = {
+        "benchmark": "anonymizer bench", "when": when.isoformat(timespec="seconds"),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "environment": _environment(jobs), "repeat": repeat,
+        "notes": {"peak_rss_mib": "largest single process (ru_maxrss of RUSAGE_CHILDREN in a "
+                                  "fresh helper per command, cross-checked with sampled VmHWM)",
+                  "tree_rss_mib": "largest sum of VmRSS over the process tree, sampled every "
+                                  "0.1 s; shared pages counted once per process",
+                  "ratio_vs_cp": "seconds / seconds of cp -r on the same input",
+                  "ratio_vs_noop": "seconds / seconds of the pydicom no-op at the same "
+                                   "process count",
+                  "page_cache": "not dropped; inputs read once before measuring",
+                  "mb": "10^6 bytes of input"},
+        "corpus": {"single_frame": {**stamp, "path": str(single.tree)},
+                   "multi_frame": ({**huge.stamp, "path": str(huge.tree)} if huge else None)},
+        "single_frame": [asdict(r) for r in rows],
+        "multi_frame": [asdict(r) for r in huge_rows],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=1) + "\n"
+    target = RESULTS / f"bench-{when:%Y%m%dT%H%M%SZ}.json"
+    target.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    print(f"\nwritten: {target.relative_to(REPO)} and bench/results/latest.json "
+          f"(total {record['total_seconds']:.0f} s)")
+    busy = [r.name for r in rows + huge_rows
+            if r.background_cpu_s > max(0.5, 0.1 * r.seconds * (os.cpu_count() or 1))]
+    if busy:
+        print(f"note: other processes used over 10% of the CPUs during: {', '.join(busy)} "
+              "(column 'bg CPU'): those timings are contended", file=sys.stderr)
+    failed = [r.name for r in rows + huge_rows if not r.check.startswith("ok")]
+    if failed:
+        print(f"bench: FAILED checks: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
+                       repeat: int) -> list[Row]:
+    files, size = single.stamp["files"], single.stamp["bytes"]
+    tree, out = str(single.tree), tmp / "out"
+    python, anonymizer = sys.executable, _anonymizer()
+    procs = [1] if jobs == 1 else [1, jobs]
+    plan: list[tuple[Row, Callable[[Path, Path], str]]] = [
+        (Row("cp -r", "cp", 1, files, size, ["cp", "-r", tree, "{out}"]), _check_copy(files))]
+    for n in procs:
+        plan.append((Row(f"pydicom noop x{n}", "pydicom-noop", n, files, size,
+                         [python, "-m", "bench.noop", "--jobs", str(n), tree, "{out}"]),
+                     _check_copy(files)))
+    for profile in ("basic", "research"):
+        for n in procs:
+            plan.append((Row(f"anonymizer {profile} -j{n}", "anonymizer", n, files, size,
+                             [anonymizer, "run", "--profile", profile, "--key-file", str(key),
+                              "--jobs", str(n), "--no-progress", tree, "{out}"],
+                             profile=profile),
+                         _check_anonymizer(files)))
+    print(f"measuring {len(plan)} commands on {files} files ...")
+    rows = [_run_row(row, out, check, repeat) for row, check in plan]
+    _ratios(rows)
+    return rows
+
+
+def _huge_rows(huge: corpus.Corpus, tmp: Path, key: Path, repeat: int) -> list[Row]:
+    size, tree, out = huge.stamp["bytes"], str(huge.tree), tmp / "out-huge"
+    source = huge.tree / huge.stamp["file"]
+    offset, length = corpus.pixel_data_region(source)
+    started = time.perf_counter()
+    digest = corpus.sha256_region(source, offset, length)  # also warms the page cache
+    if digest != huge.stamp["pixel_sha256"] or length != huge.stamp["pixel_length"]:
+        raise RuntimeError(f"{source}: Pixel Data differs from the corpus stamp; delete "
+                           f"{huge.path} to rebuild it")
+    print(f"multi-frame input: Pixel Data {length / MiB:.0f} MiB at offset {offset}, "
+          f"sha256 {digest[:16]}... (streamed in {time.perf_counter() - started:.1f} s)")
+
+    def pixels_ok(out: Path, log: Path) -> str:
+        found = _check_copy(1)(out, log)
+        return _check_pixels(out, (digest, length)) if found == "ok" else found
+
+    plan = [
+        (Row("cp -r", "cp", 1, 1, size, ["cp", "-r", tree, "{out}"]), pixels_ok),
+        (Row("pydicom noop x1", "pydicom-noop", 1, 1, size,
+             [sys.executable, "-m", "bench.noop", "--jobs", "1", tree, "{out}"]), pixels_ok),
+        (Row("anonymizer research -j1", "anonymizer", 1, 1, size,
+             [_anonymizer(), "run", "--profile", "research", "--key-file", str(key), "--jobs",
+              "1", "--no-progress", tree, "{out}"], profile="research"),
+         _check_anonymizer(1, (digest, length))),
+    ]
+    print(f"measuring {len(plan)} commands on the multi-frame file ...")
+    rows = [_run_row(row, out, check, repeat) for row, check in plan]
+    _ratios(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
