@@ -19,6 +19,7 @@ from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
+from anonymizer.elements import stored
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
@@ -71,7 +72,7 @@ class FileContext:
         self.original_patient_id = str(ds.get("PatientID", "") or "").strip()
         self._ds = ds
         # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
-        self._identifier_elements = [(keyword, ds.get_item(tag, keep_deferred=True))
+        self._identifier_elements = [(keyword, stored(ds)[tag])
                                      for keyword, tag in _IDENTIFIER_TAGS if tag in ds]
         self._pattern: re.Pattern[str] | None = None
         self._new_patient_id: str | None = None
@@ -80,7 +81,7 @@ class FileContext:
 
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without decoding its value."""
-        vr = ds.get_item(tag, keep_deferred=True).VR
+        vr = stored(ds)[tag].VR
         if tag >> 16 & 1:
             return vr if vr in VALID_VRS else "UN"
         known = dictionary_vr(tag)
@@ -270,7 +271,7 @@ class Engine:
             if 0x10 <= element <= 0xFF:
                 continue
             creator = creators.get((group, element >> 8)) if element > 0xFF else None
-            vr = ds.get_item(tag, keep_deferred=True).VR
+            vr = stored(ds)[tag].VR
             origin = None if creator is None else policy.decide(group, creator, element & 0xFF,
                                                                 vr)
             if origin is None:
@@ -278,7 +279,7 @@ class Engine:
                 self._record(ctx, path, tag, "X")
                 continue
             kept_blocks.add((group, element >> 8))
-            raw = ds.get_item(tag, keep_deferred=True)
+            raw = stored(ds)[tag]
             if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == _ITEM:
                 # A private sequence read without its VR (implicit VR, or UN): decode it
                 # (such sequences are always implicit VR little endian) so it is cleaned.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ def keyword_tag(keyword: str) -> int | None:
     return tag_for_keyword(keyword)
 
 
+@functools.lru_cache(maxsize=65536)
 def dictionary_vr(tag: int) -> str | None:
     """The VR of a standard tag from pydicom's dictionary (first of ``"US or SS"``), or None."""
     try:

@@ -14,6 +14,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from anonymizer.elements import stored
 from anonymizer.errors import AnonymizerError
 from anonymizer.io.splice import Source, SpliceMap
 
@@ -97,12 +98,13 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
         stopped before the end of the file with no complete Pixel Data before it.
     """
     notes: list[str] = []
-    pixel = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+    elements = stored(ds)
+    pixel = elements.get(_PIXEL_DATA)
     pixel_end = _end_offset(pixel) if pixel is not None else None
     pixel_tell = getattr(pixel, "value_tell", None)
     if pixel_tell is not None:
         trailing = [t for t in ds.keys() if t not in _AFTER_PIXEL_DATA and t != _PIXEL_DATA
-                    and (getattr(ds.get_item(t, keep_deferred=True), "value_tell", 0) or 0)
+                    and (getattr(elements[t], "value_tell", 0) or 0)
                     > pixel_tell]
         for tag in trailing:
             del ds[tag]
@@ -110,7 +112,7 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
             notes.append(f"{len(trailing)} element(s) of trailing data after Pixel Data dropped")
     ends: list[int | None] = []
     for tag in ds.keys():
-        raw = ds.get_item(tag, keep_deferred=True)
+        raw = elements[tag]
         length, value = getattr(raw, "length", None), getattr(raw, "value", None)
         short = isinstance(value, bytes) and length not in (None, _UNDEFINED) \
             and len(value) != length

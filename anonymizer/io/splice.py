@@ -22,6 +22,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from anonymizer.elements import stored
+
 _LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
                               "UT", "UV"})
 _UNDEFINED = 0xFFFFFFFF
@@ -138,8 +140,9 @@ class SpliceMap:
         implicit = bool(ds.original_encoding[0])
         located = []
         originals = {}
+        elements = stored(ds)
         for tag in ds.keys():
-            elem = ds.get_item(tag, keep_deferred=True)
+            elem = elements[tag]
             start = _start(elem, implicit, source)
             if start is None:
                 continue
@@ -212,11 +215,12 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
             encoded = _encoder(implicit)
 
     spans, originals, source = splice.spans, splice.originals, splice.source
+    elements = stored(ds)
     for tag in sorted(ds.keys()):
         if not tag & 0xFFFF and tag >> 16 > 6:
             continue  # group lengths are never written (PS3.5 7.2)
         span = spans.get(tag)
-        elem = ds.get_item(tag, keep_deferred=True)
+        elem = elements[tag]
         if span is not None and tag not in touched and elem is originals[tag]:
             flush_encoded()
             if pending is not None and pending[1] == span[0]:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from anonymizer import __version__
+from anonymizer.elements import stored
 from anonymizer.io.splice import (
     EncodedConstants,
     SpliceMap,
@@ -82,7 +83,7 @@ def _prepare(ds: Dataset) -> bool:
                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     first = next(iter(ds.keys()), None)
     body_implicit = first is not None and getattr(
-        ds.get_item(first, keep_deferred=True), "is_implicit_VR", False)
+        stored(ds)[first], "is_implicit_VR", False)
     if (implicit or body_implicit) and not meta.TransferSyntaxUID.is_implicit_VR:
         # Read as implicit VR but labelled explicit: decode every element so each has a VR.
         for _ in ds.iterall():
