@@ -19,7 +19,7 @@ from typing import BinaryIO
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import write_data_element
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from anonymizer.elements import stored
@@ -190,6 +190,29 @@ class EncodedConstants:
         return self._bytes[key]
 
 
+_META_TEXT = ((0x00020002, b"UI"), (0x00020003, b"UI"), (0x00020010, b"UI"),
+              (0x00020012, b"UI"), (0x00020013, b"SH"))
+
+
+def encode_file_meta(meta: Dataset) -> bytes:
+    """Encode the File Meta Information the writer builds (PS3.10 7.1), group length first.
+
+    Only the elements :func:`anonymizer.io.writer` puts there: Media Storage SOP Class
+    and Instance UIDs, Transfer Syntax, Implementation Class UID and Version Name.
+    """
+    body = [struct.pack("<HH2sHI", 2, 1, b"OB", 0, 2), b"\x00\x01"]
+    for tag, vr in _META_TEXT:
+        value = meta.get(tag)
+        if value is None:
+            continue
+        text = str(value.value).encode("ascii")
+        if len(text) % 2:
+            text += b"\x00" if vr == b"UI" else b" "
+        body.append(struct.pack("<HH2sH", 2, tag & 0xFFFF, vr, len(text)) + text)
+    data = b"".join(body)
+    return struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(data)) + data
+
+
 def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: BinaryIO,
                   constants: EncodedConstants | None = None) -> None:
     """Write ``ds`` as a Part 10 file, copying untouched top-level elements' bytes.
@@ -201,9 +224,7 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
     """
     implicit = splice.implicit
     out.write(b"\x00" * 128 + b"DICM")
-    meta_buffer = DicomBytesIO()
-    write_file_meta_info(meta_buffer, ds.file_meta, enforce_standard=True)
-    out.write(meta_buffer.getvalue())
+    out.write(encode_file_meta(ds.file_meta))
     encoding = ds.get("SpecificCharacterSet", "iso8859")
     pending: tuple[int, int] | None = None
     encoded = _encoder(implicit)

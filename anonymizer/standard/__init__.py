@@ -17,6 +17,7 @@ Contents
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -252,6 +253,7 @@ def known_sop_class(uid: str) -> bool:
     return uid.rstrip(" \x00") in _attribute_types()[0]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # called for most elements of every file
 def attribute_type(sop_class_uid: str, tag: int, path: tuple[int, ...] = ()) -> str | None:
     """PS3.3 Attribute Type of an element in the IOD of a SOP Class, for resolving the
     Type-dependent Basic Profile codes (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``, ``X/Z/U*``, ``Z``).
