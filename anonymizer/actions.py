@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom import config
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import validate_value
 
 from anonymizer import standard
+from anonymizer.elements import stored
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -65,12 +67,45 @@ class Action(Protocol):
 
 
 def _set(ds: Dataset, tag: int, vr: str, value: Any) -> None:
-    ds[tag] = DataElement(tag, vr, value)
+    if vr in ASCII_VRS and isinstance(value, str) and value.isascii():
+        set_encoded(ds, tag, vr, value.encode("ascii"))
+    else:
+        ds[tag] = DataElement(tag, vr, value)
+
+
+#: VRs whose values are plain ASCII in every character set: encoded without pydicom.
+ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+
+
+def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
+    """Store an already encoded value (padded to even length as its VR says).
+
+    The element stays raw bytes, like an element read from a file, so nothing decodes or
+    re-validates it on the way to the writer.
+    """
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    ds[tag] = RawDataElement(BaseTag(tag), vr, len(data), data, None, False, True)
+
+
+def stored_text(ds: Dataset, tag: int) -> list[str] | None:
+    """The values of a raw, ASCII-only element (UIDs, dates), or None if not that simple."""
+    raw = stored(ds)[tag]
+    if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        return None
+    try:
+        text = raw.value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return [v.strip("\x00 ") for v in text.split("\\")]
 
 
 def set_empty(ds: Dataset, tag: int, vr: str) -> None:
     """Give ``ds[tag]`` a zero-length value (an empty Sequence for SQ)."""
-    _set(ds, tag, vr, [] if vr == "SQ" else None)
+    if vr == "SQ":
+        _set(ds, tag, vr, [])
+    else:
+        set_encoded(ds, tag, vr, b"")
 
 
 def set_dummy(ds: Dataset, tag: int, vr: str, ctx: ElementContext) -> str:
@@ -189,6 +224,12 @@ class RemapUID:
             return "K"  # U on a Sequence: keep it, remap the UIDs inside (engine recurses)
         if vr != "UI":
             return Dummy().apply(ds, tag, ctx)
+        values = stored_text(ds, tag)
+        if values is not None:
+            if values != [""]:
+                new = "\\".join(ctx.keyed.uid(v) if v else v for v in values)
+                set_encoded(ds, tag, vr, new.encode("ascii"))
+            return "U"
         elem = ds[tag]
         value = elem.value
         if value is None or value == "":

@@ -257,10 +257,11 @@ class Engine:
 
     def _clean_private(self, ds: Dataset, tags: list[int], path: tuple[int, ...],
                        ctx: FileContext) -> None:
+        elements = stored(ds)
         creators: dict[tuple[int, int], str] = {}
         for tag in tags:
             if 0x10 <= tag & 0xFFFF <= 0xFF:
-                value = ds[tag].value
+                value = elements[tag].value  # LO: raw bytes, or text once decoded
                 if isinstance(value, bytes):
                     value = value.decode("latin-1", "replace")
                 creators[(tag >> 16, tag & 0xFF)] = str(value or "").strip(" \x00")
@@ -271,7 +272,8 @@ class Engine:
             if 0x10 <= element <= 0xFF:
                 continue
             creator = creators.get((group, element >> 8)) if element > 0xFF else None
-            vr = stored(ds)[tag].VR
+            raw = elements[tag]
+            vr = raw.VR
             origin = None if creator is None else policy.decide(group, creator, element & 0xFF,
                                                                 vr)
             if origin is None:
@@ -279,12 +281,12 @@ class Engine:
                 self._record(ctx, path, tag, "X")
                 continue
             kept_blocks.add((group, element >> 8))
-            raw = stored(ds)[tag]
             if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == _ITEM:
                 # A private sequence read without its VR (implicit VR, or UN): decode it
                 # (such sequences are always implicit VR little endian) so it is cleaned.
                 ds[tag] = DataElement(tag, "SQ", convert_SQ(raw.value, True, True))
-            if ds[tag].VR == "SQ":
+                vr = "SQ"
+            if vr == "SQ":
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
         for group, block in creators:
             if (group, block) not in kept_blocks:

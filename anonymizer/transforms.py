@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 
-from anonymizer.actions import ElementContext, Empty, Keep, Remove, set_dummy
+from anonymizer.actions import (
+    ASCII_VRS,
+    ElementContext,
+    Empty,
+    Keep,
+    Remove,
+    set_dummy,
+    set_encoded,
+    stored_text,
+)
 from anonymizer.errors import DeidentificationError
 from anonymizer.settings import check_format
 
@@ -65,7 +74,10 @@ def _values(value: object) -> list[str]:
 
 
 def _store(ds: Dataset, tag: int, vr: str, values: list[str], multi: bool) -> None:
-    ds[tag] = DataElement(tag, vr, values if multi else values[0])
+    if vr in ASCII_VRS and all(v.isascii() for v in values):
+        set_encoded(ds, tag, vr, "\\".join(values).encode("ascii"))
+    else:
+        ds[tag] = DataElement(tag, vr, values if multi else values[0])
 
 
 @dataclass(frozen=True)
@@ -143,10 +155,11 @@ class ShiftDate:
             return "K" if settings.times == "keep" else Empty().apply(ds, tag, ctx)
         if vr not in ("DA", "DT"):
             return "K"  # a Sequence (cleaned recursively) or e.g. Timezone Offset From UTC
-        elem = ds[tag]
-        originals = _values(elem.value if not isinstance(elem.value, bytes) else None)
-        raw = [str(v) for v in originals]
-        if not raw:
+        raw = stored_text(ds, tag)
+        if raw is None:
+            value = ds[tag].value
+            raw = _values(value if not isinstance(value, bytes) else None)
+        if not raw or raw == [""]:
             return "K"
         days = ctx.date_offset_days()  # type: ignore[attr-defined]
         keep_time = settings.times == "keep"
@@ -154,8 +167,7 @@ class ShiftDate:
                    for v in raw]
         if any(s is None for s in shifted):
             return Empty().apply(ds, tag, ctx)
-        _store(ds, tag, vr, [s for s in shifted if s is not None],
-               isinstance(elem.value, MultiValue | list))
+        _store(ds, tag, vr, [s for s in shifted if s is not None], len(shifted) > 1)
         return "S"
 
     def describe(self) -> str:

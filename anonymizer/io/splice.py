@@ -258,7 +258,7 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
         if constant is not None:
             encoded.write(constant)
         else:
-            write_data_element(encoded, ds[tag], encoding)
+            write_data_element(encoded, elem, encoding)  # raw stays raw: no decoding
     flush_encoded()
     if pending is not None:
         source.copy(*pending, out)
