@@ -94,12 +94,15 @@ def _prepare(ds: Dataset) -> bool:
 def write_temporary(ds: Dataset, directory: Path, token: str,
                     splice: SpliceMap | None = None,
                     touched: Set[int] = frozenset(),
-                    constants: EncodedConstants | None = None) -> tuple[Path, str]:
+                    constants: EncodedConstants | None = None,
+                    durable: bool = True) -> tuple[Path, str]:
     """Write ``ds`` as a Part 10 file to a temporary name in ``directory``.
 
     With ``splice`` (where the input's elements lie), elements the engine did not touch
     (``touched``: top-level tags acted on at any depth) are copied from the input's
-    bytes (:mod:`anonymizer.io.splice`) instead of being re-encoded.
+    bytes (:mod:`anonymizer.io.splice`) instead of being re-encoded. With ``durable``
+    the file is fsynced; a pipeline that renames in another process passes False and
+    calls :func:`sync_file` there, so workers never wait on the disk.
 
     Returns
     -------
@@ -121,8 +124,18 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
                 # dataset is written as it came (a raw dataset), readable with force=True.
                 ds.save_as(hashing, enforce_file_format=part10)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return temporary, hashing.digest.hexdigest()
+
+
+def sync_file(path: Path) -> None:
+    """fsync a finished file (written by any process) before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from anonymizer import __version__
 from anonymizer.errors import UsageError
+from anonymizer.io.writer import sync_file
 from anonymizer.keyed import load_key
 from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.discovery import discover
@@ -420,6 +421,7 @@ class _Committer:
         if holder is not None and holder != outcome.token:
             name = with_suffix_token(name, outcome.token[:12])
         temporary = Path(outcome.temporary)
+        sync_file(temporary)  # complete and on disk before it gets its final name
         if not self._move(temporary, name, outcome):
             name = with_suffix_token(outcome.target, outcome.token[:12])
             if not self._move(temporary, name, outcome):
@@ -461,6 +463,8 @@ class _Committer:
                     Path(outcome.temporary or "").unlink(missing_ok=True)
                     outcome.status = "failed"
                     outcome.reason = f"write: {exc.strerror or type(exc).__name__}"
+                    if exc.errno in FATAL_WRITE_ERRNOS:
+                        outcome.fatal_errno = exc.errno
         record = {
             "type": "file", "input": outcome.token, "status": outcome.status,
             "reason": outcome.reason,
