@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -67,14 +68,12 @@ _UNDEFINED = 0xFFFFFFFF
 _DELIMITER = 8  # a Sequence Delimitation Item after an undefined-length value
 
 
-def _end_offset(raw: object) -> int | None:
+def _end_offset(raw: RawDataElement) -> int | None:
     """File offset just after an element's value, or None if unknown."""
-    tell, length, value = (getattr(raw, name, None) for name in ("value_tell", "length", "value"))
-    if tell is None or length is None:
-        return None
-    if length == _UNDEFINED:
-        return tell + len(value) + _DELIMITER if isinstance(value, bytes) else None
-    return tell + length
+    if raw.length == _UNDEFINED:
+        return raw.value_tell + len(raw.value) + _DELIMITER \
+            if isinstance(raw.value, bytes) else None
+    return raw.value_tell + raw.length
 
 
 def _check_complete(ds: Dataset, size: int) -> list[str]:
@@ -100,7 +99,7 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
     notes: list[str] = []
     elements = stored(ds)
     pixel = elements.get(_PIXEL_DATA)
-    pixel_end = _end_offset(pixel) if pixel is not None else None
+    pixel_end = _end_offset(pixel) if isinstance(pixel, RawDataElement) else None
     pixel_tell = getattr(pixel, "value_tell", None)
     if pixel_tell is not None:
         trailing = [t for t in ds.keys() if t not in _AFTER_PIXEL_DATA and t != _PIXEL_DATA
@@ -111,18 +110,18 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
         if trailing:
             notes.append(f"{len(trailing)} element(s) of trailing data after Pixel Data dropped")
     ends: list[int | None] = []
-    for tag in ds.keys():
-        raw = elements[tag]
-        length, value = getattr(raw, "length", None), getattr(raw, "value", None)
-        short = isinstance(value, bytes) and length not in (None, _UNDEFINED) \
-            and len(value) != length
-        deferred_past_end = value is None and getattr(raw, "is_raw", False) \
-            and length not in (None, _UNDEFINED) and raw.value_tell + length > size
-        if short or deferred_past_end:
+    for tag, raw in elements.items():
+        if not isinstance(raw, RawDataElement):
+            ends.append(None)  # decoded while reading (sequences): no offsets
+            continue
+        length, value, tell = raw.length, raw.value, raw.value_tell
+        if length == _UNDEFINED:
+            ends.append(tell + len(value) + _DELIMITER if isinstance(value, bytes) else None)
+            continue
+        if (len(value) != length) if value is not None else (tell + length > size):
             raise TruncatedError(f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
                                  "is cut short")
-        # Decoded elements (sequences are parsed while reading) carry no offsets.
-        ends.append(_end_offset(raw) if getattr(raw, "is_raw", False) else None)
+        ends.append(tell + length)
     if not ends or ends[-1] is None:
         return notes  # the last element's end is unknown: trust the parse
     last_end = max(e for e in ends if e is not None)

@@ -31,6 +31,7 @@ _PIXEL_DATA = 0x7FE00010
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 CHUNK = 1 << 20
+_TAG = struct.Struct("<HH")
 
 
 class Source:
@@ -46,6 +47,19 @@ class Source:
         assert self.handle is not None
         self.handle.seek(start)
         return self.handle.read(length)
+
+    def tag_at(self, offset: int) -> int | None:
+        """The (little endian) tag whose encoding starts at ``offset``."""
+        if self.data is not None:
+            if offset + 4 > len(self.data):
+                return None
+            group, element = _TAG.unpack_from(self.data, offset)
+        else:
+            head = self.read(offset, 4)
+            if len(head) < 4:
+                return None
+            group, element = _TAG.unpack(head)
+        return group << 16 | element
 
     def copy(self, start: int, end: int, out: BinaryIO) -> None:
         if self.data is not None:
@@ -96,16 +110,16 @@ def _encapsulated_end(source: Source, start: int) -> int | None:
 
 def _start(elem: object, implicit: bool, source: Source) -> int | None:
     """File offset of an element's tag, from its value offset, checked against the bytes."""
-    tell = getattr(elem, "value_tell", None) if isinstance(elem, RawDataElement) \
+    tell = elem.value_tell if isinstance(elem, RawDataElement) \
         else getattr(elem, "file_tell", None)
     if tell is None:
         return None
     tag = elem.tag  # type: ignore[attr-defined]
-    tag_bytes = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-    vr = getattr(elem, "VR", None)
-    candidates = (8,) if implicit else ((12, 8) if vr in _LONG_HEADER_VRS else (8, 12))
-    return next((tell - size for size in candidates
-                 if tell - size >= 0 and source.read(tell - size, 4) == tag_bytes), None)
+    candidates = (8,) if implicit else ((12, 8) if elem.VR in _LONG_HEADER_VRS else (8, 12))
+    for size in candidates:
+        if tell >= size and source.tag_at(tell - size) == tag:
+            return tell - size
+    return None
 
 
 def _last_end(elem: object, source: Source) -> int | None:
