@@ -723,3 +723,26 @@ def test_report_of_a_clean_run_exits_0(sample_run):
     proc = cli("report", sample_run.out / AUDIT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "13 inputs in 1 run(s): 12 written, 0 failed, 1 skipped"
+
+
+def test_resumed_run_appends_to_manifest_and_crosswalk(sample_copy: Path, key_file: Path,
+                                                       tmp_path: Path) -> None:
+    """A second run on the same OUT adds its rows: the tables cover every input."""
+    held_back = tmp_path / "held-back"
+    held_back.mkdir()
+    roe = next(p for p in sample_copy.iterdir() if p.name.startswith("ROE"))
+    shutil.move(str(roe), held_back / roe.name)
+    out, manifest, crosswalk = tmp_path / "out", tmp_path / "m.csv", tmp_path / "x.csv"
+    args = ["--key-file", str(key_file), "--manifest", str(manifest),
+            "--crosswalk", str(crosswalk), str(sample_copy), str(out)]
+    assert cli("run", "--no-progress", *args).returncode == 0
+    shutil.move(str(held_back / roe.name), sample_copy / roe.name)
+    assert cli("run", "--no-progress", *args).returncode == 0
+    rows = list(csv.DictReader(manifest.open(encoding="utf-8")))
+    inputs = {str(p.relative_to(sample_copy)) for p in sample_copy.rglob("*") if p.is_file()}
+    assert {r["input"] for r in rows} == inputs
+    assert manifest.read_text(encoding="utf-8").count("input,output,status") == 1
+    originals = {r["original"] for r in csv.DictReader(crosswalk.open(encoding="utf-8"))
+                 if r["attribute"] == "PatientID"}
+    assert {"12345678", "99887766"} <= originals
+    assert oct(manifest.stat().st_mode & 0o777) == "0o600"

@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,7 +257,8 @@ def run(config: RunConfig) -> RunSummary:
     pending = _batches(work_items(), config.batch_size)
     try:
         with _stop_on_signals(), _backend(config) as (backend_jobs, worker_died):
-            _process(pending, worker_config, backend_jobs or jobs, consume, audit, worker_died)
+            _process(pending, worker_config, backend_jobs or jobs, consume,
+                     lambda: (committer.flush(), _flush(audit)), worker_died)
     except RunStopped as stop:
         summary.stopped, summary.exit_code_override = stop.reason, stop.exit_code
         summary.left = sum(len(batch) for batch in pending)  # discovery only, no reading
@@ -311,7 +312,7 @@ def _backend(config: RunConfig
 
 
 def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, jobs: int,
-             consume, audit: AuditLog,
+             consume: Callable[[FileOutcome], None], flush: Callable[[], object],
              worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)) -> None:
     """Run batches through joblib, committing in order; survive dying worker processes.
 
@@ -337,13 +338,13 @@ def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, job
                     for outcome in outcomes:
                         consume(outcome)
                     committed += 1
-                    _flush(audit)
+                    flush()
             return
         except worker_died:
             suspects = [item for batch in dispatched[committed:] for item in batch]
             for item in suspects:
                 consume(_isolated(worker_config, item))
-            _flush(audit)
+            flush()
 
 
 def _flush(audit: AuditLog) -> None:
@@ -390,14 +391,23 @@ class _Committer:
 
     @staticmethod
     def _open_csv(path: Path | None, header: list[str]):
+        """Open a PHI table (owner-only) for appending: a resumed run adds to it."""
         if path is None:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        os.chmod(path, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        handle = os.fdopen(fd, "a", newline="", encoding="utf-8")
         writer = csv.writer(handle)
-        writer.writerow(header)
+        if os.fstat(fd).st_size == 0:
+            writer.writerow(header)
         return handle, writer
+
+    def flush(self) -> None:
+        """Push manifest/crosswalk/quarantine rows out with every audit flush, so every
+        input the audit log records has its rows there too."""
+        for table in (self.manifest, self.crosswalk, self.quarantine):
+            if table is not None:
+                table[0].flush()
 
     def _collision(self, outcome: FileOutcome) -> str | None:
         """A pseudonym shared by two different originals: the later file fails."""
