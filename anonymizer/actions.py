@@ -21,9 +21,12 @@ from anonymizer import standard
 from anonymizer.elements import stored
 
 if TYPE_CHECKING:
+    import re
+
     from pydicom.dataset import Dataset
 
     from anonymizer.keyed import KeyedSource
+    from anonymizer.settings import Settings
 
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                       "TM", "UC", "UI", "UR", "UT"})
@@ -41,14 +44,29 @@ DUMMY_BY_VR: dict[str, Any] = {
 
 
 class ElementContext(Protocol):
-    """What an action may know about where it acts (implemented by the engine)."""
+    """What an action may know about where it acts (implemented by the engine's
+    per-file context): the key, the SOP Class, the nesting path, the profile's
+    settings, and the file's keyed values."""
 
     keyed: KeyedSource
     sop_class_uid: str
     path: tuple[int, ...]
+    settings: Settings
 
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without converting its value."""
+        ...
+
+    def pseudonym(self, keyword: str, original: str, fmt: str | None) -> str:
+        """Keyed pseudonym of a value (lookup table first)."""
+        ...
+
+    def date_offset_days(self) -> int:
+        """The patient's keyed date offset."""
+        ...
+
+    def identifier_pattern(self) -> re.Pattern[str]:
+        """A regex of the identifiers the file's header carries, and any written date."""
         ...
 
 

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
+#: The encoded (FFFE,E000) Item tag, little endian: how a sequence or fragment item starts.
+ITEM_TAG = b"\xfe\xff\x00\xe0"
+
 
 def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
     """The elements of ``ds`` as stored: tag -> DataElement or RawDataElement.

@@ -19,7 +19,7 @@ from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
-from anonymizer.elements import stored
+from anonymizer.elements import ITEM_TAG, stored
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
@@ -27,8 +27,6 @@ from anonymizer.tags import VALID_VRS, dictionary_vr, format_tag
 from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
-_ITEM = b"\xfe\xff\x00\xe0"
-ACCESSION_NUMBER = 0x00080050
 SOP_INSTANCE_UID = 0x00080018
 
 #: Top-level attributes whose original values a "clean" action scrubs from free text.
@@ -281,7 +279,7 @@ class Engine:
                 self._record(ctx, path, tag, "X")
                 continue
             kept_blocks.add((group, element >> 8))
-            if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == _ITEM:
+            if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == ITEM_TAG:
                 # A private sequence read without its VR (implicit VR, or UN): decode it
                 # (such sequences are always implicit VR little endian) so it is cleaned.
                 ds[tag] = DataElement(tag, "SQ", convert_SQ(raw.value, True, True))

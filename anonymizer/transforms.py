@@ -41,18 +41,6 @@ _SCRUB_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS"})
 _REDACTED = "***"
 
 
-class TransformContext(ElementContext):
-    """What keyed transforms need beyond :class:`ElementContext` (provided by the engine)."""
-
-    settings: Settings
-
-    def pseudonym(self, keyword: str, original: str, fmt: str | None) -> str: ...
-
-    def date_offset_days(self) -> int: ...
-
-    def identifier_pattern(self) -> re.Pattern[str] | None: ...
-
-
 def render_format(fmt: str, digest_hex: str, patient_id: str | None) -> str:
     """Fill ``{hash:N}`` (first N hex digits, upper case) and ``{patient_id}`` in ``fmt``."""
     out = []
@@ -88,14 +76,13 @@ class Pseudonym:
     code: str = "P"
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
-        assert isinstance(ctx, TransformContext) or hasattr(ctx, "pseudonym")
         vr = ctx.element_vr(ds, tag)
         elem = ds[tag]
         originals = _values(elem.value)
         if not originals:
             return "K"
         keyword = elem.keyword or f"{tag:08X}"
-        new = [ctx.pseudonym(keyword, v.strip(), self.fmt) for v in originals]  # type: ignore[attr-defined]
+        new = [ctx.pseudonym(keyword, v.strip(), self.fmt) for v in originals]
         limit = MAX_LENGTH.get(vr)
         if limit is not None and any(len(v) > limit for v in new):
             raise DeidentificationError(f"{keyword}: pseudonym longer than {vr} allows ({limit})")
@@ -150,7 +137,7 @@ class ShiftDate:
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
         vr = ctx.element_vr(ds, tag)
-        settings: Settings = ctx.settings  # type: ignore[attr-defined]
+        settings: Settings = ctx.settings
         if vr == "TM":
             return "K" if settings.times == "keep" else Empty().apply(ds, tag, ctx)
         if vr not in ("DA", "DT"):
@@ -161,7 +148,7 @@ class ShiftDate:
             raw = _values(value if not isinstance(value, bytes) else None)
         if not raw or raw == [""]:
             return "K"
-        days = ctx.date_offset_days()  # type: ignore[attr-defined]
+        days = ctx.date_offset_days()
         keep_time = settings.times == "keep"
         shifted = [shift_date(v, days) if vr == "DA" else shift_datetime(v, days, keep_time)
                    for v in raw]
@@ -188,10 +175,10 @@ class CleanText:
         vr = ctx.element_vr(ds, tag)
         if vr not in _SCRUB_VRS:
             return set_dummy(ds, tag, vr, ctx)
-        pattern = ctx.identifier_pattern()  # type: ignore[attr-defined]
+        pattern = ctx.identifier_pattern()
         elem = ds[tag]
         values = _values(elem.value)
-        if not values or pattern is None:
+        if not values:
             return "K"
         cleaned = [pattern.sub(_REDACTED, v) for v in values]
         if cleaned == values:
@@ -227,7 +214,7 @@ class CapAge:
     code: str = "K"
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
-        cap = ctx.settings.age_cap  # type: ignore[attr-defined]
+        cap = ctx.settings.age_cap
         elem = ds[tag]
         value = str(elem.value or "").strip()
         match = re.fullmatch(r"(\d{3})([DWMY])", value)

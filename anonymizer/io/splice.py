@@ -22,13 +22,12 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from anonymizer.elements import stored
+from anonymizer.elements import ITEM_TAG, stored
 
 _LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
                               "UT", "UV"})
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
-_ITEM = b"\xfe\xff\x00\xe0"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 CHUNK = 1 << 20
 _TAG = struct.Struct("<HH")
@@ -103,7 +102,7 @@ def _encapsulated_end(source: Source, start: int) -> int | None:
             return None
         if header == _SEQUENCE_DELIMITER:
             return offset + 8
-        if header[:4] != _ITEM:
+        if header[:4] != ITEM_TAG:
             return None
         offset += 8 + struct.unpack("<I", header[4:])[0]
 

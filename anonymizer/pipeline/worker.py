@@ -181,6 +181,10 @@ class WorkItem:
     relative: str
     done_sha256: str | None = None  # input hash of a previous 'written' record
     done_output: str | None = None  # that record's output path
+    token: str | None = None  # the keyed name of ``relative``, if the caller has it
+
+    def token_with(self, keyed: KeyedSource) -> str:
+        return self.token or input_token(keyed, self.relative)
 
 
 def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutcome]:
@@ -194,8 +198,8 @@ def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutco
                 outcomes.append(process_file(config, loaded, item))
         except FileTimeout as exc:
             # write_temporary removes its partial file on any exception, this one included
-            outcomes.append(FileOutcome(item.relative, input_token(loaded.keyed, item.relative),
-                                        "failed", reason=f"timeout: {exc}"))
+            outcomes.append(FileOutcome(item.relative, item.token_with(loaded.keyed), "failed",
+                                        reason=f"timeout: {exc}"))
     return outcomes
 
 
@@ -211,8 +215,8 @@ def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileO
     there) is not processed again: its outcome is ``unchanged``.
     """
     relative = item.relative
-    token = input_token(loaded.keyed, relative)
-    outcome = FileOutcome(relative=relative, token=token, status="failed")
+    outcome = FileOutcome(relative=relative, token=item.token_with(loaded.keyed),
+                          status="failed")
     source = Path(config.input_dir) / relative
     try:
         if item.done_sha256 is not None:
