@@ -746,3 +746,26 @@ def test_resumed_run_appends_to_manifest_and_crosswalk(sample_copy: Path, key_fi
                  if r["attribute"] == "PatientID"}
     assert {"12345678", "99887766"} <= originals
     assert oct(manifest.stat().st_mode & 0o777) == "0o600"
+
+
+def test_input_that_now_fails_loses_its_earlier_output(sample_copy: Path, key_file: Path,
+                                                      tmp_path: Path) -> None:
+    """OUT holds exactly what the latest audit records say, also after a rerun."""
+    out = tmp_path / "out"
+    assert anonymize(sample_copy, out, key_file).returncode == 0
+    source = next(p for p in sorted(sample_copy.rglob("*.dcm")))
+    token = input_token(KeyedSource(KEY_A), source.relative_to(sample_copy).as_posix())
+    records = {r["input"]: r for r in map(json.loads, (out / AUDIT).open())
+               if r["type"] == "file"}
+    earlier = out / records[token]["output"]
+    assert earlier.is_file()
+    ds = dcmread_quiet(source)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(source)
+    assert anonymize(sample_copy, out, key_file).returncode == 1
+    records = {r["input"]: r for r in map(json.loads, (out / AUDIT).open())
+               if r["type"] == "file"}
+    assert records[token]["status"] == "failed" and records[token]["output"] is None
+    assert not earlier.exists()
+    written = {r["output"] for r in records.values() if r["status"] == "written"}
+    assert written == {p.relative_to(out).as_posix() for p in out.rglob("*.dcm")}

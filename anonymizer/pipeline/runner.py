@@ -236,11 +236,12 @@ def run(config: RunConfig) -> RunSummary:
 
     def work_items() -> Iterator[WorkItem]:
         for relative in discover(config.input_dir, exclude=excluded):
-            done = None if config.force else previous.latest.get(input_token(keyed, relative))
+            token = input_token(keyed, relative)  # once per input; workers reuse it
+            done = None if config.force else previous.latest.get(token)
             if done is not None and done.status == "written":
-                yield WorkItem(relative, done.input_sha256, done.output)
+                yield WorkItem(relative, done.input_sha256, done.output, token)
             else:
-                yield WorkItem(relative)
+                yield WorkItem(relative, token=token)
 
     bar = tqdm(unit="file", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
 
@@ -364,8 +365,8 @@ def _isolated(worker_config: WorkerConfig, item: WorkItem) -> FileOutcome:
     try:
         return executor.submit(process_batch, worker_config, [item]).result()[0]
     except TerminatedWorkerError:
-        keyed = load_key(worker_config.key_file)
-        return FileOutcome(item.relative, input_token(keyed, item.relative), "failed",
+        assert item.token is not None  # the runner names every input
+        return FileOutcome(item.relative, item.token, "failed",
                            reason="de-identify: the worker process died on this file")
 
 
@@ -458,6 +459,14 @@ class _Committer:
         temporary.unlink()
         return True
 
+    def _retire_previous_output(self, outcome: FileOutcome) -> None:
+        """An input an earlier run wrote that now fails or is skipped (it changed) loses
+        that output: OUT holds exactly what the latest records say."""
+        done = self.previous.get(outcome.token)
+        if done is not None and done.output and self.claimed.get(done.output) == outcome.token:
+            (self.output_dir / done.output).unlink(missing_ok=True)
+            del self.claimed[done.output]
+
     def commit(self, outcome: FileOutcome) -> str:
         if outcome.status == "unchanged":
             return "unchanged"  # written by an earlier run; its record stands
@@ -475,6 +484,8 @@ class _Committer:
                     outcome.reason = f"write: {exc.strerror or type(exc).__name__}"
                     if exc.errno in FATAL_WRITE_ERRNOS:
                         outcome.fatal_errno = exc.errno
+        if outcome.status != "written":
+            self._retire_previous_output(outcome)
         record = {
             "type": "file", "input": outcome.token, "status": outcome.status,
             "reason": outcome.reason,
