@@ -3,7 +3,8 @@
 pydicom keeps elements it has not decoded as :class:`~pydicom.dataelem.RawDataElement`
 with their file offset. An element the engine never touched is written by copying its
 encoded bytes from the input (runs of adjacent untouched elements in one copy, Pixel
-Data streamed in chunks from a file); only changed elements are encoded by pydicom.
+Data streamed in chunks from a file); only changed elements are encoded anew
+(:mod:`anonymizer.io.encoder`).
 This is what makes writing cost little more than ``cp`` and keeps memory flat on huge
 files. It is used only where the copy is exact: little endian, the input's own
 transfer syntax, unchanged character set; otherwise :func:`splice_supported` says no.
@@ -18,11 +19,10 @@ from typing import BinaryIO
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from anonymizer.elements import ITEM_TAG, stored
+from anonymizer.io.encoder import encode_element
 
 _LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
                               "UT", "UV"})
@@ -172,12 +172,6 @@ class SpliceMap:
         return cls(source, implicit, spans, originals)
 
 
-def _encoder(implicit: bool) -> DicomBytesIO:
-    buffer = DicomBytesIO()
-    buffer.is_implicit_VR, buffer.is_little_endian = implicit, True
-    return buffer
-
-
 class EncodedConstants:
     """Elements every output shares (the de-identification stamp), encoded once.
 
@@ -197,9 +191,7 @@ class EncodedConstants:
             return None
         key = (tag, implicit)
         if key not in self._bytes:
-            buffer = _encoder(implicit)
-            write_data_element(buffer, elem, "iso8859")  # type: ignore[arg-type]
-            self._bytes[key] = buffer.getvalue()
+            self._bytes[key] = encode_element(elem, implicit, "iso8859")
         return self._bytes[key]
 
 
@@ -240,13 +232,12 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
     out.write(encode_file_meta(ds.file_meta))
     encoding = ds.get("SpecificCharacterSet", "iso8859")
     pending: tuple[int, int] | None = None
-    encoded = _encoder(implicit)
+    encoded: list[bytes] = []
 
     def flush_encoded() -> None:
-        nonlocal encoded
-        if encoded.tell():
-            out.write(encoded.getvalue())
-            encoded = _encoder(implicit)
+        if encoded:
+            out.write(b"".join(encoded))
+            encoded.clear()
 
     spans, originals, source = splice.spans, splice.originals, splice.source
     elements = stored(ds)
@@ -268,10 +259,9 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
             source.copy(*pending, out)
             pending = None
         constant = constants.encoded(tag, elem, implicit) if constants else None
-        if constant is not None:
-            encoded.write(constant)
-        else:
-            write_data_element(encoded, elem, encoding)  # raw stays raw: no decoding
+        if constant is None:
+            constant = encode_element(elem, implicit, encoding)
+        encoded.append(constant)
     flush_encoded()
     if pending is not None:
         source.copy(*pending, out)
