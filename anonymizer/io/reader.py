@@ -17,7 +17,8 @@ from pydicom.errors import InvalidDicomError
 
 from anonymizer.elements import stored
 from anonymizer.errors import AnonymizerError
-from anonymizer.io.splice import Source, SpliceMap
+from anonymizer.io.scan import Unsupported, scan
+from anonymizer.io.splice import Source, SpliceMap, splice_supported
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _RAW_DATASET_STARTS = (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
@@ -154,6 +155,19 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
     is_part10 = data[128:132] == b"DICM"
     if not is_part10 and not _looks_like_raw_dataset(data[:8]):
         raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
+    source = Source(data=data)
+    digest = hashlib.sha256(data).hexdigest()
+    if is_part10:
+        try:
+            scanned = scan(data)
+        except Unsupported:
+            pass  # not the plain case: pydicom parses it, and the checks below judge it
+        else:
+            ds = scanned.dataset
+            _refuse_dicomdir(ds)
+            splice = SpliceMap(source, scanned.implicit, scanned.spans, dict(stored(ds))) \
+                if splice_supported(ds) else None
+            return ReadResult(ds, digest, len(data), [], source, splice)
     ds = _parse(io.BytesIO(data), is_part10)
     if len(ds) == 0:
         if not is_part10:
@@ -162,9 +176,7 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
     _check_file_meta(ds)
     notes = _check_complete(ds, len(data))
     _refuse_dicomdir(ds)
-    source = Source(data=data)
-    return ReadResult(ds, hashlib.sha256(data).hexdigest(), len(data), notes, source,
-                      SpliceMap.build(ds, source))
+    return ReadResult(ds, digest, len(data), notes, source, SpliceMap.build(ds, source))
 
 
 def _check_file_meta(ds: Dataset) -> None:

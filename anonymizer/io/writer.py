@@ -64,6 +64,8 @@ def _prepare(ds: Dataset) -> bool:
     The transfer syntax follows how the dataset was encoded in the input.
     """
     implicit, little = ds.original_encoding
+    if getattr(ds, "preamble", None) is not None:
+        ds.preamble = b"\x00" * 128  # free-form bytes of the sender's (may hold anything)
     original = getattr(ds, "file_meta", None) or FileMetaDataset()
     # Rebuilt from scratch: nothing of the input's meta but its transfer syntax survives,
     # and the meta names the software that wrote the file: this tool, not the sender's.
