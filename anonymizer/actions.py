@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom import config
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import validate_value
 
 from anonymizer import standard
-from anonymizer.elements import stored
+from anonymizer.elements import text_values
 
 if TYPE_CHECKING:
     import re
@@ -104,18 +103,6 @@ def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
     if len(data) % 2:
         data += b"\x00" if vr == "UI" else b" "
     ds[tag] = RawDataElement(BaseTag(tag), vr, len(data), data, None, False, True)
-
-
-def stored_text(ds: Dataset, tag: int) -> list[str] | None:
-    """The values of a raw, ASCII-only element (UIDs, dates), or None if not that simple."""
-    raw = stored(ds)[tag]
-    if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
-        return None
-    try:
-        text = raw.value.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return [v.strip("\x00 ") for v in text.split("\\")]
 
 
 def set_empty(ds: Dataset, tag: int, vr: str) -> None:
@@ -242,20 +229,9 @@ class RemapUID:
             return "K"  # U on a Sequence: keep it, remap the UIDs inside (engine recurses)
         if vr != "UI":
             return Dummy().apply(ds, tag, ctx)
-        values = stored_text(ds, tag)
-        if values is not None:
-            if values != [""]:
-                new = "\\".join(ctx.keyed.uid(v) if v else v for v in values)
-                set_encoded(ds, tag, vr, new.encode("ascii"))
-            return "U"
-        elem = ds[tag]
-        value = elem.value
-        if value is None or value == "":
-            return "U"
-        if isinstance(value, MultiValue | list):
-            elem.value = [ctx.keyed.uid(str(v)) for v in value]
-        else:
-            elem.value = ctx.keyed.uid(str(value))
+        new = "\\".join(ctx.keyed.uid(v) for v in text_values(ds, tag))
+        if new:
+            _set(ds, tag, vr, new)
         return "U"
 
     def describe(self) -> str:

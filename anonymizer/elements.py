@@ -1,4 +1,4 @@
-"""Fast, read-only access to a pydicom Dataset's elements as stored.
+"""Fast, read-only access to a pydicom Dataset's elements as stored, and their values.
 
 A de-identifier looks at every element several times (reader checks, rules, writer).
 ``Dataset.get_item(tag, keep_deferred=True)`` returns the stored element without
@@ -9,9 +9,12 @@ gives the same objects through one mapping.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 #: The encoded (FFFE,E000) Item tag, little endian: how a sequence or fragment item starts.
 ITEM_TAG = b"\xfe\xff\x00\xe0"
@@ -24,3 +27,90 @@ def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
     never decodes a value nor reads a deferred one. Read only: change ``ds`` itself.
     """
     return ds._dict  # pydicom keeps elements here; get_item(keep_deferred=True) reads it
+
+
+def decoded(ds: Dataset, tag: int) -> DataElement | None:
+    """``ds[tag]`` with its value decoded, without storing the decoded element back.
+
+    ``ds[tag]`` replaces a raw element by its decoded form, which the writer must then
+    encode again; reading through this keeps the stored element as it was.
+    """
+    elem = ds._dict.get(tag)  # type: ignore[call-overload]
+    if elem is None or not isinstance(elem, RawDataElement):
+        return elem
+    if elem.value is None and elem.length:
+        return ds[tag]  # a value left on disk (large files): pydicom reads it
+    return convert_raw_data_element(elem, encoding=ds._character_set, ds=ds)
+
+
+def value_of(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword, default)`` that never stores a decoded element (see :func:`decoded`)."""
+    elem = decoded(ds, tag_for_keyword(keyword) or -1)
+    return default if elem is None else elem.value
+
+
+#: Python codecs of the character sets decoded here directly (one codec, no escapes).
+_SIMPLE_CODECS = {"iso8859": "latin_1", "latin_1": "latin_1", "UTF8": "utf_8"}
+_MULTI_TEXT_VRS = frozenset({"LO", "SH", "UC"})
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
+
+
+def _codec(charset: str | list[str]) -> str | None:
+    if isinstance(charset, str):
+        return _SIMPLE_CODECS.get(charset)
+    return _SIMPLE_CODECS.get(charset[0]) if len(charset) == 1 else None
+
+
+def _fast_strings(raw: RawDataElement, charset: str | list[str]) -> list[str] | None:
+    """What pydicom's value conversion gives, as strings, for the common cases."""
+    vr, data = raw.VR, raw.value
+    if not isinstance(data, bytes):
+        return None
+    try:
+        if vr in _STRING_VRS:
+            return data.decode("latin_1").rstrip(" \x00").split("\\")
+        codec = _codec(charset)
+        if codec is None:
+            return None
+        if vr == "PN":
+            return data.rstrip(b"\x00 ").decode(codec).split("\\")
+        if vr in _MULTI_TEXT_VRS:
+            return [v.rstrip("\x00 ") for v in data.decode(codec).split("\\")]
+        if vr in _SINGLE_TEXT_VRS:
+            return [data.decode(codec).rstrip("\x00 ")]
+    except UnicodeDecodeError:
+        return None  # pydicom decides how to read it
+    return None
+
+
+def strings(value: Any) -> list[str]:
+    """A decoded value as a list of strings ([] when empty)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def element_strings(elem: DataElement | RawDataElement | None, ds: Dataset) -> list[str]:
+    """The values of ``elem`` (an element of ``ds``, or one that was) as strings.
+
+    Text is decoded directly for single-codec character sets, and by pydicom for
+    everything else; either way nothing is stored back into ``ds``.
+    """
+    if elem is None:
+        return []
+    if isinstance(elem, RawDataElement):
+        fast = _fast_strings(elem, ds._character_set)
+        if fast is not None:
+            return [] if fast == [""] else fast
+        if elem.value is None and elem.length:
+            return strings(ds[elem.tag].value)
+        elem = convert_raw_data_element(elem, encoding=ds._character_set, ds=ds)
+    return strings(elem.value)
+
+
+def text_values(ds: Dataset, tag: int) -> list[str]:
+    """The values of ``ds[tag]`` as strings, without storing a decoded element."""
+    return element_strings(ds._dict.get(tag), ds)  # type: ignore[call-overload]

@@ -13,13 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
-from anonymizer.elements import ITEM_TAG, stored
+from anonymizer.elements import ITEM_TAG, element_strings, stored, text_values, value_of
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
@@ -28,6 +28,8 @@ from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+BURNED_IN_ANNOTATION = 0x00280301
 
 #: Top-level attributes whose original values a "clean" action scrubs from free text.
 _IDENTIFIER_KEYWORDS = (
@@ -64,10 +66,10 @@ class FileContext:
         self.profile = profile
         self.keyed = keyed
         self.settings = profile.settings
-        self.sop_class_uid = str(ds.get("SOPClassUID", "") or "")
+        self.sop_class_uid = str(value_of(ds, "SOPClassUID") or "")
         self.path: tuple[int, ...] = ()
         self.result = EngineResult()
-        self.original_patient_id = str(ds.get("PatientID", "") or "").strip()
+        self.original_patient_id = "\\".join(text_values(ds, PATIENT_ID)).strip()
         self._ds = ds
         # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
         self._identifier_elements = [(keyword, stored(ds)[tag])
@@ -145,18 +147,9 @@ class FileContext:
 def _collect_identifiers(elements: list[tuple[str, object]], ds: Dataset) -> list[str]:
     """Identifier strings (whole values, name components, birth date forms) of a header."""
     tokens: set[str] = set()
-    encoding = ds.original_character_set
     for keyword, elem in elements:
-        if isinstance(elem, RawDataElement):
-            elem = convert_raw_data_element(elem, encoding=encoding, ds=ds)
-        value = getattr(elem, "value", None)
-        if value is None or value == "":
-            continue
-        values = value if isinstance(value, list | tuple) or hasattr(value, "__iter__") \
-            and not isinstance(value, str | bytes) and not hasattr(value, "components") \
-            else [value]
-        for item in values:
-            text = str(item).strip()
+        for item in element_strings(elem, ds):  # type: ignore[arg-type]
+            text = item.strip()
             if not text:
                 continue
             if keyword == "PatientBirthDate" and len(text) == 8 and text.isdigit():
@@ -206,18 +199,18 @@ class Engine:
             When the file cannot be fully de-identified (it must then not be written).
         """
         ctx = FileContext(self.profile, self.keyed, ds)
-        burned_in = ds.get("BurnedInAnnotation")
-        if burned_in is not None and str(burned_in).strip().upper() == "YES" \
+        burned_in = text_values(ds, BURNED_IN_ANNOTATION)
+        if burned_in and burned_in[0].strip().upper() == "YES" \
                 and not self.profile.settings.accept_burned_in:
             raise DeidentificationError("burned-in annotation: pixel data not cleaned")
-        original_study_uid = str(ds.get("StudyInstanceUID", "") or "")
+        original_study_uid = "".join(text_values(ds, STUDY_INSTANCE_UID))
         self._clean(ds, (), ctx)
         self._clean_file_meta(ds, ctx)
         self._add(ds)
         self._stamp(ds)
         if original_study_uid:
             ctx.result.study_uid_map = (original_study_uid,
-                                        str(ds.get("StudyInstanceUID", "") or ""))
+                                        "".join(text_values(ds, STUDY_INSTANCE_UID)))
         return ctx.result
 
     def _record(self, ctx: FileContext, path: tuple[int, ...], tag: int, code: str) -> None:
@@ -303,9 +296,9 @@ class Engine:
                 if code != "K":
                     self._record(ctx, (), tag, code)
         if SOP_INSTANCE_UID in ds:
-            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            meta.MediaStorageSOPInstanceUID = value_of(ds, "SOPInstanceUID")
         if "SOPClassUID" in ds:
-            meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            meta.MediaStorageSOPClassUID = value_of(ds, "SOPClassUID")
 
     def _add(self, ds: Dataset) -> None:
         for addition in self.profile.additions:

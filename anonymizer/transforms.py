@@ -13,8 +13,8 @@ import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
-from pydicom.multival import MultiValue
 
 from anonymizer.actions import (
     ASCII_VRS,
@@ -24,8 +24,8 @@ from anonymizer.actions import (
     Remove,
     set_dummy,
     set_encoded,
-    stored_text,
 )
+from anonymizer.elements import text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.settings import check_format
 
@@ -53,19 +53,11 @@ def render_format(fmt: str, digest_hex: str, patient_id: str | None) -> str:
     return "".join(out)
 
 
-def _values(value: object) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, MultiValue | list | tuple):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _store(ds: Dataset, tag: int, vr: str, values: list[str], multi: bool) -> None:
+def _store(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
     if vr in ASCII_VRS and all(v.isascii() for v in values):
         set_encoded(ds, tag, vr, "\\".join(values).encode("ascii"))
     else:
-        ds[tag] = DataElement(tag, vr, values if multi else values[0])
+        ds[tag] = DataElement(tag, vr, values if len(values) > 1 else values[0])
 
 
 @dataclass(frozen=True)
@@ -77,16 +69,15 @@ class Pseudonym:
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
         vr = ctx.element_vr(ds, tag)
-        elem = ds[tag]
-        originals = _values(elem.value)
+        originals = text_values(ds, tag)
         if not originals:
             return "K"
-        keyword = elem.keyword or f"{tag:08X}"
+        keyword = keyword_for_tag(tag) or f"{tag:08X}"
         new = [ctx.pseudonym(keyword, v.strip(), self.fmt) for v in originals]
         limit = MAX_LENGTH.get(vr)
         if limit is not None and any(len(v) > limit for v in new):
             raise DeidentificationError(f"{keyword}: pseudonym longer than {vr} allows ({limit})")
-        _store(ds, tag, vr, new, isinstance(elem.value, MultiValue | list))
+        _store(ds, tag, vr, new)
         return "P"
 
     def describe(self) -> str:
@@ -142,10 +133,7 @@ class ShiftDate:
             return "K" if settings.times == "keep" else Empty().apply(ds, tag, ctx)
         if vr not in ("DA", "DT"):
             return "K"  # a Sequence (cleaned recursively) or e.g. Timezone Offset From UTC
-        raw = stored_text(ds, tag)
-        if raw is None:
-            value = ds[tag].value
-            raw = _values(value if not isinstance(value, bytes) else None)
+        raw = text_values(ds, tag)
         if not raw or raw == [""]:
             return "K"
         days = ctx.date_offset_days()
@@ -154,7 +142,7 @@ class ShiftDate:
                    for v in raw]
         if any(s is None for s in shifted):
             return Empty().apply(ds, tag, ctx)
-        _store(ds, tag, vr, [s for s in shifted if s is not None], len(shifted) > 1)
+        _store(ds, tag, vr, [s for s in shifted if s is not None])
         return "S"
 
     def describe(self) -> str:
@@ -175,18 +163,17 @@ class CleanText:
         vr = ctx.element_vr(ds, tag)
         if vr not in _SCRUB_VRS:
             return set_dummy(ds, tag, vr, ctx)
-        pattern = ctx.identifier_pattern()
-        elem = ds[tag]
-        values = _values(elem.value)
+        values = text_values(ds, tag)
         if not values:
             return "K"
+        pattern = ctx.identifier_pattern()
         cleaned = [pattern.sub(_REDACTED, v) for v in values]
         if cleaned == values:
             return "K"
         limit = MAX_LENGTH.get(vr)
         if limit is not None:
             cleaned = [v[:limit] for v in cleaned]
-        _store(ds, tag, vr, cleaned, isinstance(elem.value, MultiValue | list))
+        _store(ds, tag, vr, cleaned)
         return "C"
 
     def describe(self) -> str:
@@ -215,8 +202,7 @@ class CapAge:
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
         cap = ctx.settings.age_cap
-        elem = ds[tag]
-        value = str(elem.value or "").strip()
+        value = "\\".join(text_values(ds, tag)).strip()
         match = re.fullmatch(r"(\d{3})([DWMY])", value)
         if cap is None or not value:
             return "K"
@@ -224,7 +210,7 @@ class CapAge:
             return Empty().apply(ds, tag, ctx)
         years = int(match.group(1)) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[match.group(2)]
         if years > cap:
-            elem.value = f"{cap + 1:03d}Y"
+            set_encoded(ds, tag, "AS", f"{cap + 1:03d}Y".encode("ascii"))
             return "D"
         return "K"
 

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from anonymizer import __version__
-from anonymizer.elements import stored
+from anonymizer.elements import stored, value_of
 from anonymizer.io.splice import (
     EncodedConstants,
     SpliceMap,
@@ -72,10 +72,11 @@ def _prepare(ds: Dataset) -> bool:
     meta = ds.file_meta = FileMetaDataset()
     if original.get("TransferSyntaxUID"):
         meta.TransferSyntaxUID = original.TransferSyntaxUID
-    if ds.get("SOPClassUID"):
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    if ds.get("SOPInstanceUID"):
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    sop_class, sop_instance = value_of(ds, "SOPClassUID"), value_of(ds, "SOPInstanceUID")
+    if sop_class:
+        meta.MediaStorageSOPClassUID = sop_class
+    if sop_instance:
+        meta.MediaStorageSOPInstanceUID = sop_instance
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     if not meta.get("TransferSyntaxUID"):
@@ -90,7 +91,7 @@ def _prepare(ds: Dataset) -> bool:
         # Read as implicit VR but labelled explicit: decode every element so each has a VR.
         for _ in ds.iterall():
             pass
-    return bool(ds.get("SOPClassUID")) and bool(ds.get("SOPInstanceUID"))
+    return bool(sop_class) and bool(sop_instance)
 
 
 def write_temporary(ds: Dataset, directory: Path, token: str,

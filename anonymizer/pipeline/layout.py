@@ -6,7 +6,10 @@ import re
 import string
 from pathlib import PurePosixPath
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+
+from anonymizer.elements import text_values
 
 DEFAULT_LAYOUT = "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
 MIRROR = "mirror"
@@ -62,8 +65,7 @@ def output_path(template: str, ds: Dataset, relative_input: str, input_token: st
             pieces.append(literal)
             if name is None:
                 continue
-            value = ds.get(name)
-            text = str(value).strip() if value is not None else ""
+            text = "\\".join(text_values(ds, tag_for_keyword(name))).strip()
             pieces.append(text if text else (input_token if last else f"no-{name}"))
         out.append(sanitize("".join(pieces)))
     return "/".join(out)
