@@ -222,7 +222,9 @@ class Engine:
     def _clean(self, ds: Dataset, path: tuple[int, ...], ctx: FileContext) -> None:
         profile = self.profile
         private: list[int] = []
-        for tag in list(ds.keys()):
+        # Plain ints: pydicom's BaseTag compares in Python, which every table lookup
+        # below (rules, dictionary, attribute Types) would pay for.
+        for tag in list(map(int, ds.keys())):
             if tag >> 16 & 1:
                 private.append(tag)
                 continue
