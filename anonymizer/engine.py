@@ -8,6 +8,7 @@ by creator and offset within the creator's block, wherever the block sits.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
+from anonymizer.actions import Keep
 from anonymizer.elements import ITEM_TAG, element_strings, stored, text_values, value_of
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
@@ -59,6 +61,20 @@ class EngineResult:
     study_uid_map: tuple[str, str] | None = None
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def judged_vr(tag: int, stored_vr: str | None) -> str:
+    """The VR an element is judged by: its own if valid (private elements), else the
+    dictionary's; ``"UN"`` for a tag the dictionary does not know."""
+    if tag >> 16 & 1:
+        return stored_vr if stored_vr in VALID_VRS else "UN"
+    known = dictionary_vr(tag)
+    if known is None:
+        return "UN"  # not in the dictionary: its content cannot be judged by its VR
+    if stored_vr is None or stored_vr == "UN" or stored_vr not in VALID_VRS:
+        return known  # no VR, or one a corrupt file made up: the dictionary's
+    return stored_vr
+
+
 class FileContext:
     """Per-file state handed to actions: key, settings, SOP class, path, originals."""
 
@@ -72,8 +88,9 @@ class FileContext:
         self.original_patient_id = "\\".join(text_values(ds, PATIENT_ID)).strip()
         self._ds = ds
         # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
-        self._identifier_elements = [(keyword, stored(ds)[tag])
-                                     for keyword, tag in _IDENTIFIER_TAGS if tag in ds]
+        elements = stored(ds)
+        self._identifier_elements = [(keyword, elements[tag]) for keyword, tag in _IDENTIFIER_TAGS
+                                     if tag in elements]
         self._pattern: re.Pattern[str] | None = None
         self._new_patient_id: str | None = None
         self._offset: int | None = None
@@ -81,15 +98,7 @@ class FileContext:
 
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without decoding its value."""
-        vr = stored(ds)[tag].VR
-        if tag >> 16 & 1:
-            return vr if vr in VALID_VRS else "UN"
-        known = dictionary_vr(tag)
-        if known is None:
-            return "UN"  # not in the dictionary: its content cannot be judged by its VR
-        if vr is None or vr == "UN" or vr not in VALID_VRS:
-            vr = known  # no VR, or one a corrupt file made up: the dictionary's
-        return vr
+        return judged_vr(tag, stored(ds)[tag].VR)
 
     def pseudonym(self, keyword: str, original: str, fmt: str | None) -> str:
         """Keyed pseudonym of ``original`` (the lookup table first), consistent across runs."""
@@ -220,11 +229,13 @@ class Engine:
         ctx.result.touched.add(path[0] if path else tag)
 
     def _clean(self, ds: Dataset, path: tuple[int, ...], ctx: FileContext) -> None:
-        profile = self.profile
+        rule_for = self.profile.rule_for
+        elements = stored(ds)
         private: list[int] = []
+        ctx.path = path
         # Plain ints: pydicom's BaseTag compares in Python, which every table lookup
         # below (rules, dictionary, attribute Types) would pay for.
-        for tag in list(map(int, ds.keys())):
+        for tag, elem in [(int(key), elem) for key, elem in elements.items()]:
             if tag >> 16 & 1:
                 private.append(tag)
                 continue
@@ -232,15 +243,18 @@ class Engine:
                 del ds[tag]
                 self._record(ctx, path, tag, "X")
                 continue
-            vr = ctx.element_vr(ds, tag)
-            ctx.path = path
-            code = profile.rule_for(tag, vr).action.apply(ds, tag, ctx)
+            vr = judged_vr(tag, elem.VR)
+            action = rule_for(tag, vr).action
+            if type(action) is Keep and vr != "SQ":
+                continue
+            code = action.apply(ds, tag, ctx)
             if code != "K":
                 self._record(ctx, path, tag, code)
                 if code == "X" and standard.attribute_type(ctx.sop_class_uid, tag, path) == "1":
                     ctx.result.warnings.append(f"{format_tag(tag)}: Type 1 attribute removed")
-            if vr == "SQ" and tag in ds:
+            if vr == "SQ" and tag in elements:
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
+                ctx.path = path
         if private:
             self._clean_private(ds, private, path, ctx)
 

@@ -16,6 +16,7 @@ VALID_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS
 _TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)?$")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def format_tag(tag: int) -> str:
     """Return ``(GGGG,EEEE)`` for an integer tag."""
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
