@@ -62,7 +62,7 @@ def _codec(charset: str | list[str]) -> str | None:
     return _SIMPLE_CODECS.get(charset[0]) if len(charset) == 1 else None
 
 
-def _fast_strings(raw: RawDataElement, charset: str | list[str]) -> list[str] | None:
+def _fast_strings(raw: RawDataElement, ds: Dataset) -> list[str] | None:
     """What pydicom's value conversion gives, as strings, for the common cases."""
     vr, data = raw.VR, raw.value
     if not isinstance(data, bytes):
@@ -70,7 +70,10 @@ def _fast_strings(raw: RawDataElement, charset: str | list[str]) -> list[str] | 
     try:
         if vr in _STRING_VRS:
             return data.decode("latin_1").rstrip(" \x00").split("\\")
-        codec = _codec(charset)
+        # ASCII without ESC reads the same in every character set (ISO 2022 switches
+        # sets with ESC sequences): no need to look the dataset's one up
+        codec = "ascii" if data.isascii() and b"\x1b" not in data else \
+            _codec(ds._character_set)
         if codec is None:
             return None
         if vr == "PN":
@@ -102,7 +105,7 @@ def element_strings(elem: DataElement | RawDataElement | None, ds: Dataset) -> l
     if elem is None:
         return []
     if isinstance(elem, RawDataElement):
-        fast = _fast_strings(elem, ds._character_set)
+        fast = _fast_strings(elem, ds)
         if fast is not None:
             return [] if fast == [""] else fast
         if elem.value is None and elem.length:
