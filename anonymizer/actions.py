@@ -83,15 +83,18 @@ class Action(Protocol):
         ...
 
 
-def _set(ds: Dataset, tag: int, vr: str, value: Any) -> None:
-    if vr in ASCII_VRS and isinstance(value, str) and value.isascii():
-        set_encoded(ds, tag, vr, value.encode("ascii"))
-    else:
-        ds[tag] = DataElement(tag, vr, value)
+def set_value(ds: Dataset, tag: int, vr: str, value: Any) -> None:
+    """Give ``ds[tag]`` a new value (a list of strings for several values).
 
-
-#: VRs whose values are plain ASCII in every character set: encoded without pydicom.
-ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+    Plain ASCII text (no ESC) is encoded the same in every DICOM character set, so it
+    is stored encoded at once; anything else becomes a DataElement pydicom encodes.
+    """
+    if vr in TEXT_VRS:
+        text = "\\".join(value) if isinstance(value, list) else value
+        if isinstance(text, str) and text.isascii() and "\x1b" not in text:
+            set_encoded(ds, tag, vr, text.encode("ascii"))
+            return
+    ds[tag] = DataElement(tag, vr, value)
 
 
 def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
@@ -108,7 +111,7 @@ def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
 def set_empty(ds: Dataset, tag: int, vr: str) -> None:
     """Give ``ds[tag]`` a zero-length value (an empty Sequence for SQ)."""
     if vr == "SQ":
-        _set(ds, tag, vr, [])
+        set_value(ds, tag, vr, [])
     else:
         set_encoded(ds, tag, vr, b"")
 
@@ -123,7 +126,7 @@ def set_dummy(ds: Dataset, tag: int, vr: str, ctx: ElementContext) -> str:
         return "K"
     if vr == "UI":
         return RemapUID().apply(ds, tag, ctx)
-    _set(ds, tag, vr, DUMMY_BY_VR.get(vr, b"\x00\x00"))
+    set_value(ds, tag, vr, DUMMY_BY_VR.get(vr, b"\x00\x00"))
     return "D"
 
 
@@ -194,7 +197,7 @@ class Replace:
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
         vr = ctx.element_vr(ds, tag)
-        _set(ds, tag, vr, self.value)
+        set_value(ds, tag, vr, self.value)
         return "D"
 
     def describe(self) -> str:
@@ -231,7 +234,7 @@ class RemapUID:
             return Dummy().apply(ds, tag, ctx)
         new = "\\".join(ctx.keyed.uid(v) for v in text_values(ds, tag))
         if new:
-            _set(ds, tag, vr, new)
+            set_value(ds, tag, vr, new)
         return "U"
 
     def describe(self) -> str:

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement
 
 from anonymizer.actions import (
-    ASCII_VRS,
     ElementContext,
     Empty,
     Keep,
     Remove,
     set_dummy,
     set_encoded,
+    set_value,
 )
 from anonymizer.elements import text_values
 from anonymizer.errors import DeidentificationError
@@ -54,10 +53,7 @@ def render_format(fmt: str, digest_hex: str, patient_id: str | None) -> str:
 
 
 def _store(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
-    if vr in ASCII_VRS and all(v.isascii() for v in values):
-        set_encoded(ds, tag, vr, "\\".join(values).encode("ascii"))
-    else:
-        ds[tag] = DataElement(tag, vr, values if len(values) > 1 else values[0])
+    set_value(ds, tag, vr, values if len(values) > 1 else values[0])
 
 
 @dataclass(frozen=True)

@@ -30,31 +30,62 @@ IMPLEMENTATION_CLASS_UID = UID("2.25.119318287340528513945137926917226375571")
 IMPLEMENTATION_VERSION_NAME = f"ANONYMIZER_{__version__}"[:16]
 
 
-class _HashingFile:
-    """A write-only file wrapper that hashes what passes through it."""
+_IOV_MAX = 1024  # buffers per writev call (Linux UIO_MAXIOV)
 
-    def __init__(self, handle):
+
+class _HashingFile:
+    """A write-only file wrapper that hashes what passes through it.
+
+    With ``gather``, writes are kept (as given: views of the input need no copy) and
+    hashed and written as one buffer on :meth:`flush`: one hash update and one system
+    call instead of one per element run. For outputs held in memory anyway.
+    """
+
+    def __init__(self, handle, gather: bool = False):
         self._handle = handle
         self.digest = hashlib.sha256()
+        self._parts: list[bytes | memoryview] | None = [] if gather else None
+        self._pending = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
+        if self._parts is not None:
+            self._parts.append(data)
+            self._pending += len(data)
+            return len(data)
         self.digest.update(data)
         return self._handle.write(data)
 
     def tell(self) -> int:
-        return self._handle.tell()
+        return self._handle.tell() + self._pending
 
     def seek(self, offset: int, whence: int = 0) -> int:
         # The hash is only right for a sequential write: refuse to move backwards.
-        if (offset, whence) not in ((0, 1), (self._handle.tell(), 0)):
+        if (offset, whence) not in ((0, 1), (self.tell(), 0)):
             raise OSError("non-sequential write: cannot hash the output on the fly")
-        return self._handle.tell()
+        return self.tell()
 
     def read(self, size: int = -1) -> bytes:
         raise OSError("write-only")
 
     def flush(self) -> None:
+        parts = self._parts
+        while parts:
+            batch = parts[:_IOV_MAX]
+            del parts[:_IOV_MAX]
+            for part in batch:
+                self.digest.update(part)
+            _write_all(self._handle.fileno(), batch)
+        self._pending = 0
         self._handle.flush()
+
+
+def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write ``parts`` in one system call (a short write goes on where it stopped)."""
+    written = os.writev(fd, parts)
+    if written < sum(len(part) for part in parts):
+        rest = memoryview(b"".join(parts))[written:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
 
 
 def _prepare(ds: Dataset) -> bool:
@@ -117,16 +148,17 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
     directory.mkdir(parents=True, exist_ok=True)
     temporary = directory / f"{TEMP_PREFIX}{token}"
     try:
-        with open(temporary, "wb") as handle:
-            hashing = _HashingFile(handle)
+        with open(temporary, "wb", buffering=0) as handle:
             part10 = _prepare(ds)
             if part10 and splice is not None and splice_supported(ds):
+                hashing = _HashingFile(handle, gather=splice.source.data is not None)
                 write_spliced(ds, splice, set(touched), hashing, constants)
             else:
                 # Without SOP Class/Instance UIDs no Part 10 header can be made: the
                 # dataset is written as it came (a raw dataset), readable with force=True.
+                hashing = _HashingFile(handle)
                 ds.save_as(hashing, enforce_file_format=part10)
-            handle.flush()
+            hashing.flush()
             if durable:
                 os.fsync(handle.fileno())
     except BaseException:
