@@ -128,3 +128,10 @@ def test_preamble_never_reaches_the_output(tmp_path: Path, engines: dict[str, En
         written, _ = write_temporary(read.dataset, tmp_path / "out", name, read.splice)
         assert b"DOE^JOHN" not in written.read_bytes()
         assert written.read_bytes()[:128] == b"\x00" * 128
+
+
+def test_scanned_pixel_data_stays_in_the_file_bytes_until_asked_for() -> None:
+    path = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
+    ds = scan(path.read_bytes()).dataset
+    assert stored(ds)[0x7FE00010].value is None  # not copied out while scanning
+    assert ds.PixelData == pydicom.dcmread(path).PixelData  # pydicom reads it when asked

@@ -17,6 +17,7 @@ failures) then decide; so this module never needs to be lenient.
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,10 @@ _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _CHARACTER_SET = 0x00080005
+#: Top-level values never copied out of the file's bytes (their value is None, like a
+#: value pydicom defers): the pixel data, which nothing but the writer touches, and it
+#: copies it from the input.
+_LEFT_IN_PLACE = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 #: Elements allowed after Pixel Data: Digital Signatures and Data Set Trailing Padding.
 _AFTER_PIXEL_DATA = frozenset({0xFFFAFFFA, 0xFFFCFFFC})
 _IMPLICIT_LITTLE = "1.2.840.10008.1.2"
@@ -90,7 +95,8 @@ def scan(data: bytes) -> Scanned:
         position, len(data), "iso8859", spans, False)
     if end != len(data) or not elements:
         raise Unsupported("data after the dataset, or no dataset")
-    ds = FileDataset("", elements, data[:128], meta, implicit, True)
+    # the buffer is where pydicom reads a value left in place (value None) if asked for it
+    ds = FileDataset(io.BytesIO(data), elements, data[:128], meta, implicit, True)
     ds.set_original_encoding(implicit, True, encoding)
     return Scanned(ds, implicit, spans)
 
@@ -185,7 +191,8 @@ class _Parser:
                     items = self._items(position, value_end, encoding, False)[0]
                     elem = _sequence(key, items, position, False)
                 else:
-                    value = data[position:value_end] if length else _EMPTY[vr]
+                    value = _EMPTY[vr] if not length else None \
+                        if tag in _LEFT_IN_PLACE and spans is not None else data[position:value_end]
                     elem = RawDataElement(key, vr, length, value, position, implicit, True)
                     if tag == _CHARACTER_SET:
                         encoding = convert_encodings(convert_raw_data_element(elem).value)
