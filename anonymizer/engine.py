@@ -223,10 +223,14 @@ class Engine:
         return ctx.result
 
     def _record(self, ctx: FileContext, path: tuple[int, ...], tag: int, code: str) -> None:
-        where = ">".join(format_tag(t) for t in (*path, tag))
-        ctx.result.acted.append((where, code))
-        ctx.result.counts[code] += 1
-        ctx.result.touched.add(path[0] if path else tag)
+        result = ctx.result
+        if path:
+            result.acted.append((">".join(map(format_tag, (*path, tag))), code))
+            result.touched.add(path[0])
+        else:
+            result.acted.append((format_tag(tag), code))
+            result.touched.add(tag)
+        result.counts[code] += 1
 
     def _clean(self, ds: Dataset, path: tuple[int, ...], ctx: FileContext) -> None:
         rule_for = self.profile.rule_for
