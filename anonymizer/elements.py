@@ -29,26 +29,6 @@ def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
     return ds._dict  # pydicom keeps elements here; get_item(keep_deferred=True) reads it
 
 
-def decoded(ds: Dataset, tag: int) -> DataElement | None:
-    """``ds[tag]`` with its value decoded, without storing the decoded element back.
-
-    ``ds[tag]`` replaces a raw element by its decoded form, which the writer must then
-    encode again; reading through this keeps the stored element as it was.
-    """
-    elem = ds._dict.get(tag)  # type: ignore[call-overload]
-    if elem is None or not isinstance(elem, RawDataElement):
-        return elem
-    if elem.value is None and elem.length:
-        return ds[tag]  # a value left on disk (large files): pydicom reads it
-    return convert_raw_data_element(elem, encoding=ds._character_set, ds=ds)
-
-
-def value_of(ds: Dataset, keyword: str, default: Any = None) -> Any:
-    """``ds.get(keyword, default)`` that never stores a decoded element (see :func:`decoded`)."""
-    elem = decoded(ds, tag_for_keyword(keyword) or -1)
-    return default if elem is None else elem.value
-
-
 #: Python codecs of the character sets decoded here directly (one codec, no escapes).
 _SIMPLE_CODECS = {"iso8859": "latin_1", "latin_1": "latin_1", "UTF8": "utf_8"}
 _MULTI_TEXT_VRS = frozenset({"LO", "SH", "UC"})
@@ -117,3 +97,9 @@ def element_strings(elem: DataElement | RawDataElement | None, ds: Dataset) -> l
 def text_values(ds: Dataset, tag: int) -> list[str]:
     """The values of ``ds[tag]`` as strings, without storing a decoded element."""
     return element_strings(ds._dict.get(tag), ds)  # type: ignore[call-overload]
+
+
+def text_value(ds: Dataset, keyword: str) -> str:
+    """The value of an attribute of ``ds`` as one string ("" if absent), read like
+    :func:`text_values`: a raw element stays raw, so the writer can still copy it."""
+    return "\\".join(text_values(ds, tag_for_keyword(keyword)))  # type: ignore[arg-type]

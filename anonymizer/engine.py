@@ -21,7 +21,7 @@ from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
 from anonymizer.actions import Keep
-from anonymizer.elements import ITEM_TAG, element_strings, stored, text_values, value_of
+from anonymizer.elements import ITEM_TAG, element_strings, stored, text_value, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
@@ -82,7 +82,7 @@ class FileContext:
         self.profile = profile
         self.keyed = keyed
         self.settings = profile.settings
-        self.sop_class_uid = str(value_of(ds, "SOPClassUID") or "")
+        self.sop_class_uid = text_value(ds, "SOPClassUID")
         self.path: tuple[int, ...] = ()
         self.result = EngineResult()
         self.original_patient_id = "\\".join(text_values(ds, PATIENT_ID)).strip()
@@ -316,9 +316,9 @@ class Engine:
                 if code != "K":
                     self._record(ctx, (), tag, code)
         if SOP_INSTANCE_UID in ds:
-            meta.MediaStorageSOPInstanceUID = value_of(ds, "SOPInstanceUID")
+            meta.MediaStorageSOPInstanceUID = text_value(ds, "SOPInstanceUID")
         if "SOPClassUID" in ds:
-            meta.MediaStorageSOPClassUID = value_of(ds, "SOPClassUID")
+            meta.MediaStorageSOPClassUID = text_value(ds, "SOPClassUID")
 
     def _add(self, ds: Dataset) -> None:
         for addition in self.profile.additions:

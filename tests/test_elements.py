@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from anonymizer.elements import stored, strings, text_values, value_of
+from anonymizer.elements import stored, strings, text_value, text_values
 from anonymizer.io import read_dataset
 
 
@@ -41,9 +41,9 @@ def test_text_values_are_pydicoms_values_and_leave_elements_raw(
     assert compared > 10_000
 
 
-def test_value_of_reads_without_storing(readable_testdata: list[Path]) -> None:
+def test_text_value_reads_without_storing(readable_testdata: list[Path]) -> None:
     ds = read_dataset(next(p for p in readable_testdata if p.name == "CT_small.dcm")).dataset
     raw = stored(ds)[0x00080016]
-    assert value_of(ds, "SOPClassUID") == "1.2.840.10008.5.1.4.1.1.2"
+    assert text_value(ds, "SOPClassUID") == "1.2.840.10008.5.1.4.1.1.2"
     assert stored(ds)[0x00080016] is raw
-    assert value_of(ds, "PatientComments", "none") == "none"
+    assert text_value(ds, "PatientComments") == ""

@@ -12,12 +12,13 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag
 
 from anonymizer.elements import stored
 from anonymizer.engine import Engine
 from anonymizer.io import read_dataset, write_temporary
 from anonymizer.io.encoder import encode_element
-from anonymizer.io.scan import Unsupported, scan
+from anonymizer.io.scan import Unsupported, scan, sequence_item
 
 
 def _part10(paths: list[Path]) -> list[tuple[Path, bytes]]:
@@ -135,3 +136,17 @@ def test_scanned_pixel_data_stays_in_the_file_bytes_until_asked_for() -> None:
     ds = scan(path.read_bytes()).dataset
     assert stored(ds)[0x7FE00010].value is None  # not copied out while scanning
     assert ds.PixelData == pydicom.dcmread(path).PixelData  # pydicom reads it when asked
+
+
+@pytest.mark.parametrize("undefined", [False, True])
+def test_sequence_item_is_the_item_pydicom_builds(undefined: bool) -> None:
+    elements = {BaseTag(0x00100010): RawDataElement(BaseTag(0x00100010), "PN", 4, b"DOE^",
+                                                    8, False, True)}
+    expected = Dataset(elements, parent_encoding=["latin_1"])
+    expected.is_undefined_length_sequence_item = undefined
+    expected.seq_item_tell = 42
+    expected.set_original_encoding(False, True, ["latin_1"])
+    item = sequence_item(elements, ["latin_1"], False, ["latin_1"], undefined, 42)
+    assert vars(item) == vars(expected)
+    other = sequence_item({}, "iso8859", False, "iso8859", undefined, 0)
+    assert other._private_blocks is not item._private_blocks  # containers not shared

@@ -15,7 +15,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from anonymizer.elements import stored, value_of
+from anonymizer.elements import stored, text_value
 from anonymizer.errors import AnonymizerError
 from anonymizer.io.scan import Unsupported, scan
 from anonymizer.io.splice import Source, SpliceMap, splice_supported
@@ -201,7 +201,7 @@ def _parse(stream: BinaryIO, is_part10: bool, defer: bool = False) -> Dataset:
 
 
 def _refuse_dicomdir(ds: Dataset) -> None:
-    sop_class = value_of(ds, "SOPClassUID") or getattr(ds, "file_meta", Dataset()).get(
+    sop_class = text_value(ds, "SOPClassUID") or getattr(ds, "file_meta", Dataset()).get(
         "MediaStorageSOPClassUID")
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         raise NotDicomError("DICOMDIR: an index of paths that can hold PHI; not de-identified")

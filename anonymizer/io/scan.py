@@ -254,11 +254,8 @@ class _Parser:
                     raise Unsupported("item cut short")
                 elements, position, item_encoding = self.elements(position, item_end,
                                                                   encoding, None, False)
-            item = Dataset(elements, parent_encoding=encoding)
-            item.is_undefined_length_sequence_item = length == UNDEFINED_LENGTH
-            item.seq_item_tell = item_start
-            item.set_original_encoding(implicit, True, item_encoding)
-            items.append(item)
+            items.append(sequence_item(elements, encoding, implicit, item_encoding,
+                                       length == UNDEFINED_LENGTH, item_start))
         if undefined:
             raise Unsupported("sequence without delimiter")
         return items, position
@@ -270,3 +267,33 @@ def _sequence(tag: BaseTag, items: list[Dataset], value_tell: int,
     sequence.is_undefined_length = undefined
     return DataElement(tag, "SQ", sequence, value_tell, is_undefined_length=undefined,
                        already_converted=True)
+
+
+#: The state ``Dataset()`` starts with; the containers in it are copied per item.
+_ITEM_STATE = vars(Dataset()).copy()
+_ITEM_CONTAINERS = tuple(k for k, v in _ITEM_STATE.items() if isinstance(v, dict | list | set))
+
+
+def sequence_item(elements: dict[BaseTag, Any], parent_encoding: Any, implicit: bool,
+                  encoding: Any, undefined_length: bool, tell: int) -> Dataset:
+    """The item ``read_sequence_item`` builds, without ``Dataset.__init__``'s dozen trips
+    through ``Dataset.__setattr__`` (most of the cost of a small item).
+
+    Equal, attribute by attribute, to::
+
+        item = Dataset(elements, parent_encoding=parent_encoding)
+        item.is_undefined_length_sequence_item = undefined_length
+        item.seq_item_tell = tell
+        item.set_original_encoding(implicit, True, encoding)
+
+    (``tests/test_io.py`` checks this against the installed pydicom).
+    """
+    item = Dataset.__new__(Dataset)
+    state = item.__dict__
+    state.update(_ITEM_STATE)
+    for name in _ITEM_CONTAINERS:
+        state[name] = _ITEM_STATE[name].copy()
+    state.update(_dict=elements, _parent_encoding=parent_encoding, _read_implicit=implicit,
+                 _read_little=True, _read_charset=encoding,
+                 is_undefined_length_sequence_item=undefined_length, seq_item_tell=tell)
+    return item

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from anonymizer import __version__
-from anonymizer.elements import stored, value_of
+from anonymizer.elements import stored, text_value
 from anonymizer.io.splice import (
     EncodedConstants,
     SpliceMap,
@@ -103,7 +103,7 @@ def _prepare(ds: Dataset) -> bool:
     meta = ds.file_meta = FileMetaDataset()
     if original.get("TransferSyntaxUID"):
         meta.TransferSyntaxUID = original.TransferSyntaxUID
-    sop_class, sop_instance = value_of(ds, "SOPClassUID"), value_of(ds, "SOPInstanceUID")
+    sop_class, sop_instance = text_value(ds, "SOPClassUID"), text_value(ds, "SOPInstanceUID")
     if sop_class:
         meta.MediaStorageSOPClassUID = sop_class
     if sop_instance:
