@@ -153,7 +153,7 @@ class FileContext:
         return self._pattern
 
 
-def _collect_identifiers(elements: list[tuple[str, object]], ds: Dataset) -> list[str]:
+def _collect_identifiers(elements: list[tuple[str, object]], ds: Dataset) -> tuple[str, ...]:
     """Identifier strings (whole values, name components, birth date forms) of a header."""
     tokens: set[str] = set()
     for keyword, elem in elements:
@@ -169,7 +169,7 @@ def _collect_identifiers(elements: list[tuple[str, object]], ds: Dataset) -> lis
             tokens.add(text)
             # names: each component of length >= 2 (family, given, ...)
             tokens.update(p for p in re.split(r"[\^=\s,]+", text) if len(p) >= 2)
-    return sorted(tokens, key=len, reverse=True)
+    return tuple(sorted(tokens, key=lambda t: (-len(t), t)))
 
 
 #: Any calendar date written in free text (ISO, DICOM, European and US forms).
@@ -177,7 +177,8 @@ _FREE_TEXT_DATE = (r"(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[
                    r"|\d{1,2}[/.]\d{1,2}[/.](?:19|20)\d\d")
 
 
-def _identifier_regex(tokens: list[str]) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=256)  # the files of one study share their identifiers
+def _identifier_regex(tokens: tuple[str, ...]) -> re.Pattern[str]:
     alternatives = "|".join([*(re.escape(t) for t in tokens), _FREE_TEXT_DATE])
     return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
 
