@@ -6,7 +6,6 @@ database) and must not be recomputable without the secret comes from here.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -46,7 +45,7 @@ class KeyedSource:
     def digest(self, domain: str, value: str | bytes) -> bytes:
         """HMAC-SHA-256 of ``value`` in a named domain (so uses never collide)."""
         data = value.encode("utf-8") if isinstance(value, str) else value
-        return hmac.new(self._key, domain.encode() + b"\x00" + data, hashlib.sha256).digest()
+        return hmac.digest(self._key, domain.encode() + b"\x00" + data, "sha256")
 
     def hexdigest(self, domain: str, value: str | bytes, length: int = 32) -> str:
         """Hex form of :meth:`digest`, truncated to ``length`` characters."""
