@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom import config
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.tag import BaseTag
+from pydicom.dataelem import DataElement
 from pydicom.valuerep import validate_value
 
 from anonymizer import standard
-from anonymizer.elements import text_values
+from anonymizer.elements import set_encoded, text_values
 
 if TYPE_CHECKING:
     import re
@@ -95,17 +94,6 @@ def set_value(ds: Dataset, tag: int, vr: str, value: Any) -> None:
             set_encoded(ds, tag, vr, text.encode("ascii"))
             return
     ds[tag] = DataElement(tag, vr, value)
-
-
-def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
-    """Store an already encoded value (padded to even length as its VR says).
-
-    The element stays raw bytes, like an element read from a file, so nothing decodes or
-    re-validates it on the way to the writer.
-    """
-    if len(data) % 2:
-        data += b"\x00" if vr == "UI" else b" "
-    ds[tag] = RawDataElement(BaseTag(tag), vr, len(data), data, None, False, True)
 
 
 def set_empty(ds: Dataset, tag: int, vr: str) -> None:

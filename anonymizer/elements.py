@@ -15,6 +15,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
 #: The encoded (FFFE,E000) Item tag, little endian: how a sequence or fragment item starts.
 ITEM_TAG = b"\xfe\xff\x00\xe0"
@@ -103,3 +104,14 @@ def text_value(ds: Dataset, keyword: str) -> str:
     """The value of an attribute of ``ds`` as one string ("" if absent), read like
     :func:`text_values`: a raw element stays raw, so the writer can still copy it."""
     return "\\".join(text_values(ds, tag_for_keyword(keyword)))  # type: ignore[arg-type]
+
+
+def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
+    """Store an already encoded value (padded to even length as its VR says).
+
+    The element stays raw bytes, like an element read from a file, so nothing decodes or
+    re-validates it on the way to the writer.
+    """
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    ds[tag] = RawDataElement(BaseTag(tag), vr, len(data), data, None, False, True)

@@ -21,10 +21,9 @@ from anonymizer.actions import (
     Keep,
     Remove,
     set_dummy,
-    set_encoded,
     set_value,
 )
-from anonymizer.elements import text_values
+from anonymizer.elements import set_encoded, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.settings import check_format
 

@@ -21,7 +21,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from anonymizer.elements import ITEM_TAG, stored
+from anonymizer.elements import ITEM_TAG, stored, text_values
 from anonymizer.io.encoder import encode_element
 
 _LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
@@ -207,10 +207,10 @@ def encode_file_meta(meta: Dataset) -> bytes:
     """
     body = [struct.pack("<HH2sHI", 2, 1, b"OB", 0, 2), b"\x00\x01"]
     for tag, vr in _META_TEXT:
-        value = meta.get(tag)
-        if value is None:
+        values = text_values(meta, tag)
+        if not values:
             continue
-        text = str(value.value).encode("ascii")
+        text = "\\".join(values).encode("latin-1", "replace")
         if len(text) % 2:
             text += b"\x00" if vr == b"UI" else b" "
         body.append(struct.pack("<HH2sH", 2, tag & 0xFFFF, vr, len(text)) + text)

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from anonymizer import __version__
-from anonymizer.elements import stored, text_value
+from anonymizer.elements import set_encoded, stored, text_value
 from anonymizer.io.splice import (
     EncodedConstants,
     SpliceMap,
@@ -98,27 +98,26 @@ def _prepare(ds: Dataset) -> bool:
     if getattr(ds, "preamble", None) is not None:
         ds.preamble = b"\x00" * 128  # free-form bytes of the sender's (may hold anything)
     original = getattr(ds, "file_meta", None) or FileMetaDataset()
+    syntax = text_value(original, "TransferSyntaxUID")
+    if not syntax:
+        if implicit is None:
+            implicit, little = True, True
+        syntax = ImplicitVRLittleEndian if implicit else \
+            ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    sop_class, sop_instance = text_value(ds, "SOPClassUID"), text_value(ds, "SOPInstanceUID")
     # Rebuilt from scratch: nothing of the input's meta but its transfer syntax survives,
     # and the meta names the software that wrote the file: this tool, not the sender's.
     meta = ds.file_meta = FileMetaDataset()
-    if original.get("TransferSyntaxUID"):
-        meta.TransferSyntaxUID = original.TransferSyntaxUID
-    sop_class, sop_instance = text_value(ds, "SOPClassUID"), text_value(ds, "SOPInstanceUID")
-    if sop_class:
-        meta.MediaStorageSOPClassUID = sop_class
-    if sop_instance:
-        meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if not meta.get("TransferSyntaxUID"):
-        if implicit is None:
-            implicit, little = True, True
-        meta.TransferSyntaxUID = UID(ImplicitVRLittleEndian if implicit else
-                                     ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    for tag, vr, text in ((0x00020002, "UI", sop_class), (0x00020003, "UI", sop_instance),
+                          (0x00020010, "UI", syntax),
+                          (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
+                          (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME)):
+        if text:
+            set_encoded(meta, tag, vr, text.encode("latin-1", "replace"))
     first = next(iter(ds.keys()), None)
     body_implicit = first is not None and getattr(
         stored(ds)[first], "is_implicit_VR", False)
-    if (implicit or body_implicit) and not meta.TransferSyntaxUID.is_implicit_VR:
+    if (implicit or body_implicit) and not UID(syntax).is_implicit_VR:
         # Read as implicit VR but labelled explicit: decode every element so each has a VR.
         for _ in ds.iterall():
             pass
