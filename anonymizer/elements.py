@@ -13,7 +13,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
-from pydicom.dataset import Dataset
+from pydicom.dataset import PIXEL_KEYWORDS, Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
@@ -114,4 +114,8 @@ def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
     """
     if len(data) % 2:
         data += b"\x00" if vr == "UI" else b" "
-    ds[tag] = RawDataElement(BaseTag(tag), vr, len(data), data, None, False, True)
+    raw = RawDataElement(BaseTag(tag), vr, len(data), data, None, False, True)
+    if tag >> 16 & 1 or tag in PIXEL_KEYWORDS:
+        ds[tag] = raw  # Dataset.__setitem__ also tracks private blocks and pixel arrays
+    else:
+        ds._dict[raw.tag] = raw  # all Dataset.__setitem__ does for any other raw element

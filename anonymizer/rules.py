@@ -61,9 +61,20 @@ class PrivatePolicy:
     #: (group, creator, offset) -> VR of the PS3.15 Table E.3.10-1 entries, if the
     #: Retain Safe Private Option is on.
     safe: Mapping[tuple[int, str, int], str] = field(default_factory=dict)
+    _decided: dict[tuple[int, str, int, str | None], str | None] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def decide(self, group: int, creator: str, offset: int, vr: str | None) -> str | None:
         """Return the origin that keeps this element, or None when it must be removed."""
+        key = (group, creator, offset, vr)
+        if key in self._decided:
+            return self._decided[key]
+        decided = self._decide(group, creator, offset, vr)
+        if len(self._decided) < 1 << 16:  # creators come from files: bounded
+            self._decided[key] = decided
+        return decided
+
+    def _decide(self, group: int, creator: str, offset: int, vr: str | None) -> str | None:
         for key, origin in self.keep:
             if (key.creator == creator and (key.group is None or key.group == group)
                     and (key.offset is None or key.offset == offset)):
