@@ -1,9 +1,12 @@
-"""Fast, read-only access to a pydicom Dataset's elements as stored, and their values.
+"""The one place that reaches into a pydicom Dataset's element store.
 
-A de-identifier looks at every element several times (reader checks, rules, writer).
-``Dataset.get_item(tag, keep_deferred=True)`` returns the stored element without
-decoding it or reading a deferred value, but costs a tag conversion per call; this
-gives the same objects through one mapping.
+A de-identifier looks at every element several times (reader checks, rules, writer)
+and changes a few. pydicom's own access decodes values and stores the decoded
+elements back (which then have to be encoded again), and converts every tag it is
+given. Here, elements are read as stored (:func:`stored`), values are read as strings
+without storing anything back (:func:`text_values`, :func:`text_value`), and new values
+are stored already encoded (:func:`set_encoded`), so what the engine did not change
+stays the raw bytes the writer can copy.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
     """The elements of ``ds`` as stored: tag -> DataElement or RawDataElement.
 
     Equivalent to ``{t: ds.get_item(t, keep_deferred=True) for t in ds.keys()}``;
-    never decodes a value nor reads a deferred one. Read only: change ``ds`` itself.
+    never decodes a value nor reads a deferred one. Read only: change ``ds`` itself
+    (or through :func:`set_encoded`).
     """
     return ds._dict  # pydicom keeps elements here; get_item(keep_deferred=True) reads it
 

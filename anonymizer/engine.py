@@ -30,7 +30,6 @@ from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
-STUDY_INSTANCE_UID = 0x0020000D
 BURNED_IN_ANNOTATION = 0x00280301
 
 #: Top-level attributes whose original values a "clean" action scrubs from free text.
@@ -85,7 +84,7 @@ class FileContext:
         self.sop_class_uid = text_value(ds, "SOPClassUID")
         self.path: tuple[int, ...] = ()
         self.result = EngineResult()
-        self.original_patient_id = "\\".join(text_values(ds, PATIENT_ID)).strip()
+        self.original_patient_id = text_value(ds, "PatientID").strip()
         self._ds = ds
         # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
         elements = stored(ds)
@@ -213,14 +212,14 @@ class Engine:
         if burned_in and burned_in[0].strip().upper() == "YES" \
                 and not self.profile.settings.accept_burned_in:
             raise DeidentificationError("burned-in annotation: pixel data not cleaned")
-        original_study_uid = "".join(text_values(ds, STUDY_INSTANCE_UID))
+        original_study_uid = text_value(ds, "StudyInstanceUID")
         self._clean(ds, (), ctx)
         self._clean_file_meta(ds, ctx)
         self._add(ds)
         self._stamp(ds)
         if original_study_uid:
             ctx.result.study_uid_map = (original_study_uid,
-                                        "".join(text_values(ds, STUDY_INSTANCE_UID)))
+                                        text_value(ds, "StudyInstanceUID"))
         return ctx.result
 
     def _record(self, ctx: FileContext, path: tuple[int, ...], tag: int, code: str) -> None:
