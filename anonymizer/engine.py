@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
@@ -72,6 +72,21 @@ def judged_vr(tag: int, stored_vr: str | None) -> str:
     if stored_vr is None or stored_vr == "UN" or stored_vr not in VALID_VRS:
         return known  # no VR, or one a corrupt file made up: the dictionary's
     return stored_vr
+
+
+def _misparsed(raw: RawDataElement) -> bool:
+    """Whether pydicom read this element leniently past a structural error.
+
+    pydicom reads a VR it does not know (a flipped or inserted byte: ``"C\\x00"``) with a
+    2-byte length, and a VR that is not two letters as the start of implicit VR encoding
+    (the element then has no VR although its dataset is explicit). Either way the
+    lengths that follow are guesses: one element can swallow the rest of the header
+    (names, IDs) as its value, and its rule (by the dictionary's VR) may keep it.
+    """
+    vr = raw.VR
+    if vr is None:
+        return raw.is_implicit_VR is False
+    return len(vr) == 2 and vr not in VALID_VRS
 
 
 class FileContext:
@@ -240,6 +255,11 @@ class Engine:
         # Plain ints: pydicom's BaseTag compares in Python, which every table lookup
         # below (rules, dictionary, attribute Types) would pay for.
         for tag, elem in [(int(key), elem) for key, elem in elements.items()]:
+            if elem.is_raw and _misparsed(elem):
+                raise DeidentificationError(
+                    f"corrupt: element {format_tag(tag)} "
+                    f"{'has an invalid VR' if elem.VR else 'lost its VR'}: "
+                    "the header cannot be parsed reliably from there on")
             if tag >> 16 & 1:
                 private.append(tag)
                 continue

@@ -139,7 +139,7 @@ def test_mutated_file_never_raises_or_leaks(workspace: Path, source: str,
     event(f"{source}: {_check(workspace, source, mutate(ORIGINAL[source], mutations))}")
 
 
-# The two leaks below were found by fuzzing with these mutations (longer random runs); they are
+# The leaks below were found by fuzzing with these mutations (longer random runs); they are
 # kept as fixed cases so that the derandomized run above still explores other inputs.
 
 
@@ -163,6 +163,16 @@ def test_swallowed_patient_name_does_not_leak_through_a_bogus_element(
     assert data[910:918] == b"\x09\x00\xe9\x10SL\x04\x00"
     data[916] = 40
     _check(workspace, "ct_small", bytes(data))
+
+
+def test_element_with_a_made_up_vr_does_not_leak_what_it_swallowed(workspace: Path) -> None:
+    """One inserted byte: Image Type's VR "CS" becomes "C\\x00", read with the 2-byte
+    length "S\\x16" (5,715 bytes), which swallows the header up to the private group 0043
+    (PatientName and PatientID included); Image Type is kept, so all of it went to OUT."""
+    data = bytearray(ORIGINAL["ct_small"])
+    assert data[354:364] == b"\x08\x00\x08\x00CS\x16\x00OR"
+    data[359:359] = b"\x00"
+    assert _check(workspace, "ct_small", bytes(data)) == "failed"
 
 
 def test_element_with_invalid_vr_is_not_kept(workspace: Path) -> None:
