@@ -20,12 +20,12 @@ from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
-from anonymizer.actions import Keep
+from anonymizer.actions import TEXT_VRS, Keep
 from anonymizer.elements import ITEM_TAG, element_strings, stored, text_value, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
-from anonymizer.tags import VALID_VRS, dictionary_vr, format_tag
+from anonymizer.tags import VALID_VRS, dictionary_vm, dictionary_vr, format_tag
 from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
@@ -87,6 +87,32 @@ def _misparsed(raw: RawDataElement) -> bool:
     if vr is None:
         return raw.is_implicit_VR is False
     return len(vr) == 2 and vr not in VALID_VRS
+
+
+def _check_kept(tag: int, vr: str | None, elem: object) -> None:
+    """Fail a kept value that cannot be what its VR says: a length corrupted upwards.
+
+    Such an element swallows the elements after it (names and IDs included) as its
+    value, the parse goes on where its new length ends, and the whole would be kept.
+    Caught here: a text value with a NUL byte inside it (element headers have them, text
+    does not: none of the ~11,000 text values in pydicom's test files), and a number
+    whose dictionary VM is 1 with more bytes than one number (none of ~1,900 there).
+    """
+    if not isinstance(elem, RawDataElement) or not isinstance(elem.value, bytes):
+        return
+    if vr in TEXT_VRS:
+        value = elem.value
+        nul = value.find(b"\x00")
+        if nul != -1 and value[nul:].strip(b"\x00 "):
+            raise DeidentificationError(f"corrupt: text element {format_tag(tag)} holds "
+                                        "binary data (a wrong length?)")
+    elif vr in _NUMBER_SIZE and elem.length not in (0, _NUMBER_SIZE[vr]) \
+            and not tag >> 16 & 1 and dictionary_vm(tag) == "1":
+        raise DeidentificationError(f"corrupt: element {format_tag(tag)} holds {elem.length} "
+                                    f"bytes for one {vr} value (a wrong length?)")
+
+
+_NUMBER_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
 
 
 class FileContext:
@@ -270,6 +296,7 @@ class Engine:
             vr = judged_vr(tag, elem.VR)
             action = rule_for(tag, vr).action
             if type(action) is Keep and vr != "SQ":
+                _check_kept(tag, vr, elem)
                 continue
             code = action.apply(ds, tag, ctx)
             if code != "K":
@@ -312,6 +339,7 @@ class Engine:
                 self._record(ctx, path, tag, "X")
                 continue
             kept_blocks.add((group, element >> 8))
+            _check_kept(tag, vr, raw)
             if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == ITEM_TAG:
                 # A private sequence read without its VR (implicit VR, or UN): decode it
                 # (such sequences are always implicit VR little endian) so it is cleaned.

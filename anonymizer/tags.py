@@ -6,7 +6,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
 
 #: The value representations of PS3.5 Table 6.2-1.
 VALID_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT",
@@ -82,3 +82,12 @@ def dictionary_vr(tag: int) -> str | None:
     except KeyError:
         return None
     return vr.split(" or ")[0]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def dictionary_vm(tag: int) -> str | None:
+    """The Value Multiplicity pydicom's dictionary gives a standard tag (``"1-n"``), or None."""
+    try:
+        return dictionary_VM(tag)
+    except KeyError:
+        return None

@@ -483,3 +483,33 @@ def test_research_free_text_scrubbed_of_family_name(engines: dict[str, Engine]) 
     unrelated = _patient(description="CT CHEST FOLLOW-UP")
     engines["research"].deidentify(unrelated)
     assert unrelated.StudyDescription == "CT CHEST FOLLOW-UP"
+
+
+def _with_raw(ds: Dataset, tag: int, vr: str, value: bytes) -> Dataset:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    ds[tag] = RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)
+    return ds
+
+
+@pytest.mark.parametrize(("tag", "vr", "value"), [
+    # Image Type (kept) whose length swallowed the next elements, Patient's Name included
+    (0x00080008, "CS", b"ORIGINAL\\PRIMARY\x10\x00\x10\x00PN\x08\x00DOE^JOHN"),
+    # Rows (kept, VM 1) that swallowed Requesting Physician
+    (0x00280010, "US", b"\x00\x02\x32\x00\x32\x10PN\x08\x00DOE^JOHN"),
+])
+def test_kept_value_that_swallowed_other_elements_fails_the_file(
+        tag: int, vr: str, value: bytes, engines: dict[str, Engine]) -> None:
+    ds = _read(DOE_CT / "IM0001.dcm")
+    _with_raw(ds, tag, vr, value)
+    with pytest.raises(DeidentificationError, match="corrupt"):
+        engines["default"].deidentify(ds)
+
+
+def test_kept_values_with_padding_or_several_numbers_pass(engines: dict[str, Engine]) -> None:
+    ds = _read(DOE_CT / "IM0001.dcm")
+    _with_raw(ds, 0x00080008, "CS", b"ORIGINAL\\PRIMARY\x00\x00")  # NUL padding at the end
+    _with_raw(ds, 0x00280030, "DS", b"0.5\\0.5 ")
+    _with_raw(ds, 0x00181310, "US", b"\x00\x00\x00\x02\x00\x02\x00\x00")  # VM 4
+    engines["default"].deidentify(ds)

@@ -175,6 +175,20 @@ def test_element_with_a_made_up_vr_does_not_leak_what_it_swallowed(workspace: Pa
     assert _check(workspace, "ct_small", bytes(data)) == "failed"
 
 
+def test_text_element_whose_length_swallows_the_patient_is_not_kept(workspace: Path) -> None:
+    """Image Type's length made to end exactly where an element after Patient ID starts:
+    the parse goes on cleanly, and the kept Image Type holds PatientName and PatientID."""
+    from anonymizer.io.scan import scan
+
+    data = bytearray(ORIGINAL["ct_small"])
+    spans = scan(bytes(data)).spans
+    start, _ = spans[0x00080008]
+    after_patient = min(begin for tag, (begin, _) in spans.items() if tag > 0x00100020)
+    assert data[start + 4:start + 6] == b"CS"
+    data[start + 6:start + 8] = (after_patient - (start + 8)).to_bytes(2, "little")
+    assert _check(workspace, "ct_small", bytes(data)) == "failed"
+
+
 def test_element_with_invalid_vr_is_not_kept(workspace: Path) -> None:
     """A public tag unknown to the dictionary with a VR that is not a DICOM VR ("ZZ")."""
     data = ORIGINAL["sample_ct"]
