@@ -36,9 +36,9 @@ _IOV_MAX = 1024  # buffers per writev call (Linux UIO_MAXIOV)
 class _HashingFile:
     """A write-only file wrapper that hashes what passes through it.
 
-    With ``gather``, writes are kept (as given: views of the input need no copy) and
-    hashed and written as one buffer on :meth:`flush`: one hash update and one system
-    call instead of one per element run. For outputs held in memory anyway.
+    With ``gather``, writes are kept (as given: views of the input need no copy), then
+    hashed and written with one ``writev`` on :meth:`flush` instead of one system call
+    per element run. For outputs whose input is held in memory anyway.
     """
 
     def __init__(self, handle, gather: bool = False):
@@ -147,7 +147,7 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
     directory.mkdir(parents=True, exist_ok=True)
     temporary = directory / f"{TEMP_PREFIX}{token}"
     try:
-        with open(temporary, "wb", buffering=0) as handle:
+        with open(temporary, "wb") as handle:  # gathered writes bypass its buffer
             part10 = _prepare(ds)
             if part10 and splice is not None and splice_supported(ds):
                 hashing = _HashingFile(handle, gather=splice.source.data is not None)
