@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import re
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import PIXEL_KEYWORDS, Dataset
 from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
@@ -25,7 +26,13 @@ from anonymizer.elements import ITEM_TAG, element_strings, stored, text_value, t
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
-from anonymizer.tags import VALID_VRS, dictionary_vm, dictionary_vr, format_tag
+from anonymizer.tags import (
+    LONG_LENGTH_VRS,
+    VALID_VRS,
+    dictionary_vm,
+    dictionary_vr,
+    format_tag,
+)
 from anonymizer.transforms import Pseudonym, render_format
 
 PATIENT_ID = 0x00100020
@@ -95,8 +102,9 @@ def _check_kept(tag: int, vr: str | None, elem: object) -> None:
     Such an element swallows the elements after it (names and IDs included) as its
     value, the parse goes on where its new length ends, and the whole would be kept.
     Caught here: a text value with a NUL byte inside it (element headers have them, text
-    does not: none of the ~11,000 text values in pydicom's test files), and a number
-    whose dictionary VM is 1 with more bytes than one number (none of ~1,900 there).
+    does not: none of the ~11,000 text values in pydicom's test files), a number whose
+    dictionary VM is 1 with more bytes than one number (none of ~1,900 there), and any
+    other value that ends in encoded elements (:func:`_ends_in_elements`).
     """
     if not isinstance(elem, RawDataElement) or not isinstance(elem.value, bytes):
         return
@@ -110,9 +118,46 @@ def _check_kept(tag: int, vr: str | None, elem: object) -> None:
             and not tag >> 16 & 1 and dictionary_vm(tag) == "1":
         raise DeidentificationError(f"corrupt: element {format_tag(tag)} holds {elem.length} "
                                     f"bytes for one {vr} value (a wrong length?)")
+    elif vr != "SQ" and elem.length >= 8 and tag not in PIXEL_KEYWORDS \
+            and _ends_in_elements(tag, elem.value):
+        raise DeidentificationError(f"corrupt: element {format_tag(tag)} ends in encoded "
+                                    "elements (a wrong length?)")
 
 
 _NUMBER_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
+_HEADER = struct.Struct("<HH2sH")
+_UL = struct.Struct("<I")
+_VR_BYTES = frozenset(vr.encode() for vr in VALID_VRS)
+_LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_LENGTH_VRS)
+#: Where an explicit VR element header could start: 4 bytes before two VR letters.
+_VR_LETTERS = re.compile(b"(?=(?:" + b"|".join(sorted(_VR_BYTES)) + b"))")
+
+
+def _ends_in_elements(tag: int, value: bytes) -> bool:
+    """Whether ``value`` ends in explicit VR elements that follow ``tag``: what a binary
+    value whose length was corrupted upwards holds when the parse went on cleanly after
+    it. Element headers chained to exactly the end of the value, with tags rising from
+    ``tag``, do not happen by chance (none in the ~2,300 binary values of pydicom's test
+    files and of 200 bench corpus files, CSA headers included)."""
+    size = len(value)
+    for match in _VR_LETTERS.finditer(value, 4):
+        position, previous = match.start() - 4, tag
+        while position + 8 <= size:
+            group, element, vr, length = _HEADER.unpack_from(value, position)
+            following = group << 16 | element
+            if vr not in _VR_BYTES or following <= previous:
+                break
+            position += 8
+            if vr in _LONG_VR_BYTES:
+                if length or position + 4 > size:
+                    break
+                (length,) = _UL.unpack_from(value, position)
+                position += 4
+            position += length
+            previous = following
+            if position == size:
+                return True
+    return False
 
 
 class FileContext:

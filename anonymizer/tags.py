@@ -12,6 +12,9 @@ from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
 VALID_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT",
                        "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST",
                        "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"})
+#: VRs with a 4-byte length (and 2 reserved bytes) in explicit VR encoding (PS3.5 7.1.2).
+LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
+                             "UT", "UV"})
 
 _TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)?$")
 

@@ -498,6 +498,10 @@ def _with_raw(ds: Dataset, tag: int, vr: str, value: bytes) -> Dataset:
     (0x00080008, "CS", b"ORIGINAL\\PRIMARY\x10\x00\x10\x00PN\x08\x00DOE^JOHN"),
     # Rows (kept, VM 1) that swallowed Requesting Physician
     (0x00280010, "US", b"\x00\x02\x32\x00\x32\x10PN\x08\x00DOE^JOHN"),
+    # Acquisition Matrix (kept, VM 4) that swallowed Requesting Physician
+    (0x00181310, "US", b"\x00\x00\x00\x02\x00\x02\x00\x00\x32\x00\x32\x10PN\x08\x00DOE^JOHN"),
+    # an ICC profile (kept binary) that swallowed Requesting Physician
+    (0x00282000, "OB", b"\x00\x00\x02\x0cADBE\x02\x10\x00\x00\x32\x00\x32\x10PN\x08\x00DOE^JOHN"),
 ])
 def test_kept_value_that_swallowed_other_elements_fails_the_file(
         tag: int, vr: str, value: bytes, engines: dict[str, Engine]) -> None:

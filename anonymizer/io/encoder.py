@@ -19,11 +19,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 
 from anonymizer.elements import ITEM_TAG, stored
-from anonymizer.tags import VALID_VRS
+from anonymizer.tags import LONG_LENGTH_VRS, VALID_VRS
 
-#: VRs with a 4-byte length (and 2 reserved bytes) in explicit VR encoding (PS3.5 7.1.2).
-LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
-                             "UT", "UV"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"

@@ -34,8 +34,8 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from anonymizer.elements import ITEM_TAG
-from anonymizer.io.encoder import LONG_LENGTH_VRS, UNDEFINED_LENGTH
-from anonymizer.tags import VALID_VRS, dictionary_vr
+from anonymizer.io.encoder import UNDEFINED_LENGTH
+from anonymizer.tags import LONG_LENGTH_VRS, VALID_VRS, dictionary_vr
 
 _SHORT = struct.Struct("<HH2sH")
 _IMPLICIT = struct.Struct("<HHI")
