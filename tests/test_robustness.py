@@ -730,6 +730,24 @@ def test_full_disk_rerun_after_space_is_freed_completes(full_disk, big_tree: Pat
     assert sorted(tokens) == sorted(_tokens(big_tree))
 
 
+def test_audit_log_on_a_full_disk_keeps_what_fits_and_room_for_its_footer(
+        tmp_path: Path) -> None:
+    """Records that no longer fit are dropped one by one (not all at once), so the
+    ``run_end`` record, written next, still fits (tmpfs: whole 4 KiB pages)."""
+    from anonymizer.pipeline.audit import AuditLog
+
+    with _tmpfs(tmp_path / "mnt", "8k") as mount:
+        (mount / "filler").write_bytes(b"\x00" * 4096)  # one page of two
+        audit = AuditLog(mount / "audit.jsonl")
+        for number in range(3):  # 1,500 bytes each: the third needs a second page
+            audit.write({"type": "file", "input": str(number), "pad": "x" * 1460})
+        assert audit.flush_what_fits() == 1
+        audit.write({"type": "run_end"})
+        audit.close()
+        records = _records(mount / "audit.jsonl")
+        assert [r["type"] for r in records] == ["file", "file", "run_end"]
+
+
 def test_full_audit_disk_stops_with_exit_3_and_a_valid_log(
         big_tree: Path, key_path: Path, clean_run: dict[str, str], tmp_path: Path) -> None:
     """The audit log's disk fills first (8 KiB: a few records), deterministically."""

@@ -72,6 +72,26 @@ class AuditLog:
             raise
         self._pending.clear()
 
+    def flush_what_fits(self) -> int:
+        """Write the pending records one by one until one does not fit (disk full).
+
+        Returns how many were dropped. The log keeps only complete records; the
+        outputs of dropped records are adopted by the next run (identical bytes).
+        """
+        try:
+            self.flush()
+            return 0
+        except OSError:
+            pending, self._pending = self._pending, []
+        for number, line in enumerate(pending):
+            self._pending = [line]
+            try:
+                self.flush()
+            except OSError:
+                self._pending = []
+                return len(pending) - number
+        return 0
+
     def close(self) -> None:
         try:
             self.flush()

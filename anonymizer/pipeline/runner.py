@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from anonymizer import __version__
 from anonymizer.errors import UsageError
-from anonymizer.io.writer import sync_file
+from anonymizer.io.writer import TEMP_PREFIX, sync_file
 from anonymizer.keyed import load_key
 from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.discovery import discover
@@ -209,6 +209,7 @@ def run(config: RunConfig) -> RunSummary:
     config.output_dir.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
+    reserve = _reserve_space(audit_path)
     started = time.monotonic()
     header = {
         "type": "run_start", "tool": "anonymizer", "version": __version__,
@@ -270,12 +271,15 @@ def run(config: RunConfig) -> RunSummary:
         bar.close()
         committer.close()
         sweep_temporaries(config.output_dir)
+        reserve.unlink(missing_ok=True)  # room for the footer, also on a full disk
         summary.elapsed = time.monotonic() - started
+        # records that no longer fit are dropped, so that the footer still does
+        unlogged = audit.flush_what_fits()
         footer = {
             "type": "run_end", "version": __version__,
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "elapsed_s": round(summary.elapsed, 3), "counts": dict(summary.counts),
-            "stopped": summary.stopped, "left": summary.left,
+            "stopped": summary.stopped, "left": summary.left, "unlogged": unlogged,
         }
         try:
             audit.write(footer)
@@ -338,16 +342,47 @@ def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, job
         committed = 0
         try:
             with Parallel(n_jobs=jobs, return_as="generator") as parallel:
-                for outcomes in parallel(tasks()):
-                    consume(outcomes)
-                    committed += 1
-                    flush()
+                results = parallel(tasks())
+                try:
+                    for outcomes in results:
+                        consume(outcomes)
+                        committed += 1
+                        flush()
+                except RunStopped:
+                    # Closing the generator makes joblib abort: the workers are killed
+                    # now, rather than finishing their batches into OUT after the run
+                    # has swept its temporaries and written its last record.
+                    results.close()
+                    raise
             return
         except worker_died:
             suspects = [item for batch in dispatched[committed:] for item in batch]
             for item in suspects:
                 consume([_isolated(worker_config, item)])
             flush()
+
+
+#: Disk space held back next to the audit log for its last record: one block.
+AUDIT_RESERVE = 4096
+
+
+def _reserve_space(audit_path: Path) -> Path:
+    """Hold :data:`AUDIT_RESERVE` bytes on the audit log's file system until the end.
+
+    A run stopped by a full disk frees them just before it writes the ``run_end``
+    record, which would otherwise need a block the outputs took (real zeros: a sparse
+    file would hold nothing). Best effort: if even this does not fit, the run stops at
+    its first write as usual. Named as a temporary, so a killed run's reserve is swept.
+    """
+    reserve = audit_path.with_name(f"{TEMP_PREFIX}reserve-{audit_path.name}")
+    try:
+        with open(reserve, "wb") as handle:
+            handle.write(b"\x00" * AUDIT_RESERVE)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        reserve.unlink(missing_ok=True)
+    return reserve
 
 
 def _flush(audit: AuditLog) -> None:
