@@ -20,9 +20,6 @@ from pydicom.dataset import PIXEL_KEYWORDS, Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-#: The encoded (FFFE,E000) Item tag, little endian: how a sequence or fragment item starts.
-ITEM_TAG = b"\xfe\xff\x00\xe0"
-
 
 def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
     """The elements of ``ds`` as stored: tag -> DataElement or RawDataElement.

@@ -22,11 +22,12 @@ from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
 from anonymizer.actions import TEXT_VRS, Keep
-from anonymizer.elements import ITEM_TAG, element_strings, stored, text_value, text_values
+from anonymizer.elements import element_strings, stored, text_value, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.rules import CompiledProfile
 from anonymizer.tags import (
+    ITEM_TAG,
     LONG_LENGTH_VRS,
     VALID_VRS,
     dictionary_vm,

@@ -15,6 +15,16 @@ VALID_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS
 #: VRs with a 4-byte length (and 2 reserved bytes) in explicit VR encoding (PS3.5 7.1.2).
 LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
                              "UT", "UV"})
+#: The length of a value that ends at a delimitation item instead (PS3.5 7.1.3).
+UNDEFINED_LENGTH = 0xFFFFFFFF
+#: The encoded (FFFE,E000) Item tag, little endian: how a sequence or fragment item starts.
+ITEM_TAG = b"\xfe\xff\x00\xe0"
+#: Item and Sequence Delimitation Items, little endian, with their zero length.
+ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+PIXEL_DATA = 0x7FE00010
+#: Elements allowed after Pixel Data: Digital Signatures and Data Set Trailing Padding.
+AFTER_PIXEL_DATA = frozenset({0xFFFAFFFA, 0xFFFCFFFC})
 
 _TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)?$")
 

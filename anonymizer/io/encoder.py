@@ -18,12 +18,17 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 
-from anonymizer.elements import ITEM_TAG, stored
-from anonymizer.tags import LONG_LENGTH_VRS, VALID_VRS
+from anonymizer.elements import stored
+from anonymizer.tags import (
+    ITEM_DELIMITER,
+    ITEM_TAG,
+    LONG_LENGTH_VRS,
+    PIXEL_DATA,
+    SEQUENCE_DELIMITER,
+    UNDEFINED_LENGTH,
+    VALID_VRS,
+)
 
-UNDEFINED_LENGTH = 0xFFFFFFFF
-_ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2sHI")
 _IMPLICIT = struct.Struct("<HHI")
@@ -51,9 +56,9 @@ def _encode_raw(raw: RawDataElement, implicit: bool) -> bytes | None:
     if header is None:
         return None
     if undefined:
-        if raw.tag == 0x7FE00010 and not value.startswith(ITEM_TAG):
+        if raw.tag == PIXEL_DATA and not value.startswith(ITEM_TAG):
             return None  # not encapsulated: pydicom refuses it with a clear error
-        return header + value + _SEQUENCE_DELIMITER
+        return header + value + SEQUENCE_DELIMITER
     return header + value
 
 
@@ -86,13 +91,13 @@ def _encode_sequence(elem: DataElement, implicit: bool, encoding: Any) -> bytes 
         if body is None:
             return None
         if getattr(item, "is_undefined_length_sequence_item", False):
-            parts += (ITEM_TAG, b"\xff\xff\xff\xff", body, _ITEM_DELIMITER)
+            parts += (ITEM_TAG, b"\xff\xff\xff\xff", body, ITEM_DELIMITER)
         else:
             parts += (ITEM_TAG, _UL.pack(len(body)), body)
     value = b"".join(parts)
     if elem.is_undefined_length:
         header = _header(elem.tag, "SQ", UNDEFINED_LENGTH, implicit)
-        return None if header is None else header + value + _SEQUENCE_DELIMITER
+        return None if header is None else header + value + SEQUENCE_DELIMITER
     header = _header(elem.tag, "SQ", len(value), implicit)
     return None if header is None else header + value
 

@@ -19,6 +19,7 @@ from anonymizer.elements import stored, text_value
 from anonymizer.errors import AnonymizerError
 from anonymizer.io.scan import Unsupported, scan
 from anonymizer.io.splice import Source, SpliceMap, splice_supported
+from anonymizer.tags import AFTER_PIXEL_DATA, PIXEL_DATA, UNDEFINED_LENGTH
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _RAW_DATASET_STARTS = (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
@@ -62,16 +63,12 @@ class TruncatedError(AnonymizerError):
     """The file ends inside an element: it is failed, never written."""
 
 
-#: Elements allowed after Pixel Data: Digital Signatures and Data Set Trailing Padding.
-_AFTER_PIXEL_DATA = frozenset({0xFFFAFFFA, 0xFFFCFFFC})
-_PIXEL_DATA = 0x7FE00010
-_UNDEFINED = 0xFFFFFFFF
 _DELIMITER = 8  # a Sequence Delimitation Item after an undefined-length value
 
 
 def _end_offset(raw: RawDataElement) -> int | None:
     """File offset just after an element's value, or None if unknown."""
-    if raw.length == _UNDEFINED:
+    if raw.length == UNDEFINED_LENGTH:
         return raw.value_tell + len(raw.value) + _DELIMITER \
             if isinstance(raw.value, bytes) else None
     return raw.value_tell + raw.length
@@ -99,11 +96,11 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
     """
     notes: list[str] = []
     elements = stored(ds)
-    pixel = elements.get(_PIXEL_DATA)
+    pixel = elements.get(PIXEL_DATA)
     pixel_end = _end_offset(pixel) if isinstance(pixel, RawDataElement) else None
     pixel_tell = getattr(pixel, "value_tell", None)
     if pixel_tell is not None:
-        trailing = [t for t in ds.keys() if t not in _AFTER_PIXEL_DATA and t != _PIXEL_DATA
+        trailing = [t for t in ds.keys() if t not in AFTER_PIXEL_DATA and t != PIXEL_DATA
                     and (getattr(elements[t], "value_tell", 0) or 0)
                     > pixel_tell]
         for tag in trailing:
@@ -116,7 +113,7 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
             ends.append(None)  # decoded while reading (sequences): no offsets
             continue
         length, value, tell = raw.length, raw.value, raw.value_tell
-        if length == _UNDEFINED:
+        if length == UNDEFINED_LENGTH:
             ends.append(tell + len(value) + _DELIMITER if isinstance(value, bytes) else None)
             continue
         if (len(value) != length) if value is not None else (tell + length > size):

@@ -33,9 +33,15 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from anonymizer.elements import ITEM_TAG
-from anonymizer.io.encoder import UNDEFINED_LENGTH
-from anonymizer.tags import LONG_LENGTH_VRS, VALID_VRS, dictionary_vr
+from anonymizer.tags import (
+    AFTER_PIXEL_DATA,
+    ITEM_TAG,
+    LONG_LENGTH_VRS,
+    PIXEL_DATA,
+    UNDEFINED_LENGTH,
+    VALID_VRS,
+    dictionary_vr,
+)
 
 _SHORT = struct.Struct("<HH2sH")
 _IMPLICIT = struct.Struct("<HHI")
@@ -46,14 +52,11 @@ _EMPTY = {vr: empty_value_for_VR(vr, raw=True) for vr in (*VALID_VRS, None)}
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
-_PIXEL_DATA = 0x7FE00010
 _CHARACTER_SET = 0x00080005
 #: Top-level values never copied out of the file's bytes (their value is None, like a
 #: value pydicom defers): the pixel data, which nothing but the writer touches, and it
 #: copies it from the input.
 _LEFT_IN_PLACE = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-#: Elements allowed after Pixel Data: Digital Signatures and Data Set Trailing Padding.
-_AFTER_PIXEL_DATA = frozenset({0xFFFAFFFA, 0xFFFCFFFC})
 _IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 #: Little endian transfer syntaxes that are not plain explicit VR (pydicom handles them).
 _NOT_PLAIN = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
@@ -170,7 +173,7 @@ class _Parser:
                         (length,) = _UL.unpack_from(data, position)
                         position += 4
             tag = group << 16 | element
-            if after_pixel_data and tag not in _AFTER_PIXEL_DATA:
+            if after_pixel_data and tag not in AFTER_PIXEL_DATA:
                 raise Unsupported("data after the Pixel Data")
             if tag == _ITEM_DELIMITER:
                 if not in_undefined_item or length:
@@ -200,7 +203,7 @@ class _Parser:
             elements[key] = elem
             if spans is not None:
                 spans[tag] = (start, position)
-                after_pixel_data = after_pixel_data or tag == _PIXEL_DATA
+                after_pixel_data = after_pixel_data or tag == PIXEL_DATA
         if in_undefined_item:
             raise Unsupported("item without delimiter")
         return elements, position, encoding
@@ -212,7 +215,7 @@ class _Parser:
                                          and data[position:position + 4] == ITEM_TAG):
             items, after = self._items(position, end, encoding, True)
             return _sequence(tag, items, position, True), after
-        if tag != _PIXEL_DATA:
+        if tag != PIXEL_DATA:
             raise Unsupported("undefined length outside Sequences and Pixel Data")
         # Encapsulated Pixel Data: fragments (items of defined length) up to the delimiter
         offset = position

@@ -21,14 +21,16 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from anonymizer.elements import ITEM_TAG, stored, text_values
+from anonymizer.elements import stored, text_values
 from anonymizer.io.encoder import encode_element
+from anonymizer.tags import (
+    ITEM_TAG,
+    LONG_LENGTH_VRS,
+    PIXEL_DATA,
+    SEQUENCE_DELIMITER,
+    UNDEFINED_LENGTH,
+)
 
-_LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
-                              "UT", "UV"})
-_UNDEFINED = 0xFFFFFFFF
-_PIXEL_DATA = 0x7FE00010
-_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 CHUNK = 1 << 20
 _TAG = struct.Struct("<HH")
 
@@ -100,7 +102,7 @@ def _encapsulated_end(source: Source, start: int) -> int | None:
         header = source.read(offset, 8)
         if len(header) < 8:
             return None
-        if header == _SEQUENCE_DELIMITER:
+        if header == SEQUENCE_DELIMITER:
             return offset + 8
         if header[:4] != ITEM_TAG:
             return None
@@ -114,7 +116,7 @@ def _start(elem: object, implicit: bool, source: Source) -> int | None:
     if tell is None:
         return None
     tag = elem.tag  # type: ignore[attr-defined]
-    candidates = (8,) if implicit else ((12, 8) if elem.VR in _LONG_HEADER_VRS else (8, 12))
+    candidates = (8,) if implicit else ((12, 8) if elem.VR in LONG_LENGTH_VRS else (8, 12))
     for size in candidates:
         if tell >= size and source.tag_at(tell - size) == tag:
             return tell - size
@@ -125,9 +127,9 @@ def _last_end(elem: object, source: Source) -> int | None:
     """Offset after the last element (its successor's start is not there to tell)."""
     if not isinstance(elem, RawDataElement) or elem.value_tell is None:
         return None
-    if elem.length != _UNDEFINED:
+    if elem.length != UNDEFINED_LENGTH:
         return elem.value_tell + elem.length
-    if elem.tag == _PIXEL_DATA:
+    if elem.tag == PIXEL_DATA:
         return _encapsulated_end(source, elem.value_tell)
     return None
 
