@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
 from anonymizer import __version__, standard
-from anonymizer.actions import TEXT_VRS, Keep
+from anonymizer.actions import TEXT_VRS, Keep, Remove
 from anonymizer.elements import element_strings, stored, text_value, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
@@ -97,11 +97,15 @@ def _misparsed(raw: RawDataElement) -> bool:
     return len(vr) == 2 and vr not in VALID_VRS
 
 
-def _check_kept(tag: int, vr: str | None, elem: object) -> None:
-    """Fail a kept value that cannot be what its VR says: a length corrupted upwards.
+def _check_plausible(tag: int, vr: str | None, elem: object) -> None:
+    """Fail a value read from the file that cannot be what its VR says: a length
+    corrupted upwards.
 
     Such an element swallows the elements after it (names and IDs included) as its
-    value, the parse goes on where its new length ends, and the whole would be kept.
+    value, the parse goes on where its new length ends, and whatever the rule does
+    with the element (keep it, or transform it: a clean or a pseudonym sees only part
+    of the swallowed values) would carry them to the output. Checked for every element
+    whose rule does not simply remove it.
     Caught here: a text value with a NUL byte inside it (element headers have them, text
     does not: none of the ~11,000 text values in pydicom's test files), a number whose
     dictionary VM is 1 with more bytes than one number (none of ~1,900 there), and any
@@ -341,8 +345,9 @@ class Engine:
                 continue
             vr = judged_vr(tag, elem.VR)
             action = rule_for(tag, vr).action
+            if not isinstance(action, Remove):
+                _check_plausible(tag, vr, elem)
             if type(action) is Keep and vr != "SQ":
-                _check_kept(tag, vr, elem)
                 continue
             code = action.apply(ds, tag, ctx)
             if code != "K":
@@ -385,7 +390,7 @@ class Engine:
                 self._record(ctx, path, tag, "X")
                 continue
             kept_blocks.add((group, element >> 8))
-            _check_kept(tag, vr, raw)
+            _check_plausible(tag, vr, raw)
             if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == ITEM_TAG:
                 # A private sequence read without its VR (implicit VR, or UN): decode it
                 # (such sequences are always implicit VR little endian) so it is cleaned.

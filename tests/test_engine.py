@@ -517,3 +517,13 @@ def test_kept_values_with_padding_or_several_numbers_pass(engines: dict[str, Eng
     _with_raw(ds, 0x00280030, "DS", b"0.5\\0.5 ")
     _with_raw(ds, 0x00181310, "US", b"\x00\x00\x00\x02\x00\x02\x00\x00")  # VM 4
     engines["default"].deidentify(ds)
+
+
+def test_transformed_value_that_swallowed_other_elements_fails_the_file(
+        engines: dict[str, Engine]) -> None:
+    """Study Description is cleaned under research, not kept: a clean sees identifiers it
+    knows, not the Requesting Physician this value swallowed."""
+    ds = _read(DOE_CT / "IM0001.dcm")
+    _with_raw(ds, 0x00081030, "LO", b"CT CHEST\x32\x00\x32\x10PN\x0a\x00ROE^JANET ")
+    with pytest.raises(DeidentificationError, match="corrupt"):
+        engines["research"].deidentify(ds)
