@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,17 @@ def test_sequence_item_is_the_item_pydicom_builds(undefined: bool) -> None:
     assert vars(item) == vars(expected)
     other = sequence_item({}, "iso8859", False, "iso8859", undefined, 0)
     assert other._private_blocks is not item._private_blocks  # containers not shared
+
+
+def test_an_input_read_once_is_parsed_from_those_bytes(tmp_path: Path) -> None:
+    """Resume hashes an input before deciding to parse it: the parse reuses those bytes
+    (the file is not read a second time) and reports that hash."""
+    from anonymizer.io import read_input
+
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes())
+    raw = read_input(path)
+    path.unlink()  # a second read would fail
+    read = read_dataset(path, raw)
+    assert read.sha256 == raw.sha256 == hashlib.sha256(raw.data or b"").hexdigest()
+    assert read.dataset.PatientName == "CompressedSamples^CT1"

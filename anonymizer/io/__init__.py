@@ -1,6 +1,15 @@
 """Reading DICOM files by content, and writing de-identified ones atomically."""
 
-from anonymizer.io.reader import NotDicomError, ReadResult, TruncatedError, read_dataset
+from anonymizer.io.reader import (
+    InputBytes,
+    NotDicomError,
+    ReadResult,
+    TruncatedError,
+    file_sha256,
+    read_dataset,
+    read_input,
+)
 from anonymizer.io.writer import write_temporary
 
-__all__ = ["NotDicomError", "ReadResult", "TruncatedError", "read_dataset", "write_temporary"]
+__all__ = ["InputBytes", "NotDicomError", "ReadResult", "TruncatedError", "file_sha256",
+           "read_dataset", "read_input", "write_temporary"]

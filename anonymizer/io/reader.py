@@ -132,8 +132,38 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
     return notes
 
 
-def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
-    """Read one file completely and parse it.
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class InputBytes:
+    """An input as read once: its bytes (None above :data:`LARGE_FILE`: those stay on
+    disk), its size and its sha256. Lets a caller check the hash before parsing."""
+
+    path: Path
+    data: bytes | None
+    size: int
+    sha256: str
+
+
+def read_input(path: str | os.PathLike[str]) -> InputBytes:
+    """Read a file into memory and hash it (a large file is only hashed, in chunks)."""
+    size = os.path.getsize(path)
+    if size > LARGE_FILE:
+        return InputBytes(Path(path), None, size, file_sha256(path))
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return InputBytes(Path(path), data, len(data), hashlib.sha256(data).hexdigest())
+
+
+def read_dataset(path: str | os.PathLike[str], read: InputBytes | None = None) -> ReadResult:
+    """Read one file completely and parse it (``read``: its bytes, if already read).
 
     Raises
     ------
@@ -142,18 +172,16 @@ def read_dataset(path: str | os.PathLike[str]) -> ReadResult:
     Exception
         Any parse error from pydicom (the caller records the file as failed).
     """
-    size = os.path.getsize(path)
-    if size > LARGE_FILE:
-        return _read_large(path, size)
-    with open(path, "rb") as handle:
-        data = handle.read()
+    read = read or read_input(path)
+    if read.data is None:
+        return _read_large(read)
+    data, digest = read.data, read.sha256
     if not data:
         raise NotDicomError("empty file")
     is_part10 = data[128:132] == b"DICM"
     if not is_part10 and not _looks_like_raw_dataset(data[:8]):
         raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
     source = Source(data=data)
-    digest = hashlib.sha256(data).hexdigest()
     if is_part10:
         try:
             scanned = scan(data)
@@ -204,14 +232,11 @@ def _refuse_dicomdir(ds: Dataset) -> None:
         raise NotDicomError("DICOMDIR: an index of paths that can hold PHI; not de-identified")
 
 
-def _read_large(path: str | os.PathLike[str], size: int) -> ReadResult:
-    """Parse a large file leaving values over 1 MiB on disk; hash it in chunks."""
-    digest = hashlib.sha256()
+def _read_large(read: InputBytes) -> ReadResult:
+    """Parse a large file (hashed already) leaving values over 1 MiB on disk."""
+    path, size = read.path, read.size
     with open(path, "rb") as handle:
         head = handle.read(132)
-        digest.update(head)
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
     is_part10 = head[128:132] == b"DICM"
     if not is_part10 and not _looks_like_raw_dataset(head[:8]):
         raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
@@ -228,4 +253,4 @@ def _read_large(path: str | os.PathLike[str], size: int) -> ReadResult:
     except BaseException:
         source.close()
         raise
-    return ReadResult(ds, digest.hexdigest(), size, notes, source, splice)
+    return ReadResult(ds, read.sha256, size, notes, source, splice)

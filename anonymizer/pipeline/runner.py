@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from anonymizer import __version__
 from anonymizer.errors import UsageError
+from anonymizer.io import file_sha256
 from anonymizer.io.writer import TEMP_PREFIX, sync_file
 from anonymizer.keyed import load_key
 from anonymizer.pipeline.audit import AuditLog
@@ -41,7 +42,6 @@ from anonymizer.pipeline.worker import (
     FileOutcome,
     WorkerConfig,
     WorkItem,
-    file_sha256,
     input_token,
     process_batch,
 )

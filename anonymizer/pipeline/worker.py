@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from anonymizer.engine import Engine
 from anonymizer.errors import ProfileError, SecretKeyError
-from anonymizer.io import NotDicomError, ReadResult, read_dataset, write_temporary
+from anonymizer.io import NotDicomError, ReadResult, read_dataset, read_input, write_temporary
 from anonymizer.io.splice import EncodedConstants
 from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.pipeline.audit import safe_reason
@@ -160,15 +159,6 @@ def _load(profile: str, key_file: str | None, key_fingerprint: str,
     return _Loaded(engine, keyed, EncodedConstants(engine.stamp))
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def input_token(keyed: KeyedSource, relative: str) -> str:
     """Keyed name of an input (its relative path may be PHI)."""
     return keyed.hexdigest("input-path", relative, 32)
@@ -219,12 +209,11 @@ def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileO
                           status="failed")
     source = Path(config.input_dir) / relative
     try:
-        if item.done_sha256 is not None:
-            digest = file_sha256(source)
-            if _unchanged(config, item, digest):
-                outcome.status, outcome.input_sha256 = "unchanged", digest
-                return outcome
-        read = read_dataset(source)
+        raw = read_input(source)  # read once: hashed for resume, then parsed if changed
+        if item.done_sha256 is not None and _unchanged(config, item, raw.sha256):
+            outcome.status, outcome.input_sha256 = "unchanged", raw.sha256
+            return outcome
+        read = read_dataset(source, raw)
     except NotDicomError as exc:
         outcome.status, outcome.reason = "skipped", str(exc)
         return outcome
