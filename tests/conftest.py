@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -97,3 +98,13 @@ def dcmread_quiet(path: Path, **kwargs) -> pydicom.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(path, **kwargs)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert exit 2 with exactly one stderr line and no traceback; return that line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("anonymizer: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import KEY_A, SAMPLE_DATA
+from conftest import KEY_A, SAMPLE_DATA, one_line_error
 
 from anonymizer import __version__
 
@@ -26,16 +26,6 @@ def cli(*args: object, key: bytes | None = None,
         env["ANONYMIZER_KEY"] = key.decode()
     return subprocess.run([*ANONYMIZER, *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=120, check=False)
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    """Assert exit 2 with exactly one stderr line and no traceback; return that line."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("anonymizer: error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import KEY_A, KEY_B, SAMPLE_DATA, dcmread_quiet
+from conftest import KEY_A, KEY_B, SAMPLE_DATA, dcmread_quiet, one_line_error
 from pydicom.dataset import FileMetaDataset
 from pydicom.multival import MultiValue
 
@@ -115,16 +115,6 @@ def check_audit_matches_outputs(out: Path) -> list[dict]:
             assert record["output"] is None and record["reason"], record
     assert output_tree(out) == written
     return records
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    """Assert exit 2 with exactly one stderr line and no traceback; return that line."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("anonymizer: error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 def read_csv(path: Path) -> list[list[str]]:
