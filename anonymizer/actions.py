@@ -19,8 +19,6 @@ from anonymizer import standard
 from anonymizer.elements import set_encoded, text_values
 
 if TYPE_CHECKING:
-    import re
-
     from pydicom.dataset import Dataset
 
     from anonymizer.keyed import KeyedSource
@@ -63,8 +61,8 @@ class ElementContext(Protocol):
         """The patient's keyed date offset."""
         ...
 
-    def identifier_pattern(self) -> re.Pattern[str]:
-        """A regex of the identifiers the file's header carries, and any written date."""
+    def clean_text(self, text: str) -> str:
+        """``text`` with every identifier found in it replaced (see :mod:`anonymizer.scrub`)."""
         ...
 
 

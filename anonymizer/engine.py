@@ -8,6 +8,7 @@ by creator and offset within the creator's block, wherever the block sits.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 import struct
@@ -20,8 +21,8 @@ from pydicom.dataset import PIXEL_KEYWORDS, Dataset
 from pydicom.sequence import Sequence
 from pydicom.values import convert_SQ
 
-from anonymizer import __version__, standard
-from anonymizer.actions import TEXT_VRS, Keep, Remove
+from anonymizer import __version__, scrub, standard
+from anonymizer.actions import TEXT_VRS, Keep, Remove, set_value
 from anonymizer.elements import element_strings, stored, text_value, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
@@ -39,18 +40,6 @@ from anonymizer.transforms import Pseudonym, render_format
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
 BURNED_IN_ANNOTATION = 0x00280301
-
-#: Top-level attributes whose original values a "clean" action scrubs from free text.
-_IDENTIFIER_KEYWORDS = (
-    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
-    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
-    "PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID", "PatientAddress",
-    "PatientTelephoneNumbers", "MedicalRecordLocator", "InstitutionName", "InstitutionAddress",
-    "StationName", "DeviceSerialNumber", "PatientBirthDate",
-)
-_IDENTIFIER_TAGS = tuple((keyword, tag_for_keyword(keyword)) for keyword in _IDENTIFIER_KEYWORDS)
-
 
 @dataclass
 class EngineResult:
@@ -176,12 +165,10 @@ class FileContext:
         self.path: tuple[int, ...] = ()
         self.result = EngineResult()
         self.original_patient_id = text_value(ds, "PatientID").strip()
-        self._ds = ds
-        # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
-        elements = stored(ds)
-        self._identifier_elements = [(keyword, elements[tag]) for keyword, tag in _IDENTIFIER_TAGS
-                                     if tag in elements]
-        self._pattern: re.Pattern[str] | None = None
+        #: every identifier of the file at any depth, read before anything changes
+        self.identifiers = scrub.collect(ds)
+        #: text elements to look at once every UID of the file is known (see Engine)
+        self.texts_with_uids: list[tuple[Dataset, int, str]] = []
         self._new_patient_id: str | None = None
         self._offset: int | None = None
         self._pseudonyms: dict[tuple[str, str], str] = {}
@@ -235,42 +222,69 @@ class FileContext:
             self.result.date_offset_days = self._offset
         return self._offset
 
-    def identifier_pattern(self) -> re.Pattern[str]:
-        """A regex matching every identifier of this header (names, IDs) and any date."""
-        if self._pattern is None:
-            self._pattern = _identifier_regex(
-                _collect_identifiers(self._identifier_elements, self._ds))
-        return self._pattern
+    def remap_uids_in_text(self, ds: Dataset, tag: int, vr: str,
+                           elem: DataElement | RawDataElement) -> bool:
+        """Give the UIDs of this file written into a kept text value their keyed
+        replacement (the original would link the output back to the source)."""
+        value = elem.value
+        if isinstance(value, bytes) and not scrub.may_hold_uid(value):
+            return False
+        texts = element_strings(elem, ds)
+        uids = self.identifiers.uids
+        new = [scrub.replace_uids(text, uids, self.keyed.uid) for text in texts]
+        if new == texts:
+            return False
+        set_value(ds, tag, vr, new if len(new) > 1 else new[0])
+        return True
+
+    def clean_text(self, text: str) -> str:
+        """``text`` with every identifier :mod:`anonymizer.scrub` finds in it replaced.
+
+        Dates move by the patient's offset in the form they are written in where the
+        profile shifts dates (kept where it keeps them unmodified, except the birth
+        date); names and IDs become their pseudonym where the profile gives their
+        attribute one; UIDs of the file their keyed replacement; anything else a
+        placeholder such as ``[NAME]``.
+        """
+        findings = self.identifiers.find(text)
+        if not findings:
+            return text
+        return scrub.replace_findings(text, findings, self._replacement)
+
+    def _replacement(self, finding: scrub.Finding, matched: str) -> str:
+        if finding.date is not None:
+            return self._date_in_text(finding.date, matched)
+        if finding.kind == scrub.UID:
+            return self.keyed.uid(matched)
+        source = finding.identifier
+        if source is not None and finding.kind in (scrub.NAME, scrub.ID):
+            tag = tag_for_keyword(source.keyword)
+            rule = self.profile.tag_rules.get(tag) if tag is not None else None
+            if rule is not None and isinstance(rule.action, Pseudonym):
+                new = self.pseudonym(source.keyword, source.value.strip(), rule.action.fmt)
+                return new.split("^")[0] if finding.kind == scrub.NAME else new
+        return PLACEHOLDERS[finding.kind]
+
+    def _date_in_text(self, date: scrub.DateParts, matched: str) -> str:
+        modified = self.settings.dates_modified
+        if modified == "MODIFIED":
+            try:
+                shifted = date.date + dt.timedelta(days=self.date_offset_days())
+            except OverflowError:
+                return PLACEHOLDERS[scrub.DATE]
+            return scrub.render_date(matched, date, shifted)
+        if modified == "UNMODIFIED" and date.date not in self.identifiers.birth_dates:
+            return matched
+        return PLACEHOLDERS[scrub.DATE]
 
 
-def _collect_identifiers(elements: list[tuple[str, object]], ds: Dataset) -> tuple[str, ...]:
-    """Identifier strings (whole values, name components, birth date forms) of a header."""
-    tokens: set[str] = set()
-    for keyword, elem in elements:
-        for item in element_strings(elem, ds):  # type: ignore[arg-type]
-            text = item.strip()
-            if not text:
-                continue
-            if keyword == "PatientBirthDate" and len(text) == 8 and text.isdigit():
-                y, m, d = text[:4], text[4:6], text[6:]
-                tokens.update({text, f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}",
-                               f"{d}.{m}.{y}"})
-                continue
-            tokens.add(text)
-            # names: each component of length >= 2 (family, given, ...)
-            tokens.update(p for p in re.split(r"[\^=\s,]+", text) if len(p) >= 2)
-    return tuple(sorted(tokens, key=lambda t: (-len(t), t)))
+#: Text VRs a UID can be written into (checked when their element is kept).
+_FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
 
-
-#: Any calendar date written in free text (ISO, DICOM, European and US forms).
-_FREE_TEXT_DATE = (r"(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
-                   r"|\d{1,2}[/.]\d{1,2}[/.](?:19|20)\d\d")
-
-
-@functools.lru_cache(maxsize=256)  # the files of one study share their identifiers
-def _identifier_regex(tokens: tuple[str, ...]) -> re.Pattern[str]:
-    alternatives = "|".join([*(re.escape(t) for t in tokens), _FREE_TEXT_DATE])
-    return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
+#: What replaces an identifier found in text that has no pseudonym.
+PLACEHOLDERS = {scrub.NAME: "[NAME]", scrub.ID: "[ID]", scrub.PLACE: "[PLACE]",
+                scrub.PHONE: "[PHONE]", scrub.DATE: "[DATE]", scrub.EMAIL: "[EMAIL]",
+                scrub.URL: "[URL]", scrub.SSN: "[SSN]", scrub.UID: "[UID]"}
 
 
 class Engine:
@@ -348,6 +362,8 @@ class Engine:
             if not isinstance(action, Remove):
                 _check_plausible(tag, vr, elem)
             if type(action) is Keep and vr != "SQ":
+                if vr in _FREE_TEXT_VRS and ctx.remap_uids_in_text(ds, tag, vr, elem):
+                    self._record(ctx, path, tag, "U")
                 continue
             code = action.apply(ds, tag, ctx)
             if code != "K":
@@ -398,6 +414,14 @@ class Engine:
                 vr = "SQ"
             if vr == "SQ":
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
+                continue
+            value_rule = policy.value_rules.get(vr)  # type: ignore[arg-type]
+            if value_rule is not None:
+                code = value_rule.action.apply(ds, tag, ctx)
+                if code != "K":
+                    self._record(ctx, path, tag, code)
+            elif vr in _FREE_TEXT_VRS and ctx.remap_uids_in_text(ds, tag, vr, raw):
+                self._record(ctx, path, tag, "U")
         for group, block in creators:
             if (group, block) not in kept_blocks:
                 tag = group << 16 | block

@@ -61,6 +61,8 @@ class PrivatePolicy:
     #: (group, creator, offset) -> VR of the PS3.15 Table E.3.10-1 entries, if the
     #: Retain Safe Private Option is on.
     safe: Mapping[tuple[int, str, int], str] = field(default_factory=dict)
+    #: VR -> how a kept private value of that VR is de-identified (absent: kept as is)
+    value_rules: Mapping[str, Rule] = field(default_factory=dict)
     _decided: dict[tuple[int, str, int, str | None], str | None] = field(
         default_factory=dict, compare=False, repr=False)
 
@@ -92,6 +94,8 @@ class PrivatePolicy:
         lines += [f"keep private {key.describe()}  [{origin}]" for key, origin in self.keep]
         if self.safe:
             lines.append(f"keep {len(self.safe)} safe private attributes (PS3.15 Table E.3.10-1)")
+        lines += [f"kept private {vr}: {rule.describe()}"
+                  for vr, rule in sorted(self.value_rules.items())]
         return lines
 
 

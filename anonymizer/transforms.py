@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "DA": 8, "TM": 14, "DT": 26,
               "ST": 1024, "LT": 10240, "UC": 0xFFFFFFFE, "UT": 0xFFFFFFFE}
 _SCRUB_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS"})
-_REDACTED = "***"
 
 
 def render_format(fmt: str, digest_hex: str, patient_id: str | None) -> str:
@@ -146,10 +145,11 @@ class ShiftDate:
 
 @dataclass(frozen=True)
 class CleanText:
-    """C on free text: every identifier the same header carries is replaced by ``***``.
+    """C on free text: every identifier found in it is replaced (:mod:`anonymizer.scrub`).
 
-    The identifiers are the original values of the patient's names, IDs, accession
-    number, birth date, staff names, institution and station (see the engine).
+    The file's own names, IDs, places, telephone numbers, dates and UIDs (from every
+    depth of the dataset) in the forms people write them, and e-mail addresses, URLs,
+    telephone numbers, SSNs, titled names and dates of any kind.
     """
 
     code: str = "C"
@@ -161,8 +161,7 @@ class CleanText:
         values = text_values(ds, tag)
         if not values:
             return "K"
-        pattern = ctx.identifier_pattern()
-        cleaned = [pattern.sub(_REDACTED, v) for v in values]
+        cleaned = [ctx.clean_text(v) for v in values]
         if cleaned == values:
             return "K"
         limit = MAX_LENGTH.get(vr)
@@ -172,7 +171,7 @@ class CleanText:
         return "C"
 
     def describe(self) -> str:
-        return "clean text (scrub identifiers known from the header)"
+        return "clean text (scrub identifiers: the file's own and any e-mail, URL, date ...)"
 
 
 @dataclass(frozen=True)

@@ -282,11 +282,32 @@ def _freeze(layers: _Layers) -> CompiledProfile:
         source=layers.source, tag_rules=tag_rules, pattern_rules=tuple(patterns),
         vr_rules=dict(layers.vr_rules), default_rule=layers.default,
         private=PrivatePolicy(keep_all=layers.private_keep_all,
-                              keep=tuple(layers.private_keep), safe=safe),
+                              keep=tuple(layers.private_keep), safe=safe,
+                              value_rules=_private_value_rules(layers.vr_rules)),
         additions=tuple(layers.additions), options=tuple(layers.options),
         method_codes=tuple(method_codes), layout=layers.layout,
         settings=settings_mod.freeze_settings(layers.sections, _dates_modified(layers, tag_rules)),
     )
+
+
+#: VRs of kept private values that are handled as the profile handles public ones
+_PRIVATE_LIKE_PUBLIC_VRS = ("UI", "DA", "DT", "TM")
+#: VRs of kept private values that are cleaned (free text scrubbed, AE pseudonymised)
+_PRIVATE_CLEANED_VRS = ("AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT")
+
+
+def _private_value_rules(vr_rules: dict[str, Rule]) -> dict[str, Rule]:
+    """How a private value kept by creator is de-identified, by its VR: like a public
+    value of that VR (UIDs remapped, dates shifted or removed as ``by_vr`` says), text
+    cleaned rather than removed (it was kept on purpose); other VRs stay as they are."""
+    from anonymizer.transforms import action_for
+
+    rules = {vr: Rule(vr_rules[vr].action, f"kept private value: as {vr_rules[vr].origin}")
+             for vr in _PRIVATE_LIKE_PUBLIC_VRS if vr in vr_rules}
+    rules.setdefault("UI", Rule(simple_action("U"), "kept private value: UIDs remapped"))
+    for vr in _PRIVATE_CLEANED_VRS:
+        rules[vr] = Rule(action_for("C", None, None, vr, None), "kept private value: cleaned")
+    return rules
 
 
 def _dates_modified(layers: _Layers, tag_rules: dict[int, Rule]) -> str | None:

@@ -1,0 +1,780 @@
+"""Finding identifiers in text: what identifies this patient, and where does it occur?
+
+The one place that decides which values of a dataset identify someone
+(:func:`collect`) and that recognises them in free text in the forms people write
+them (:meth:`Identifiers.find`). The ``clean`` action replaces what is found; a
+verification of an output asks the same two questions of the input.
+
+What is found, by recogniser (``Finding.kind``):
+
+- ``name``: every component of every PN value of the dataset, at any depth (patient,
+  physicians, observers, SR PNAME items, private PN), matched case-insensitively with
+  diacritics folded both ways (Müller / Muller / Mueller), on Unicode word boundaries,
+  components in any order, compound surnames whole, joined and by part, initials next
+  to a surname taken along. Also any capitalised name led by a title or a relation
+  (``Dr Smith``, ``Mrs. Jones``, ``wife Anna``), which needs no header.
+- ``id``: the values of the ID attributes of PS3.15 Table E.1-1 at any depth
+  (Patient ID, Other Patient IDs, Accession Number, Study ID, procedure step IDs,
+  Admission ID, ...): as written, and their digits with separators ignored, leading
+  zeros optional and any prefix glued on (``MRN 0012-345-678``).
+- ``place``: institution names, addresses, departments, stations, locations, issuers.
+- ``phone``: the header's telephone numbers (digits, any separators), and
+  telephone-number shapes, e-mail addresses (``email``), URLs (``url``), US SSN shapes
+  (``ssn``), which need no header.
+- ``date``: any calendar date with a four-digit year (Y-M-D, D/M/Y, M/D/Y, compact
+  YYYYMMDD, English month names and abbreviations), and the file's own dates also
+  with two-digit years.
+- ``uid``: a UID the file holds, written into text.
+
+What cannot be found by matching: free text naming a person, place or date that no
+header of the file names and that none of the shapes above describes (a surname
+alone, a nickname, "the patient's brother"). A release reviewer must read such text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+
+from anonymizer import standard
+from anonymizer.elements import element_strings, stored
+from anonymizer.tags import VALID_VRS, dictionary_vr
+
+# --------------------------------------------------------------------------------------
+# What counts as an identifier of a dataset
+# --------------------------------------------------------------------------------------
+
+NAME, ID, PLACE, PHONE, DATE, EMAIL, URL, SSN, UID = (
+    "name", "id", "place", "phone", "date", "email", "url", "ssn", "uid")
+
+PATIENT_BIRTH_DATE = 0x00100030
+_ID_KEYWORD = re.compile(r"(ID|IDs|Number|Numbers|Identifier|Locator)$")
+_PHONE_KEYWORD = re.compile(r"(TelephoneNumbers|PhoneNumber|TelecomInformation)$")
+_PLACE_KEYWORD = re.compile(r"(Address|Location|Residence|StationName|InstitutionName|"
+                            r"DepartmentName|Organization)$|^IssuerOf")
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT"})
+
+
+@functools.cache
+def _table_tags() -> dict[int, tuple[str, str]]:
+    """Tag -> (kind, keyword) for the Table E.1-1 attributes whose values identify."""
+    found: dict[int, tuple[str, str]] = {}
+    for row in standard.confidentiality_rows():
+        tag = row.tag_int
+        if tag is None or dictionary_vr(tag) not in _TEXT_VRS:
+            continue
+        keyword = row.keyword
+        if _PHONE_KEYWORD.search(keyword):
+            found[tag] = (PHONE, keyword)
+        elif _PLACE_KEYWORD.search(keyword):
+            found[tag] = (PLACE, keyword)
+        elif _ID_KEYWORD.search(keyword):
+            found[tag] = (ID, keyword)
+    return found
+
+
+class Identifier(NamedTuple):
+    """One identifying value of a dataset (PHI: held in memory only, never logged).
+
+    ``kind`` is ``name``, ``id``, ``place`` or ``phone``; ``keyword`` the attribute
+    it came from (``"PatientName"``; ``"(0009,1010)"`` for a private one).
+    """
+
+    kind: str
+    keyword: str
+    value: str
+
+
+class Identifiers:
+    """Everything that identifies the subject of one dataset, from every depth.
+
+    ``values`` holds names, IDs, places and telephone numbers; :attr:`dates` every date
+    (DA, and the date of DT) of the file; :attr:`uids` every non-standard UID. Dates
+    and UIDs are kept as the encoded values and read only when a text needs them.
+    """
+
+    __slots__ = ("values", "_dates_raw", "_birth_raw", "_uids_raw", "_matcher", "_read")
+
+    def __init__(self, values: frozenset[Identifier] = frozenset(),
+                 dates: frozenset[bytes] = frozenset(), birth_dates: frozenset[bytes] = frozenset(),
+                 uids: frozenset[bytes] = frozenset()):
+        self.values = values
+        self._dates_raw = dates
+        self._birth_raw = birth_dates
+        self._uids_raw = uids
+        self._matcher: _Matcher | None = None
+        self._read: tuple[frozenset[dt.date], frozenset[dt.date], frozenset[str]] | None = None
+
+    @property
+    def dates(self) -> frozenset[dt.date]:
+        """Every valid date of the file."""
+        return self._values_read()[0]
+
+    @property
+    def birth_dates(self) -> frozenset[dt.date]:
+        """The patient's birth date(s)."""
+        return self._values_read()[1]
+
+    @property
+    def uids(self) -> frozenset[str]:
+        """Every UID of the file but the standard's own (``1.2.840.10008.*``)."""
+        return self._values_read()[2]
+
+    def _values_read(self) -> tuple[frozenset[dt.date], frozenset[dt.date], frozenset[str]]:
+        if self._read is None:
+            uids = {u for raw in self._uids_raw for u in _split(raw)
+                    if u and not u.startswith("1.2.840.10008.")}
+            self._read = (_parse_dates(self._dates_raw), _parse_dates(self._birth_raw),
+                          frozenset(uids))
+        return self._read
+
+    def find(self, text: str) -> list[Finding]:
+        """Every identifier in ``text``: non-overlapping findings, left to right."""
+        matcher = self._matcher
+        if matcher is None:
+            matcher = self._matcher = _compiled(self.values)
+        return matcher.find(text, self)
+
+
+def _split(raw: bytes) -> list[str]:
+    return [v.strip(" \x00") for v in raw.decode("latin-1").split("\\")]
+
+
+def collect(ds: Dataset) -> Identifiers:
+    """The identifiers of ``ds`` and of every sequence item in it, at any depth.
+
+    Must be called before anything in ``ds`` changes (the engine calls it first).
+    """
+    values: set[Identifier] = set()
+    dates: set[bytes] = set()
+    birth: set[bytes] = set()
+    uids: set[bytes] = set()
+    _collect_into(ds, values, dates, birth, uids)
+    return Identifiers(frozenset(values), frozenset(dates), frozenset(birth), frozenset(uids))
+
+
+_SEQUENCE = ("SQ", "")
+_PERSON_NAME = ("PN", "")
+_DATE_VALUE = ("DA", "")
+_UID_VALUE = ("UI", "")
+_UNSEEN = ("", "")
+#: (tag, VR as stored) -> what the element holds for :func:`collect`, or None
+_CATEGORIES: dict[tuple[int, str | None], tuple[str, str] | None] = {}
+
+
+def _category(tag: int, stored_vr: str | None) -> tuple[str, str] | None:
+    private = tag >> 16 & 1
+    vr = stored_vr
+    if vr not in VALID_VRS or vr == "UN":
+        vr = None if private else dictionary_vr(tag)
+    if vr == "SQ":
+        return _SEQUENCE
+    if vr == "PN":
+        return (NAME, _keyword(tag))
+    if vr in ("DA", "DT"):
+        return _DATE_VALUE
+    if vr == "UI":
+        return _UID_VALUE
+    return None if private else _table_tags().get(tag)
+
+
+def _collect_into(ds: Dataset, values: set[Identifier], dates: set[bytes],
+                  birth: set[bytes], uids: set[bytes]) -> None:
+    categories = _CATEGORIES
+    for key, elem in stored(ds).items():
+        tag = int(key)
+        category_key = (tag, elem.VR)
+        category = categories.get(category_key, _UNSEEN)
+        if category is _UNSEEN:
+            category = _category(tag, elem.VR)
+            if len(categories) < 1 << 16:
+                categories[category_key] = category
+        if category is None:
+            continue
+        if category is _SEQUENCE:
+            for item in ds[tag].value:
+                _collect_into(item, values, dates, birth, uids)
+            continue
+        if category is _UID_VALUE or category is _DATE_VALUE:
+            # ASCII in every character set: kept as bytes, read only if a text needs them
+            value = elem.value
+            written = value if isinstance(value, bytes) else "\\".join(
+                element_strings(elem, ds)).encode("ascii", "replace")
+            if category is _UID_VALUE:
+                uids.add(written)
+            else:
+                dates.add(written)
+                if tag == PATIENT_BIRTH_DATE:
+                    birth.add(written)
+            continue
+        try:
+            texts = element_strings(elem, ds)
+        except Exception:  # noqa: BLE001 - a value pydicom cannot decode identifies nothing here
+            continue
+        kind, keyword = category
+        for text in texts:
+            text = text.strip(" \x00")
+            if text:
+                values.add(Identifier(kind, keyword, text))
+
+
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _parse_dates(written: frozenset[bytes]) -> frozenset[dt.date]:
+    days = (_dicom_date(v[:8]) for raw in written for v in _split(raw))
+    return frozenset(d for d in days if d is not None)
+
+
+def _dicom_date(text: str) -> dt.date | None:
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# Findings and replacement
+# --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DateParts:
+    """Where the day, month and year of a date written in text are, to write another
+    date in the same form: ``parts`` are (start, end, role) relative to the match, role
+    ``d``, ``m`` (number), ``b`` (month name) or ``y``."""
+
+    date: dt.date
+    parts: tuple[tuple[int, int, str], ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An identifier found in text: ``text[start:end]``.
+
+    ``label`` says what it is without saying its value (``"PatientName"``,
+    ``"PatientID digits"``, ``"date"``, ``"e-mail"``); ``identifier`` is the header value
+    it matched (None for the recognisers that need no header).
+    """
+
+    start: int
+    end: int
+    kind: str
+    label: str
+    identifier: Identifier | None = None
+    date: DateParts | None = None
+    #: for a name: every PN value it may belong to (a token two people share)
+    candidates: tuple[Identifier, ...] = field(default=(), compare=False, repr=False)
+
+
+def replace_findings(text: str, findings: list[Finding],
+                     replacement: Callable[[Finding, str], str]) -> str:
+    """``text`` with every finding replaced by ``replacement(finding, matched_text)``."""
+    out, position = [], 0
+    for finding in findings:
+        out.append(text[position:finding.start])
+        out.append(replacement(finding, text[finding.start:finding.end]))
+        position = finding.end
+    out.append(text[position:])
+    return "".join(out)
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+
+
+def render_date(matched: str, parts: DateParts, new: dt.date) -> str:
+    """Write ``new`` in the form of the date ``matched`` (same order, separators,
+    padding, year width, month-name length and case)."""
+    out, position = [], 0
+    for start, end, role in parts.parts:
+        out.append(matched[position:start])
+        original = matched[start:end]
+        if role == "y":
+            out.append(f"{new.year:04d}" if len(original) == 4 else f"{new.year % 100:02d}")
+        elif role == "b":
+            name = _MONTHS[new.month - 1]
+            if original.lower() not in _MONTHS:
+                name = name[:3]  # an abbreviation stays one
+            if original.isupper():
+                name = name.upper()
+            elif original[:1].isupper():
+                name = name.capitalize()
+            out.append(name)
+        else:
+            number = new.day if role == "d" else new.month
+            out.append(f"{number:02d}" if len(original) == 2 else str(number))
+        position = end
+    out.append(matched[position:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# Folding: case and diacritics, with a map back to the original positions
+# --------------------------------------------------------------------------------------
+
+_SPECIAL_FOLDS = {"ø": "o", "ł": "l", "đ": "d", "ð": "d", "æ": "ae", "œ": "oe", "þ": "th",
+                  "ı": "i", "ß": "ss"}
+_GERMAN = {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"}
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold_char(char: str) -> str:
+    lower = char.lower()
+    if lower in _SPECIAL_FOLDS:
+        return _SPECIAL_FOLDS[lower]
+    decomposed = unicodedata.normalize("NFKD", char)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def fold(text: str) -> str:
+    """Lower case without diacritics (``Müller`` -> ``muller``, ``ß`` -> ``ss``)."""
+    if text.isascii():
+        return text.lower()
+    return "".join(_fold_char(c) for c in text)
+
+
+def _fold_with_positions(text: str) -> tuple[str, list[int] | None]:
+    """The folded text and, unless it is ASCII (same positions), for each folded
+    character the position of the original character it came from."""
+    if text.isascii():
+        return text.lower(), None
+    out: list[str] = []
+    positions: list[int] = []
+    for index, char in enumerate(text):
+        folded = _fold_char(char)
+        out.append(folded)
+        positions.extend([index] * len(folded))
+    return "".join(out), positions
+
+
+def _original_span(text: str, positions: list[int] | None, start: int,
+                   end: int) -> tuple[int, int]:
+    if positions is None:
+        return start, end
+    original_start = positions[start]
+    original_end = positions[end - 1] + 1
+    while original_end < len(text) and not _fold_char(text[original_end]):
+        original_end += 1  # a combining mark after the last letter belongs to it
+    return original_start, original_end
+
+
+# --------------------------------------------------------------------------------------
+# Recognisers compiled for one set of header identifiers
+# --------------------------------------------------------------------------------------
+
+#: Name particles and parts too short to stand alone: they are matched only inside the
+#: whole compound name (``van der Berg``), never on their own.
+_PARTICLES = frozenset({
+    "al", "bin", "bint", "da", "das", "de", "del", "della", "der", "des", "di", "do", "dos",
+    "du", "el", "ibn", "la", "le", "los", "mac", "mc", "st", "te", "ten", "ter", "van",
+    "von", "y", "zu", "jr", "sr", "ii", "iii", "iv",
+})
+_MIN_PART = 3  # a part of a compound name (split at hyphens and spaces)
+_MIN_COMPONENT = 2  # a whole name component (Li, Wu, Ng are surnames)
+_NAME_SPLIT = re.compile(r"[\s\-'’.]+")
+_NO_SPACE_SCRIPTS = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\u3040-\u30ff]")
+
+
+def _name_variants(token: str) -> set[str]:
+    """Folded spellings of one name token: as written, with umlauts expanded
+    (Müller -> mueller) and, for a spelling with ae/oe/ue, contracted (Mueller ->
+    muller, which is how Müller folds)."""
+    variants = {fold(token)}
+    lowered = token.lower()
+    if any(c in lowered for c in _GERMAN):
+        variants.add(fold("".join(_GERMAN.get(c, c) for c in lowered)))
+    plain = fold(token)
+    contracted = re.sub(r"(?<=[a-z])([aou])e", r"\1", plain)
+    if contracted != plain and len(contracted) >= 4:
+        variants.add(contracted)
+    return variants
+
+
+def _flexible(folded: str) -> str:
+    """A regex of a folded name in which hyphens, spaces and apostrophes are
+    interchangeable or absent (Garcia-Lopez, Garcia Lopez, GarciaLopez)."""
+    pieces = [re.escape(p) for p in _NAME_SPLIT.split(folded) if p]
+    return r"[\s\-'’]*".join(pieces)
+
+
+@dataclass(frozen=True)
+class _Person:
+    """The matching forms of one PN value."""
+
+    identifier: Identifier
+    tokens: frozenset[str]  # folded forms that stand alone as names
+    initials: frozenset[str]  # upper-case initials of given and middle names
+
+
+def _person(identifier: Identifier) -> _Person:
+    tokens: set[str] = set()
+    initials: set[str] = set()
+    for group in identifier.value.split("="):
+        components = group.split("^")
+        if len(components) == 1:  # not in DICOM form: "John Doe", "Doe, John"
+            components = [c for c in re.split(r"[\s,]+", group) if c]
+            named = components
+        else:
+            named = components[:3]  # family, given, middle: prefix and suffix are titles
+        for position, component in enumerate(named):
+            component = component.strip(" ,.")
+            if not component:
+                continue
+            parts = [p for p in _NAME_SPLIT.split(component) if p]
+            if position > 0 or len(components) == 1:
+                initials.update(p[0].upper() for p in parts if p[0].isalpha())
+            if len(parts) == 1 and len(component.strip(".")) < _MIN_COMPONENT \
+                    and not _NO_SPACE_SCRIPTS.search(component):
+                continue  # an initial: only taken along next to a surname
+            if fold(component) not in _PARTICLES:
+                tokens.update(_name_variants(component))
+            if len(parts) > 1:
+                for part in parts:
+                    if (len(part) >= _MIN_PART or _NO_SPACE_SCRIPTS.search(part)) \
+                            and fold(part) not in _PARTICLES:
+                        tokens.update(_name_variants(part))
+    tokens = {t for t in tokens if any(c.isalpha() for c in t)}
+    return _Person(identifier, frozenset(tokens), frozenset(initials))
+
+
+_SEPARATORS = r"[\s\-./]?"
+_ID_DIGITS = re.compile(r"\D*?(\d[\d\s\-./]*)")
+
+
+def _id_patterns(identifier: Identifier) -> list[str]:
+    """Regexes (on the original text) of one ID or telephone number."""
+    value = identifier.value
+    patterns = []
+    digits_form = _ID_DIGITS.fullmatch(value)
+    if digits_form is not None:
+        core = re.sub(r"\D", "", digits_form.group(1)).lstrip("0")
+        least = 7 if identifier.kind == PHONE else 4
+        if len(core) >= least:
+            glue = r"[\s\-./()]*" if identifier.kind == PHONE else _SEPARATORS
+            patterns.append(r"(?<!\d)(?:0" + glue + r")*" + glue.join(core) + r"(?!\d)")
+    has_digit = any(c.isdigit() for c in value)
+    has_alpha = any(c.isalpha() for c in value)
+    if len(value) >= 4 or (len(value) >= 3 and has_digit and has_alpha):
+        patterns.append(r"(?<![0-9A-Za-z])" + re.escape(value) + r"(?![0-9A-Za-z])")
+    return patterns
+
+
+def _place_patterns(identifier: Identifier) -> list[str]:
+    """Regexes (on the folded text) of a place: whole, and each line of an address."""
+    value = fold(identifier.value)
+    pieces = {value}
+    if "Address" in identifier.keyword or "^" in value or "\n" in value:
+        pieces.update(p.strip() for p in re.split(r"[\^\r\n,;]+", value))
+    patterns = []
+    for piece in pieces:
+        words = [re.escape(w).replace("'", "'?") for w in re.split(r"[\s^.,]+", piece) if w]
+        if not words or len(piece) < 3:
+            continue
+        patterns.append(r"(?<!\w)" + r"[\s,.^]*".join(words) + r"(?!\w)")
+    return patterns
+
+
+class _Matcher:
+    """The compiled recognisers for one set of header identifiers."""
+
+    def __init__(self, values: tuple[Identifier, ...]):
+        self.people = [_person(v) for v in values if v.kind == NAME]
+        by_token: dict[str, list[_Person]] = {}
+        for person in self.people:
+            for token in person.tokens:
+                by_token.setdefault(token, []).append(person)
+        self.by_token = by_token
+        bounded = sorted((t for t in by_token if not _NO_SPACE_SCRIPTS.search(t)),
+                         key=lambda t: (-len(t), t))
+        unbounded = sorted((t for t in by_token if _NO_SPACE_SCRIPTS.search(t)),
+                           key=lambda t: (-len(t), t))
+        alternatives = []
+        if bounded:
+            alternatives.append(r"(?<!\w)(?:" + "|".join(_flexible(t) for t in bounded)
+                                + r")(?!\w)")
+        if unbounded:
+            alternatives.append("|".join(re.escape(t) for t in unbounded))
+        self.names = re.compile("|".join(alternatives)) if alternatives else None
+        self.ids: list[tuple[re.Pattern[str], Identifier, str]] = []
+        self.places: list[tuple[re.Pattern[str], Identifier]] = []
+        for value in values:
+            if value.kind in (ID, PHONE):
+                for number, pattern in enumerate(_id_patterns(value)):
+                    form = "digits" if number == 0 and pattern.startswith("(?<!\\d)") else ""
+                    self.ids.append((re.compile(pattern, re.IGNORECASE), value, form))
+            elif value.kind == PLACE:
+                self.places.extend((re.compile(p), value) for p in _place_patterns(value))
+
+    def find(self, text: str, identifiers: Identifiers) -> list[Finding]:
+        if not text:
+            return []
+        found: list[Finding] = []
+        has_digit = _ANY_DIGIT.search(text) is not None
+        folded, positions = _fold_with_positions(text)
+        if self.names is not None:
+            for match in self.names.finditer(folded):
+                start, end = _original_span(text, positions, *match.span())
+                people = self.by_token.get(match.group()) or self._person_for(match.group())
+                found.append(_name_finding(start, end, tuple(p.identifier for p in people)))
+        for pattern, value in self.places:
+            for match in pattern.finditer(folded):
+                start, end = _original_span(text, positions, *match.span())
+                found.append(Finding(start, end, PLACE, value.keyword, value))
+        if has_digit:
+            for pattern, value, form in self.ids:
+                for match in pattern.finditer(text):
+                    label = f"{value.keyword} {form}".strip()
+                    found.append(Finding(match.start(), match.end(), value.kind, label, value))
+        found.extend(_find_patterns(text, has_digit, identifiers))
+        chosen = _non_overlapping(found)
+        return self._merge_names(text, chosen)
+
+    def _person_for(self, matched: str) -> list[_Person]:
+        """The people a flexible match (other separators than the token's) belongs to."""
+        key = re.sub(r"[\s\-'’]+", "", matched)
+        return [p for p in self.people
+                if any(re.sub(r"[\s\-'’]+", "", t) == key for t in p.tokens)]
+
+    def _merge_names(self, text: str, findings: list[Finding]) -> list[Finding]:
+        """One finding for a whole written name: components next to each other
+        (``Doe, John``, ``John A. Doe``) and the person's initials beside them."""
+        if not any(f.kind == NAME for f in findings):
+            return findings
+        merged: list[Finding] = []
+        for finding in findings:
+            if finding.kind == NAME:
+                finding = self._with_initials(text, finding)
+                if merged and merged[-1].kind == NAME \
+                        and _NAME_GAP.fullmatch(text[merged[-1].end:finding.start]):
+                    last = merged.pop()
+                    both = tuple(c for c in last.candidates if c in finding.candidates)
+                    finding = _name_finding(last.start, finding.end,
+                                            both or last.candidates or finding.candidates)
+            merged.append(finding)
+        return merged
+
+    def _with_initials(self, text: str, finding: Finding) -> Finding:
+        """The finding widened to the initials written beside it (``J. Doe``,
+        ``Doe, J.``) when they are the initials of a person it may belong to."""
+        start, end = finding.start, finding.end
+        people = finding.candidates
+        before = _INITIALS_BEFORE.search(text, 0, start)
+        if before is not None and before.end() == start:
+            having = self._having_initials(people, before.group())
+            if having:
+                start, people = before.start(), having
+        after = _INITIALS_AFTER.match(text, end)
+        if after is not None:
+            having = self._having_initials(people, after.group())
+            if having:
+                end, people = after.end(), having
+        if (start, end) == (finding.start, finding.end):
+            return finding
+        return _name_finding(start, end, people)
+
+    def _having_initials(self, people: tuple[Identifier, ...],
+                         written: str) -> tuple[Identifier, ...]:
+        letters = set(re.findall(r"[A-Z]", written))
+        return tuple(p.identifier for p in self.people
+                     if p.identifier in people and letters <= p.initials)
+
+
+_ANY_DIGIT = re.compile(r"\d")
+_NAME_GAP = re.compile(r"[\s,^]*|\s*[A-Z]\.\s*|\s+[A-Z]\s+")
+_INITIALS_BEFORE = re.compile(r"(?<!\w)(?:[A-Z]\.?[\s\-]*){1,3}\s*$")
+_INITIALS_AFTER = re.compile(r",?\s*(?:[A-Z]\.?){1,3}(?!\w)")
+
+
+def _name_finding(start: int, end: int, people: tuple[Identifier, ...]) -> Finding:
+    first = people[0] if people else None
+    return Finding(start, end, NAME, first.keyword if first else "name", first,
+                   candidates=people)
+
+
+@functools.lru_cache(maxsize=256)  # the files of one study share their identifiers
+def _compiled(values: frozenset[Identifier]) -> _Matcher:
+    return _Matcher(tuple(sorted(values)))
+
+
+def _non_overlapping(findings: list[Finding]) -> list[Finding]:
+    """Leftmost-longest findings that do not overlap."""
+    chosen: list[Finding] = []
+    end = -1
+    for finding in sorted(findings, key=lambda f: (f.start, -f.end)):
+        if finding.start >= end and finding.end > finding.start:
+            chosen.append(finding)
+            end = finding.end
+    return chosen
+
+
+# --------------------------------------------------------------------------------------
+# Recognisers that need no header: dates, e-mail, URLs, phones, SSNs, titled names, UIDs
+# --------------------------------------------------------------------------------------
+
+_MONTH_NAME = (r"(?P<b>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|"
+               r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_DAY = r"(?P<d>0?[1-9]|[12]\d|3[01])"
+_MONTH = r"(?P<m>0?[1-9]|1[0-2])"
+_YEAR4 = r"(?P<y>1[89]\d\d|20\d\d|21\d\d)"
+_YEAR = r"'?(?P<y>1[89]\d\d|20\d\d|21\d\d|\d\d)"
+#: The forms of dates written in text; day and month in either
+#: order (05/03/2019) are ``p`` and ``q``, decided by :func:`_day_month`.
+_DATE_FORMS: tuple[re.Pattern[str], ...] = tuple(re.compile(pattern, re.IGNORECASE) for pattern in (
+    rf"(?<![\d.]){_YEAR4}(?P<s>[-/. ]){_MONTH}(?P=s){_DAY}(?!\d)",
+    rf"(?<![\d.]){_YEAR4}(?P<m>0[1-9]|1[0-2])(?P<d>0[1-9]|[12]\d|3[01])(?!\d)",
+    rf"(?<![\d.])(?P<p>\d\d?)(?P<s>[-/.])(?P<q>\d\d?)(?P=s){_YEAR}(?!\d|\.\d)",
+    rf"(?<!\w){_DAY}(?:st|nd|rd|th)?[\s\-./]*{_MONTH_NAME}[\s\-./,]*{_YEAR}(?!\w)",
+    rf"(?<!\w){_MONTH_NAME}[\s\-./]*{_DAY}(?:st|nd|rd|th)?,?[\s\-./]+{_YEAR}(?!\w)",
+    rf"(?<!\w){_MONTH_NAME}[\s\-./,]*{_YEAR4}(?!\w)",
+    rf"(?<![\d.]){_YEAR4}[\s\-./]*{_MONTH_NAME}[\s\-./]*{_DAY}(?!\d)",
+))
+_MONTH_LETTERS = re.compile(r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec", re.IGNORECASE)
+_DAY_FIRST_SEPARATORS = frozenset(".-")  # 05.03.2019 and 05-03-2019 read day first
+
+_PATTERNS: tuple[tuple[str, str, re.Pattern[str], bool], ...] = (
+    # (kind, label, regex, needs a digit)
+    (EMAIL, "e-mail", re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"), False),
+    (URL, "URL", re.compile(r"\b(?:[a-z][a-z0-9+.\-]*://|www\.)[^\s<>\"'\\^]+",
+                            re.IGNORECASE), False),
+    (SSN, "SSN", re.compile(r"(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-])"), True),
+    (PHONE, "telephone number", re.compile(
+        r"(?<![\w+.])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}"
+        r"(?!\w|\.\d)"
+        r"|(?<![\w+])\+\d{1,3}(?:[\s.\-]?\(?\d{1,4}\)?){2,5}(?!\w|\.\d)"
+        r"|(?<!\w)(?:tel|phone|phoned|ph|fax|mobile|cell|call|called|contact|pager)\b"
+        r"[^\d\n]{0,30}?(?P<v>\+?[\d(][\d()\s.\-]{5,}\d)(?!\w|\.\d)", re.IGNORECASE), True),
+)
+_TITLED_NAME = re.compile(
+    r"(?:(?<![\w.])(?:Dr|Prof|Mr|Mrs|Ms|Mx|Miss|Sister|Nurse|Father|Rev)\.?"
+    r"|(?<![\w.])(?:DR|PROF|MR|MRS|MS|MX)\."
+    r"|(?<!\w)(?:wife|husband|mother|father|son|daughter|brother|sister|partner|widow)"
+    r"(?: of)?)"
+    r"\s+(?P<name>[A-ZÀ-ÖØ-Þ][^\W\d_]*(?:[\-'’][A-ZÀ-ÖØ-Þ][^\W\d_]+)?"
+    r"(?:\s+[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[\-'’][A-ZÀ-ÖØ-Þ][^\W\d_]+)?)?)")
+_NOT_NAMES = frozenset({"The", "And", "Of", "In", "On", "At", "To", "No", "With", "For"})
+_UID_CANDIDATE = re.compile(r"(?<![\d.])[0-2](?:\.\d+){2,}(?![\d])")
+
+
+_UID_CANDIDATE_BYTES = re.compile(rb"[0-2](?:\.\d+){2,}")
+
+
+def uid_candidates(text: str) -> Iterator[re.Match[str]]:
+    """Spans of ``text`` shaped like a UID (digits and dots, 3+ components)."""
+    return _UID_CANDIDATE.finditer(text)
+
+
+def may_hold_uid(data: bytes) -> bool:
+    """Whether an encoded text value has something shaped like a UID (a quick test)."""
+    return _UID_CANDIDATE_BYTES.search(data) is not None
+
+
+def replace_uids(text: str, uids: frozenset[str], new_uid: Callable[[str], str]) -> str:
+    """``text`` with each of ``uids`` written in it replaced by ``new_uid(uid)``."""
+    return _UID_CANDIDATE.sub(lambda m: new_uid(m.group()) if m.group() in uids
+                              else m.group(), text)
+
+
+def _find_patterns(text: str, has_digit: bool, identifiers: Identifiers) -> list[Finding]:
+    found: list[Finding] = []
+    if has_digit or _MONTH_LETTERS.search(text):
+        found.extend(_find_dates(text, identifiers))
+    for kind, label, pattern, needs_digit in _PATTERNS:
+        if needs_digit and not has_digit:
+            continue
+        for match in pattern.finditer(text):
+            span = match.span("v") if match.groupdict().get("v") else match.span()
+            found.append(Finding(*span, kind, label))
+    for match in _TITLED_NAME.finditer(text):
+        name = match.group("name")
+        if name.split()[0] in _NOT_NAMES:
+            continue
+        found.append(Finding(match.start("name"), match.end("name"), NAME, "titled name"))
+    if has_digit and identifiers.uids:
+        found.extend(Finding(m.start(), m.end(), UID, "UID") for m in uid_candidates(text)
+                     if m.group() in identifiers.uids)
+    return found
+
+
+def _two_digit_year(year: int) -> int:
+    pivot = dt.date.today().year % 100
+    return 2000 + year if year <= pivot else 1900 + year
+
+
+def _find_dates(text: str, identifiers: Identifiers) -> list[Finding]:
+    found: list[Finding] = []
+    for pattern in _DATE_FORMS:
+        for match in pattern.finditer(text):
+            finding = _date_finding(match, identifiers)
+            if finding is not None:
+                found.append(finding)
+    return found
+
+
+def _date_finding(match: re.Match[str], identifiers: Identifiers) -> Finding | None:
+    """The date a match of :data:`_DATE_FORMS` means, or None if it is none."""
+    groups = match.groupdict()
+    year_text = groups["y"]
+    year = int(year_text) if len(year_text) == 4 else _two_digit_year(int(year_text))
+    roles = {"d": "d", "m": "m", "b": "b", "y": "y"}
+    if groups.get("p"):
+        day_first = _day_month(year, int(groups["p"]), int(groups["q"]), groups["s"],
+                               identifiers)
+        if day_first is None:
+            return None
+        roles = {"p": "d", "q": "m", "y": "y"} if day_first else {"p": "m", "q": "d", "y": "y"}
+        day, month = (int(groups["p"]), int(groups["q"]))[::1 if day_first else -1]
+    else:
+        month = _month_number(groups["b"]) if groups.get("b") else int(groups["m"])
+        day = int(groups["d"]) if groups.get("d") else 15  # "March 2019": the month matters
+    date = _valid_date(year, month, day)
+    if date is None:
+        return None
+    if len(year_text) == 2 and not groups.get("b") and date not in identifiers.dates:
+        return None  # 3/4/10 is a date only if the file has it
+    base, parts = match.start(), []
+    for group, role in roles.items():
+        if groups.get(group):
+            start, end = match.span(group)
+            if role == "b" and match.group(group).endswith("."):
+                end -= 1
+            parts.append((start - base, end - base, role))
+    return Finding(match.start(), match.end(), DATE, "date", None,
+                   DateParts(date, tuple(sorted(parts))))
+
+
+def _day_month(year: int, first: int, second: int, separator: str,
+               identifiers: Identifiers) -> bool | None:
+    """Whether ``first/second/year`` is day first (True), month first (False) or no
+    date (None). Where both read as dates, a date of the file decides, else the
+    separator's custom: dots and dashes day first (05.03.2019), slashes month first."""
+    day_first = _valid_date(year, second, first)
+    month_first = _valid_date(year, first, second)
+    if day_first is None or month_first is None:
+        return None if day_first is None and month_first is None else day_first is not None
+    file_dates = identifiers.dates
+    if (day_first in file_dates) != (month_first in file_dates):
+        return day_first in file_dates
+    return separator in _DAY_FIRST_SEPARATORS
+
+
+def _month_number(name: str) -> int:
+    prefix = name.lower().rstrip(".")[:3]
+    return [m[:3] for m in _MONTHS].index(prefix) + 1
+
+
+def _valid_date(year: int, month: int, day: int) -> dt.date | None:
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
