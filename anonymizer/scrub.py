@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from anonymizer import standard
@@ -200,7 +201,8 @@ def _collect_into(ds: Dataset, values: set[Identifier], dates: set[bytes],
         if category is None:
             continue
         if category is _SEQUENCE:
-            for item in ds[tag].value:
+            items = elem.value if isinstance(elem, DataElement) else ds[tag].value
+            for item in items:
                 _collect_into(item, values, dates, birth, uids)
             continue
         if category is _UID_VALUE or category is _DATE_VALUE:
@@ -449,7 +451,7 @@ def _person(identifier: Identifier) -> _Person:
 
 
 _SEPARATORS = r"[\s\-./]?"
-_ID_DIGITS = re.compile(r"\D*?(\d[\d\s\-./]*)")
+_ID_DIGITS = re.compile(r"\D*?(\d[\d\s\-./()]*)")
 
 
 def _id_patterns(identifier: Identifier) -> list[str]:
@@ -506,19 +508,35 @@ class _Matcher:
         if unbounded:
             alternatives.append("|".join(re.escape(t) for t in unbounded))
         self.names = re.compile("|".join(alternatives)) if alternatives else None
-        self.ids: list[tuple[re.Pattern[str], Identifier, str]] = []
-        self.places: list[tuple[re.Pattern[str], Identifier]] = []
+        ids: list[tuple[str, Identifier, str]] = []
+        places: list[tuple[str, Identifier, str]] = []
         for value in values:
             if value.kind in (ID, PHONE):
                 for number, pattern in enumerate(_id_patterns(value)):
                     form = "digits" if number == 0 and pattern.startswith("(?<!\\d)") else ""
-                    self.ids.append((re.compile(pattern, re.IGNORECASE), value, form))
+                    ids.append((pattern, value, f"{value.keyword} {form}".strip()))
             elif value.kind == PLACE:
-                self.places.extend((re.compile(p), value) for p in _place_patterns(value))
+                places.extend((p, value, value.keyword) for p in _place_patterns(value))
+        self.ids = _alternation(ids, re.IGNORECASE)
+        self.places = _alternation(places, 0)
+        self._cache: dict[tuple[str, frozenset[dt.date]], list[Finding]] = {}
 
     def find(self, text: str, identifiers: Identifiers) -> list[Finding]:
         if not text:
             return []
+        if _UID_CANDIDATE.search(text) is not None:
+            return self._find(text, identifiers)
+        # The findings depend on the text, these identifiers and, for some dates, the
+        # file's dates: the files of one series repeat their descriptions.
+        key = (text, identifiers.dates)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._find(text, identifiers)
+            if len(self._cache) < 4096:
+                self._cache[key] = found
+        return found
+
+    def _find(self, text: str, identifiers: Identifiers) -> list[Finding]:
         found: list[Finding] = []
         has_digit = _ANY_DIGIT.search(text) is not None
         folded, positions = _fold_with_positions(text)
@@ -527,15 +545,17 @@ class _Matcher:
                 start, end = _original_span(text, positions, *match.span())
                 people = self.by_token.get(match.group()) or self._person_for(match.group())
                 found.append(_name_finding(start, end, tuple(p.identifier for p in people)))
-        for pattern, value in self.places:
+        if self.places is not None:
+            pattern, sources = self.places
             for match in pattern.finditer(folded):
+                value, label = sources[match.lastgroup]  # type: ignore[index]
                 start, end = _original_span(text, positions, *match.span())
-                found.append(Finding(start, end, PLACE, value.keyword, value))
-        if has_digit:
-            for pattern, value, form in self.ids:
-                for match in pattern.finditer(text):
-                    label = f"{value.keyword} {form}".strip()
-                    found.append(Finding(match.start(), match.end(), value.kind, label, value))
+                found.append(Finding(start, end, PLACE, label, value))
+        if self.ids is not None:
+            pattern, sources = self.ids
+            for match in pattern.finditer(text):
+                value, label = sources[match.lastgroup]  # type: ignore[index]
+                found.append(Finding(match.start(), match.end(), value.kind, label, value))
         found.extend(_find_patterns(text, has_digit, identifiers))
         chosen = _non_overlapping(found)
         return self._merge_names(text, chosen)
@@ -555,12 +575,14 @@ class _Matcher:
         for finding in findings:
             if finding.kind == NAME:
                 finding = self._with_initials(text, finding)
-                if merged and merged[-1].kind == NAME \
-                        and _NAME_GAP.fullmatch(text[merged[-1].end:finding.start]):
-                    last = merged.pop()
+                last = merged[-1] if merged else None
+                if last is not None and last.kind == NAME \
+                        and _NAME_GAP.fullmatch(text[last.end:finding.start]):
                     both = tuple(c for c in last.candidates if c in finding.candidates)
-                    finding = _name_finding(last.start, finding.end,
-                                            both or last.candidates or finding.candidates)
+                    if both or not last.candidates or not finding.candidates:
+                        merged.pop()  # one person's name written in several parts
+                        finding = _name_finding(last.start, finding.end,
+                                                both or last.candidates or finding.candidates)
             merged.append(finding)
         return merged
 
@@ -594,6 +616,18 @@ _ANY_DIGIT = re.compile(r"\d")
 _NAME_GAP = re.compile(r"[\s,^]*|\s*[A-Z]\.\s*|\s+[A-Z]\s+")
 _INITIALS_BEFORE = re.compile(r"(?<!\w)(?:[A-Z]\.?[\s\-]*){1,3}\s*$")
 _INITIALS_AFTER = re.compile(r",?\s*(?:[A-Z]\.?){1,3}(?!\w)")
+
+
+def _alternation(patterns: list[tuple[str, Identifier, str]], flags: int
+                 ) -> tuple[re.Pattern[str], dict[str, tuple[Identifier, str]]] | None:
+    """One regex for many (pattern, identifier, label), longest patterns first; the
+    name of the group that matched says which identifier it was."""
+    if not patterns:
+        return None
+    ordered = sorted(patterns, key=lambda p: (-len(p[0]), p[0]))
+    groups = {f"g{i}": (value, label) for i, (_, value, label) in enumerate(ordered)}
+    regex = "|".join(f"(?P<g{i}>{pattern})" for i, (pattern, _, _) in enumerate(ordered))
+    return re.compile(regex, flags), groups
 
 
 def _name_finding(start: int, end: int, people: tuple[Identifier, ...]) -> Finding:
@@ -651,7 +685,7 @@ _PATTERNS: tuple[tuple[str, str, re.Pattern[str], bool], ...] = (
     (PHONE, "telephone number", re.compile(
         r"(?<![\w+.])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}"
         r"(?!\w|\.\d)"
-        r"|(?<![\w+])\+\d{1,3}(?:[\s.\-]?\(?\d{1,4}\)?){2,5}(?!\w|\.\d)"
+        r"|(?<![\w+])\+[1-9]\d{0,2}(?:[\s.\-]\(?\d{1,4}\)?){2,5}(?!\w|\.\d)"
         r"|(?<!\w)(?:tel|phone|phoned|ph|fax|mobile|cell|call|called|contact|pager)\b"
         r"[^\d\n]{0,30}?(?P<v>\+?[\d(][\d()\s.\-]{5,}\d)(?!\w|\.\d)", re.IGNORECASE), True),
 )
