@@ -30,6 +30,7 @@ from anonymizer.rules import CompiledProfile
 from anonymizer.tags import (
     ITEM_TAG,
     LONG_LENGTH_VRS,
+    OVERLAY_GROUP,
     VALID_VRS,
     dictionary_vm,
     dictionary_vr,
@@ -368,7 +369,9 @@ class Engine:
             code = action.apply(ds, tag, ctx)
             if code != "K":
                 self._record(ctx, path, tag, code)
-                if code == "X" and standard.attribute_type(ctx.sop_class_uid, tag, path) == "1":
+                # An overlay group goes whole: its optional module is absent, not broken.
+                if code == "X" and not OVERLAY_GROUP.matches(tag) \
+                        and standard.attribute_type(ctx.sop_class_uid, tag, path) == "1":
                     ctx.result.warnings.append(f"{format_tag(tag)}: Type 1 attribute removed")
             if vr == "SQ" and tag in elements:
                 self._clean_items(ds[tag].value, (*path, tag), ctx)

@@ -56,6 +56,12 @@ class TagPattern:
         return bin(self.mask).count("1")
 
 
+#: Overlay Data and its overlay group (every even group 6000-60FE; private odd groups never
+#: reach the rules).
+OVERLAY_DATA = 0x60003000
+OVERLAY_GROUP = TagPattern(mask=0xFF000000, value=0x60000000, text="(60xx,xxxx)")
+
+
 def parse_tag_text(text: str) -> int | TagPattern | None:
     """Parse ``(gggg,eeee)``/``gggg,eeee``, possibly with ``x`` wildcards.
 

@@ -68,6 +68,8 @@ class Pseudonym:
             return "K"
         keyword = keyword_for_tag(tag) or f"{tag:08X}"
         new = [ctx.pseudonym(keyword, v.strip(), self.fmt) for v in originals]
+        if vr == "PN":  # a pseudonym is a family name: Family^Given, not the retired one-part form
+            new = [v if "^" in v else f"{v}^" for v in new]
         limit = MAX_LENGTH.get(vr)
         if limit is not None and any(len(v) > limit for v in new):
             raise DeidentificationError(f"{keyword}: pseudonym longer than {vr} allows ({limit})")

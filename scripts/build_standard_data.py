@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import sys
+import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ CID7050_CSV = "cid7050_deidentification_methods.csv"
 INPUTS = (E11_JSON, E11_CSV, TYPES_CSV, SOP_MODULES_CSV, SAFE_PRIVATE_CSV, CID7050_CSV)
 
 TABLE_EDITION = "2024b (innolitics extract) + 2023b DocBook"
+HIGHDICOM_VERSION = "0.28.2"
 TYPES_EDITION = "2026b (highdicom 0.28.2 _standard tables, from the innolitics extract)"
 
 # (canonical option name, innolitics JSON key, 2023b CSV column, Table E.1-1 column header)
@@ -266,46 +268,104 @@ def _pydicom_retired(tag: str) -> bool:
 # --------------------------------------------------------------------------- Attribute types
 
 
-def build_attribute_types(ref: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _type_key_part(keyword: str) -> str:
+    """``GGGGEEEE`` of a keyword, or the ``60XXEEEE`` form of a repeating-group keyword."""
+    from pydicom.datadict import RepeatersDictionary, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is not None:
+        return f"{tag:08X}"
+    masks = [mask for mask, entry in RepeatersDictionary.items() if entry[4] == keyword]
+    if not masks:
+        fail(f"keyword {keyword!r} of the highdicom tables is not in pydicom's dictionary")
+    return masks[0].upper()
+
+
+def build_attribute_types(ref: Path, wheel: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Types 1/2 of every attribute of every module, and the modules of each SOP Class.
+
+    Type 3 rows are left out (a known SOP Class without a row means Type 3). The reference
+    CSV of the 91 Type-dependent Table E.1-1 attributes must agree with the result.
+    """
+    with zipfile.ZipFile(wheel) as archive:
+        def table(name: str) -> Any:
+            return json.loads(archive.read(f"highdicom/_standard/{name}"))
+
+        modules_raw = table("module_attribute_map.json")
+        iod_modules = table("iod_module_map.json")
+        sop_iods = table("sop_class_iod_map.json")
     sop_rows = read_csv(ref / SOP_MODULES_CSV)
     sop_classes = dict(sorted({r["sop_class_uid"]: r["sop_class_name"] for r in sop_rows}.items()))
-    types: dict[str, dict[str, str]] = defaultdict(dict)
-    raw = Counter()
-    for r in read_csv(ref / TYPES_CSV):
-        uid = r["sop_class_uid"]
-        if uid not in sop_classes:
-            fail(f"{uid} in {TYPES_CSV} but not in {SOP_MODULES_CSV}")
-        if r["type"] not in TYPE_REDUCE:
-            fail(f"unknown attribute type {r['type']!r}")
-        raw[r["type"]] += 1
-        path = ">".join(hex8(p) for p in r["path"].split(">") if p)
-        key = f"{hex8(r['tag'])}|{path}"
-        t = TYPE_REDUCE[r["type"]]
-        cur = types[uid].get(key)
-        if cur is None or TYPE_RANK[t] < TYPE_RANK[cur]:
-            types[uid][key] = t
+    if set(sop_classes) != set(sop_iods):
+        fail(f"SOP Classes of {SOP_MODULES_CSV} and of the highdicom tables differ")
+    raw: Counter[str] = Counter()
+    module_types: dict[str, dict[str, str]] = {}
+    for module, attributes in modules_raw.items():
+        keys: dict[str, str] = {}
+        for attribute in attributes:
+            raw[str(attribute["type"])] += 1
+            # None: the source states no Type (some incomplete 2026b modules): not 1 or 2.
+            t = TYPE_REDUCE.get(str(attribute["type"]), "3")
+            if t == "3":
+                continue
+            key = _type_key_part(attribute["keyword"]) + "|" + ">".join(
+                _type_key_part(p) for p in attribute["path"])
+            if key not in keys or TYPE_RANK[t] < TYPE_RANK[keys[key]]:
+                keys[key] = t
+        if keys:
+            module_types[module] = dict(sorted(keys.items()))
+    sop_class_modules = {
+        uid: sorted({m["key"] for m in iod_modules[sop_iods[uid]]} & set(module_types))
+        for uid in sop_classes
+    }
     data = {
         "edition": {
-            "table": "PS3.3 Attribute Types of the 91 Table E.1-1 attributes whose Basic Profile "
-            "code depends on Type (X/Z, X/D, Z/D, X/Z/D, X/Z/U*, Z)",
+            "table": "PS3.3 Attribute Types 1 and 2 of every attribute of every module, and the "
+            "modules of the IOD of each storage SOP Class",
             "edition": TYPES_EDITION,
             "rule": "strictest Type over all modules of the IOD at the same (tag, path); "
             "1C->1, 2C->2; SOP Class known but no (tag, path) -> 3",
-            "key": "GGGGEEEE|path, path = enclosing Sequence tags from top level joined by '>'",
+            "key": "GGGGEEEE|path, path = enclosing Sequence tags from top level joined by '>'; "
+            "repeating groups as 60XXEEEE",
         },
         "sop_classes": sop_classes,
-        "types": {uid: dict(sorted(types[uid].items())) for uid in sorted(types)},
+        "sop_class_modules": sop_class_modules,
+        "module_types": dict(sorted(module_types.items())),
     }
+    _check_against_reference(ref, data)
     stats = {
         "sop_classes": len(sop_classes),
-        "sop_classes_with_rows": len(types),
-        "sop_classes_without_rows": sorted(set(sop_classes) - set(types)),
+        "sop_classes_without_rows": sorted(u for u, m in sop_class_modules.items() if not m),
         "input_rows": sum(raw.values()),
         "input_types": dict(sorted(raw.items())),
-        "keys": sum(len(v) for v in types.values()),
-        "key_types": dict(sorted(Counter(t for v in types.values() for t in v.values()).items())),
+        "modules": len(module_types),
+        "keys": sum(len(v) for v in module_types.values()),
+        "key_types": dict(sorted(Counter(t for v in module_types.values()
+                                         for t in v.values()).items())),
     }
     return data, stats
+
+
+def _check_against_reference(ref: Path, data: dict[str, Any]) -> None:
+    """Fail unless the 91 attributes of the reference CSV resolve to the same Types."""
+    expected: dict[str, dict[str, str]] = defaultdict(dict)
+    for r in read_csv(ref / TYPES_CSV):
+        if r["type"] not in TYPE_REDUCE:
+            fail(f"unknown attribute type {r['type']!r}")
+        path = ">".join(hex8(p) for p in r["path"].split(">") if p)
+        key, t = f"{hex8(r['tag'])}|{path}", TYPE_REDUCE[r["type"]]
+        current = expected[r["sop_class_uid"]].get(key)
+        if current is None or TYPE_RANK[t] < TYPE_RANK[current]:
+            expected[r["sop_class_uid"]][key] = t
+    for uid, keys in expected.items():
+        merged: dict[str, str] = {}
+        for module in data["sop_class_modules"][uid]:
+            for key, t in data["module_types"][module].items():
+                if key not in merged or TYPE_RANK[t] < TYPE_RANK[merged[key]]:
+                    merged[key] = t
+        for key, t in keys.items():
+            if merged.get(key, "3") != t:
+                fail(f"{uid} {key}: Type {merged.get(key, '3')} from highdicom, {t} in {TYPES_CSV}")
 
 
 # --------------------------------------------------------------------------- Safe private
@@ -403,7 +463,9 @@ def readme(
         "Generated by `scripts/build_standard_data.py`; do not edit by hand. Rebuild with",
         "",
         "```",
-        "python scripts/build_standard_data.py /work/shared/reference",
+        "pip download --no-deps -d /tmp highdicom==0.28.2",
+        "python scripts/build_standard_data.py /work/shared/reference \\",
+        "    --highdicom-wheel /tmp/highdicom-0.28.2-py3-none-any.whl",
         "```",
         "",
         f"(last built with pydicom {pydicom.__version__}, which supplies the attribute keywords).",
@@ -424,10 +486,10 @@ def readme(
         "`58f3e44ea96c0a3b1bee6ba19004391cd880310e`) for the Retired column; keywords from "
         f"pydicom {pydicom.__version__} |",
         f"| `attribute_types.json` | {sizes['attribute_types.json']} | PS3.3 Attribute Types of "
-        "the 91 Table E.1-1 attributes whose Basic Profile code depends on Type, per SOP Class, "
-        "reduced to the strictest Type per (tag, Sequence path) | **2026b** (highdicom 0.28.2 "
-        "wheel `highdicom/_standard/*.json`, generated from the innolitics extract); attribute "
-        "selection from Table E.1-1 2023b ∪ 2024b |",
+        "every attribute (Types 1 and 2; anything else is Type 3) per module, and the modules of "
+        "each SOP Class's IOD | **2026b** (highdicom 0.28.2 wheel `highdicom/_standard/*.json`, "
+        "generated from the innolitics extract); checked against the reference's Types of the "
+        "91 Type-dependent Table E.1-1 attributes |",
         f"| `safe_private_attributes.json` | {sizes['safe_private_attributes.json']} | "
         f"PS3.15 Table E.3.10-1 Safe Private Attributes, {len(safe)} rows | **2023b** DocBook "
         "`part15.xml`, `table_E.3.10-1` |",
@@ -436,7 +498,7 @@ def readme(
         "",
         "## Inputs (sha256)",
         "",
-        "| file in the reference directory | sha256 |",
+        "| file in the reference directory (and the highdicom wheel) | sha256 |",
         "| --- | --- |",
         *[f"| `{name}` | `{h}` |" for name, h in hashes.items()],
         "",
@@ -474,27 +536,29 @@ def readme(
         "",
         "## `attribute_types.json`",
         "",
-        '`{"edition": {...}, "sop_classes": {uid: name}, "types": {uid: {"GGGGEEEE|path": '
-        "type}}}`. `path` lists the tags of the enclosing Sequences from the top-level dataset",
-        "down, 8 upper-case hex digits each, joined by `>` (empty = top level). Repeating groups",
-        "would be written `60XXEEEE` (none of the 91 attributes is one). `type` is the strictest",
+        '`{"edition": {...}, "sop_classes": {uid: name}, "sop_class_modules": {uid: [module]}, '
+        '"module_types": {module: {"GGGGEEEE|path": type}}}`. `path` lists the tags of the',
+        "enclosing Sequences from the top-level dataset down, 8 upper-case hex digits each,",
+        "joined by `>` (empty = top level). Repeating groups are written `60XXEEEE`. Only",
+        "Types 1 and 2 are stored. The Type of an attribute in a SOP Class is the strictest",
         "Type over all modules of the IOD stating the attribute at that path, with `1C` read as",
         "`1` and `2C` as `2` (rule of the reference README: a present conditional element met its",
         "condition or was allowed). `sop_classes` lists every SOP Class of",
         "`sop_class_modules.csv`, so that a known SOP Class without a row for (tag, path) means",
         'Type 3, while an unknown SOP Class means "cannot tell".',
         "",
-        f"- {type_stats['sop_classes']} SOP Classes known, {type_stats['sop_classes_with_rows']} "
-        f"with rows; without rows: {', '.join(type_stats['sop_classes_without_rows'])} "
-        "(Media Storage Directory Storage).",
+        f"- {type_stats['sop_classes']} SOP Classes known, {type_stats['modules']} modules with "
+        f"Type 1 or 2 attributes; SOP Classes without any: "
+        f"{', '.join(type_stats['sop_classes_without_rows']) or 'none'}.",
+        "- `None` in the input: the source states no Type; read as Type 3.",
         f"- {type_stats['input_rows']} input rows (types "
         + ", ".join(f"{k}: {v}" for k, v in type_stats["input_types"].items())
         + f") reduce to {type_stats['keys']} keys ("
         + ", ".join(f"{k}: {v}" for k, v in type_stats["key_types"].items())
         + ").",
-        "- Caveats (from the reference README): Types are 2026b while the attribute list is",
-        "  2023b/2024b; some 2026b modules are incomplete in the source (Waveform Presentation",
-        "  State IODs, Enhanced Continuous RT Image functional groups); real-time IODs",
+        "- Caveats (from the reference README): some 2026b modules are incomplete in the",
+        "  source (Waveform Presentation State IODs, Enhanced Continuous RT Image functional",
+        "  groups); real-time IODs",
         "  (`1.2.840.10008.10.x`) are absent.",
         "",
         "## `safe_private_attributes.json`",
@@ -534,6 +598,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
     )
+    ap.add_argument(
+        "--highdicom-wheel",
+        type=Path,
+        required=True,
+        help=f"the highdicom {HIGHDICOM_VERSION} wheel (pip download --no-deps "
+        f"highdicom=={HIGHDICOM_VERSION}), whose _standard tables give the Attribute Types",
+    )
     args = ap.parse_args(argv)
     ref: Path = args.reference
     out: Path = args.out
@@ -541,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (ref / name).is_file():
             fail(f"missing input {ref / name}")
     hashes = {name: sha256(ref / name) for name in INPUTS}
+    hashes[args.highdicom_wheel.name] = sha256(args.highdicom_wheel)
     out.mkdir(parents=True, exist_ok=True)
 
     header, e11_rows, e11_notes = build_confidentiality(ref)
@@ -548,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         dump_rows(header, "rows", e11_rows), encoding="utf-8"
     )
 
-    types, type_stats = build_attribute_types(ref)
+    types, type_stats = build_attribute_types(ref, args.highdicom_wheel)
     (out / "attribute_types.json").write_text(
         json.dumps(types, separators=(",", ":")) + "\n", encoding="utf-8"
     )

@@ -360,7 +360,7 @@ def test_lookup_table_with_on_missing_fail(tmp_path: Path, key: Path) -> None:
                              {r: v for r, v in run.manifest.items() if v[1] == "written"}), "-"):
         ids.setdefault(pair.patient, set()).add((str(pair.after.PatientID),
                                                  str(pair.after.PatientName)))
-    assert ids == {DOE: {("TRIAL-001", "TRIAL-001")}, ROE: {("TRIAL-002", "TRIAL-002")}}
+    assert ids == {DOE: {("TRIAL-001", "TRIAL-001^")}, ROE: {("TRIAL-002", "TRIAL-002^")}}
 
 
 def test_lookup_table_with_on_missing_hash_falls_back_to_the_hash(

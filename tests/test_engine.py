@@ -125,7 +125,7 @@ def test_nested_pseudonyms_and_dates_follow_the_top_level(engines: dict[str, Eng
     deepest = inner[SHARED_FG].value[0]
     for item in (inner, deepest):
         assert item.PatientID == ds.PatientID
-        assert str(item.PatientName) == ds.PatientID
+        assert str(item.PatientName) == f"{ds.PatientID}^"
         assert item.StudyDate == ds.StudyDate
     assert result.date_offset_days is not None
     expected = dt.date(1965, 4, 12) + dt.timedelta(days=result.date_offset_days)
@@ -423,7 +423,7 @@ def test_research_patient_id_pseudonym_and_name(engines: dict[str, Engine]) -> N
     ds = _patient()
     result = engines["research"].deidentify(ds)
     assert re.fullmatch(r"SUBJ-[0-9A-F]{8}", ds.PatientID)
-    assert str(ds.PatientName) == ds.PatientID
+    assert str(ds.PatientName) == f"{ds.PatientID}^"  # Family^Given, not the retired one-part form
     assert ("PatientID", "12345678", ds.PatientID, True) in result.pseudonyms
 
 
@@ -528,3 +528,95 @@ def test_transformed_value_that_swallowed_other_elements_fails_the_file(
     _with_raw(ds, 0x00081030, "LO", b"CT CHEST\x32\x00\x32\x10PN\x0a\x00ROE^JANET ")
     with pytest.raises(DeidentificationError, match="corrupt"):
         engines["research"].deidentify(ds)
+
+
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+
+
+def _segmentation() -> Dataset:
+    ds = _device(SEGMENTATION)
+    segment = Dataset()
+    segment.SegmentNumber = 1
+    segment.SegmentLabel = "Tumour of DOE^JOHN"
+    segment.SegmentAlgorithmName = "JOHN's model"
+    segment.SegmentDescription = "free text"  # Type 3: removed by VR
+    ds.SegmentSequence = Sequence([segment])
+    ds.ContentDescription = "Segmentation for DOE^JOHN"
+    return ds
+
+
+@pytest.mark.parametrize("profile", ["basic", "default"])
+def test_removal_by_vr_keeps_type_1_and_2_attributes_valid(engines: dict[str, Engine],
+                                                           profile: str) -> None:
+    ds = _segmentation()
+    result = engines[profile].deidentify(ds)
+    segment = ds.SegmentSequence[0]
+    assert segment.SegmentLabel == "ANONYMIZED"  # Type 1: a dummy
+    assert segment.SegmentAlgorithmName == "ANONYMIZED"  # Type 1C: as Type 1
+    assert "SegmentDescription" not in segment  # Type 3: removed
+    assert ds.ContentDescription == ""  # Type 2: empty
+    assert ("(0062,0002)>(0062,0005)", "D") in result.acted
+    assert not result.warnings
+
+
+def test_sr_text_items_keep_a_value_at_any_depth(engines: dict[str, Engine]) -> None:
+    def text_item(value: str, children: list[Dataset]) -> Dataset:
+        item = Dataset()
+        item.RelationshipType = "CONTAINS"
+        item.ValueType = "TEXT"
+        item.TextValue = value
+        if children:
+            item.ContentSequence = Sequence(children)
+        return item
+
+    ds = _device(COMPREHENSIVE_SR)
+    ds.ContentSequence = Sequence([text_item("DOE^JOHN", [text_item("by DOE", [
+        text_item("12345678", [])])])])
+    engines["basic"].deidentify(ds)
+    assert _text_values(ds, "TextValue") == ["ANONYMIZED"] * 3
+    assert _depth(ds, "TextValue") == [1, 2, 3]
+
+
+def _overlay(ds: Dataset, group: int) -> None:
+    ds.add_new(group << 16 | 0x0010, "US", 2)
+    ds.add_new(group << 16 | 0x0011, "US", 2)
+    ds.add_new(group << 16 | 0x0022, "LO", "overlay of DOE")
+    ds.add_new(group << 16 | 0x0040, "CS", "G")
+    ds.add_new(group << 16 | 0x0050, "SS", [1, 1])
+    ds.add_new(group << 16 | 0x0100, "US", 1)
+    ds.add_new(group << 16 | 0x3000, "OW", b"\x00\x00")
+
+
+@pytest.mark.parametrize("profile", ["basic", "default", "research"])
+def test_overlay_group_goes_whole_with_its_data(engines: dict[str, Engine],
+                                                profile: str) -> None:
+    ds = _device(CT)
+    _overlay(ds, 0x6000)
+    _overlay(ds, 0x6002)
+    result = engines[profile].deidentify(ds)
+    assert not [tag for tag in ds.keys() if tag >> 24 == 0x60]
+    assert ("(6002,0010)", "X") in result.acted
+    assert not result.warnings  # the optional module is absent, not broken
+
+
+def test_research_keeps_reference_sequences_with_remapped_uids(engines: dict[str, Engine],
+                                                               keyed: KeyedSource) -> None:
+    def referencing() -> Dataset:
+        ds = _device(CT)
+        for keyword in ("ReferencedImageSequence", "SourceImageSequence"):
+            reference = Dataset()
+            reference.ReferencedSOPClassUID = CT
+            reference.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.1234.3.9.2"
+            setattr(ds, keyword, Sequence([reference]))
+        return ds
+
+    ds, basic = referencing(), referencing()
+    engines["research"].deidentify(ds)
+    new = keyed.uid("1.2.826.0.1.3680043.10.1234.3.9.2")
+    for keyword in ("ReferencedImageSequence", "SourceImageSequence"):
+        item = ds[keyword][0]
+        assert item.ReferencedSOPInstanceUID == new
+        assert item.ReferencedSOPClassUID == CT
+    engines["basic"].deidentify(basic)  # Type 3 in CT: the Basic Profile removes them
+    assert "ReferencedImageSequence" not in basic and "SourceImageSequence" not in basic

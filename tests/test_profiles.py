@@ -723,9 +723,12 @@ def test_overlay_pattern_rule(tmp_path: Path) -> None:
     profile = load_profile(str(path))
     assert isinstance(profile.rule_for(0x60003000, "OW").action, Remove)
     assert isinstance(profile.rule_for(0x601E3000, "OW").action, Remove)
-    assert isinstance(profile.rule_for(0x60003001, "OW").action, Keep)
     assert profile.rule_for(0x601E3000, "OW").origin == "profile overlay pattern (60XX,3000)"
-    assert profile.explicit_rule(0x60003001) is None
+    # the rest of an overlay group goes with its Overlay Data: no half overlay module
+    rest = profile.rule_for(0x60003001, "OW")
+    assert isinstance(rest.action, Remove)
+    assert rest.origin == "profile overlay pattern (60XX,3000): the whole overlay group goes"
+    assert isinstance(profile.rule_for(0x00283000, "SQ").action, Keep)
 
 
 def test_curve_pattern_rule(tmp_path: Path) -> None:
@@ -782,8 +785,10 @@ def test_basic_profile_overlay_and_curve_patterns(builtins: dict[str, CompiledPr
     assert isinstance(rule.action, Remove)
     assert "PS3.15 Basic Profile" in rule.origin and "Overlay Data" in rule.origin
     assert "Curve Data" in basic.rule_for(0x50020010, "US").origin
-    # an overlay element the table does not list (OverlayRows) has no explicit rule
-    assert basic.explicit_rule(0x60000010) is None
+    # an overlay element the table does not list (OverlayRows) goes with Overlay Data
+    rows = basic.explicit_rule(0x60000010)
+    assert rows is not None and isinstance(rows.action, Remove)
+    assert rows.origin.endswith("the whole overlay group goes")
 
 
 def test_clean_graphics_option_on_overlay_data(tmp_path: Path) -> None:
@@ -952,8 +957,9 @@ def test_by_vr_only_for_tags_not_otherwise_ruled(tmp_path: Path) -> None:
     assert isinstance(profile.rule_for(PATIENT_ID, "LO").action, Keep)  # keyword
     assert isinstance(profile.rule_for(0x00101040, "LO").action, Dummy)  # pattern
     other_lo = profile.rule_for(MANUFACTURER, "LO")
-    assert isinstance(other_lo.action, Remove)
-    assert other_lo.origin == "profile byvr by VR LO"
+    # a removal by VR resolves by Type: the VR says nothing about the IOD
+    assert other_lo.action == ByType("X/Z/D")
+    assert other_lo.origin == "profile byvr by VR LO: remove; Type 1 -> dummy, Type 2 -> empty"
     assert isinstance(profile.rule_for(PATIENT_NAME, "PN").action, Empty)
     assert isinstance(profile.rule_for(ROWS, "US").action, Keep)
     assert profile.rule_for(ROWS, "US").origin == "profile byvr default"
@@ -964,8 +970,8 @@ def test_by_vr_only_for_tags_not_otherwise_ruled(tmp_path: Path) -> None:
 def test_by_vr_in_basic_applies_to_unlisted_tags(builtins: dict[str, CompiledProfile]) -> None:
     basic = builtins["basic"]
     unlisted = basic.rule_for(EVALUATOR_NAME, "PN")
-    assert isinstance(unlisted.action, Remove)
-    assert unlisted.origin == "profile basic by VR PN"
+    assert unlisted.action == ByType("X/Z/D")
+    assert unlisted.origin == "profile basic by VR PN: remove; Type 1 -> dummy, Type 2 -> empty"
     listed = basic.rule_for(PATIENT_NAME, "PN")
     assert isinstance(listed.action, Empty)
     assert "PS3.15 Basic Profile" in listed.origin

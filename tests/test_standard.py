@@ -7,6 +7,7 @@ from collections import Counter
 from importlib.resources import files
 
 import pytest
+from pydicom.datadict import tag_for_keyword
 
 from anonymizer import standard
 from anonymizer.standard import (
@@ -27,6 +28,9 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+CR = "1.2.840.10008.5.1.4.1.1.1"
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
 
 PATIENT_ID = 0x00100020
 SOURCE_PATIENT_GROUP_ID_SEQ = 0x00100026
@@ -223,40 +227,59 @@ def test_unknown_and_known_sop_classes() -> None:
     assert attribute_type("1.2.3.4.5", PATIENT_ID, ()) is None
     assert not known_sop_class("1.2.3.4.5")
     assert known_sop_class(CT) and known_sop_class(ENHANCED_CT) and known_sop_class(RT_PLAN)
-    # Known SOP Class, tag not listed for it: Type 3.
-    assert attribute_type(CT, 0x00280010, ()) == "3"
+    # Known SOP Class, tag not in its IOD: Type 3.
     assert attribute_type(CT, RT_PLAN_DATE, ()) == "3"
-    # Known SOP Class, listed tag at an unlisted path: Type 3.
+    # Known SOP Class, tag at a place its IOD does not have: Type 3.
     assert attribute_type(CT, PATIENT_ID, (0x0040A730, 0x0040A730)) == "3"
-    # Known SOP Class without any row.
+    # Attributes Table E.1-1 does not list have their Types too (Rows: Type 1 in CT).
+    assert attribute_type(CT, 0x00280010, ()) == "1"
     assert known_sop_class(MEDIA_STORAGE_DIRECTORY)
     assert attribute_type(MEDIA_STORAGE_DIRECTORY, PATIENT_ID, ()) == "3"
     # Padding of a raw UI value is ignored.
     assert attribute_type(CT + "\x00", PATIENT_ID) == "2"
 
 
+@pytest.mark.parametrize(
+    ("sop_class", "keyword", "path", "expected"),
+    [
+        # Not in Table E.1-1, but a by-VR removal must respect them.
+        (SEGMENTATION, "SegmentLabel", ("SegmentSequence",), "1"),
+        (SEGMENTATION, "ContentDescription", (), "2"),
+        (ENHANCED_CT, "StackID", ("PerFrameFunctionalGroupsSequence", "FrameContentSequence"),
+         "1"),
+        (ENHANCED_SR, "TextValue", ("ContentSequence",), "1"),
+        # the SR content tree is recursive: every level below the first is read as the first
+        (ENHANCED_SR, "TextValue", ("ContentSequence",) * 4, "1"),
+        (ENHANCED_SR, "ConceptNameCodeSequence", ("ContentSequence",) * 3, "1"),
+        (CR, "ModalityLUTType", ("ModalityLUTSequence",), "1"),
+    ],
+)
+def test_types_of_unlisted_attributes(sop_class: str, keyword: str, path: tuple[str, ...],
+                                      expected: str) -> None:
+    tags = tuple(tag_for_keyword(k) for k in path)
+    assert attribute_type(sop_class, tag_for_keyword(keyword), tags) == expected
+
+
 def test_attribute_types_data_shape() -> None:
     data = _data("attribute_types.json")
     assert len(data["sop_classes"]) == 180
-    assert len(data["types"]) == 179
-    assert set(data["types"]) < set(data["sop_classes"])
-    values = {t for table in data["types"].values() for t in table.values()}
-    assert values == {"1", "2", "3"}
-    for table in data["types"].values():
+    assert set(data["sop_class_modules"]) == set(data["sop_classes"])
+    modules = {m for listed in data["sop_class_modules"].values() for m in listed}
+    assert modules <= set(data["module_types"])
+    values = {t for table in data["module_types"].values() for t in table.values()}
+    assert values == {"1", "2"}  # Type 3 is what is not stored
+    for table in data["module_types"].values():
         for key in table:
             tag, _, path = key.partition("|")
             assert len(tag) == 8 and tag == tag.upper()
             assert all(len(p) == 8 for p in path.split(">") if p)
 
 
-def test_repeating_group_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The shipped data has no repeating-group rows; check the 60XX fallback on a stub.
-    stub = (frozenset({"1.2.3"}), {"1.2.3": {"60XX3000|": "1", "60023000|": "2"}})
-    monkeypatch.setattr(standard, "_attribute_types", lambda: stub)
-    assert attribute_type("1.2.3", 0x60023000) == "2"  # exact form first
-    assert attribute_type("1.2.3", 0x60043000) == "1"
-    assert attribute_type("1.2.3", 0x60053000) == "3"  # odd group is private, no fallback
-    assert attribute_type("1.2.3", 0x00100020) == "3"
+def test_repeating_group_lookup() -> None:
+    # Overlay Plane module: Overlay Rows (60xx,0010) Type 1 in every even 60xx group.
+    assert attribute_type(CT, 0x60000010) == "1"
+    assert attribute_type(CT, 0x60020010) == "1"
+    assert attribute_type(CT, 0x60030010) == "3"  # odd group is private, no fallback
 
 
 # --------------------------------------------------------------------------- Safe private

@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from anonymizer import standard
-from anonymizer.actions import Action, Keep, Replace, simple_action
+from anonymizer.actions import Action, ByType, Keep, Remove, Replace, simple_action
 from anonymizer.errors import ProfileError
 from anonymizer.profiles import sections as settings_mod
 from anonymizer.profiles.spec import ACTION_NAMES, ActionSpec, ProfileSpec, parse_profile
 from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, PrivatePolicy, Rule
-from anonymizer.tags import VALID_VRS, TagPattern, dictionary_vr, format_tag
+from anonymizer.tags import (
+    OVERLAY_DATA,
+    OVERLAY_GROUP,
+    VALID_VRS,
+    TagPattern,
+    dictionary_vr,
+    format_tag,
+)
 from anonymizer.transforms import CapAge
 
 BUILTIN_PACKAGE = "anonymizer.builtin_profiles"
@@ -138,8 +145,14 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
     for vr, action in spec.by_vr:
         if vr not in _VRS:
             raise _fail(spec, f"unknown VR {vr!r} in 'by_vr'", action.line)
-        layers.vr_rules[vr] = Rule(_build_action(spec, ACTION_NAMES[action.value], None, None,
-                                                 vr, action.line), f"{origin} by VR {vr}")
+        built = _build_action(spec, ACTION_NAMES[action.value], None, None, vr, action.line)
+        why = f"{origin} by VR {vr}"
+        if isinstance(built, Remove):
+            # A VR says nothing about the IOD: removing by VR alone would drop Type 1 labels
+            # (SegmentLabel, an SR TEXT item's TextValue) and Type 2 descriptions, so the
+            # removal resolves by the attribute's Type like the standard's X/Z/D.
+            built, why = ByType("X/Z/D"), f"{why}: remove; Type 1 -> dummy, Type 2 -> empty"
+        layers.vr_rules[vr] = Rule(built, why)
     # Tag keys beat keyword keys within one profile: apply keywords first.
     ordered = sorted(spec.actions, key=lambda a: (not a.by_keyword, a.line))
     new_patterns = []
@@ -273,6 +286,7 @@ def _freeze(layers: _Layers) -> CompiledProfile:
         method_codes = [standard.method_code(o) for o in ("basic", *layers.options)]
         if "retain_safe_private" in layers.options:
             safe = {key: attr.vr for key, attr in standard.safe_private_attributes().items()}
+    patterns += _whole_overlay_group(patterns)
     tag_rules.update(layers.tag_rules)
     age = tag_rules.get(PATIENT_AGE)
     if age is not None and isinstance(age.action, Keep):
@@ -308,6 +322,19 @@ def _private_value_rules(vr_rules: dict[str, Rule]) -> dict[str, Rule]:
     for vr in _PRIVATE_CLEANED_VRS:
         rules[vr] = Rule(action_for("C", None, None, vr, None), "kept private value: cleaned")
     return rules
+
+
+def _whole_overlay_group(patterns: list[tuple[TagPattern, Rule]]) -> list[tuple[TagPattern, Rule]]:
+    """A rule removing every element of an overlay group when Overlay Data is removed.
+
+    Overlay Rows, Columns, Type, Origin... without Overlay Data leave a half Overlay Plane
+    module whose Type 1 Overlay Data is missing; without them the optional module is simply
+    absent. Appended last, so any more specific overlay pattern still decides first.
+    """
+    rule = next((r for p, r in patterns if p.matches(OVERLAY_DATA)), None)
+    if rule is None or not isinstance(rule.action, Remove):
+        return []
+    return [(OVERLAY_GROUP, Rule(Remove(), f"{rule.origin}: the whole overlay group goes"))]
 
 
 def _dates_modified(layers: _Layers, tag_rules: dict[int, Rule]) -> str | None:

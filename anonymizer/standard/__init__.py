@@ -8,9 +8,8 @@ Contents
 --------
 - PS3.15 Table E.1-1, Application Level Confidentiality Profile Attributes
   (edition :data:`TABLE_EDITION`): :func:`confidentiality_rows`, :func:`confidentiality_row`.
-- PS3.3 Attribute Types (1/2/3) per SOP Class for the attributes whose Basic Profile code depends
-  on the Type (edition :data:`ATTRIBUTE_TYPES_EDITION`): :func:`attribute_type`,
-  :func:`known_sop_class`.
+- PS3.3 Attribute Types (1/2/3) of every attribute per SOP Class and nesting path
+  (edition :data:`ATTRIBUTE_TYPES_EDITION`): :func:`attribute_type`, :func:`known_sop_class`.
 - PS3.15 Table E.3.10-1, Safe Private Attributes (2023b): :func:`safe_private_attributes`.
 - PS3.16 CID 7050, De-identification Method codes: :func:`method_code`.
 """
@@ -219,9 +218,23 @@ def confidentiality_row(tag: int) -> ConfidentialityRow | None:
 
 
 @cache
-def _attribute_types() -> tuple[frozenset[str], Mapping[str, Mapping[str, str]]]:
+def _attribute_types() -> tuple[frozenset[str], Mapping[str, list[str]],
+                                Mapping[str, Mapping[str, str]]]:
+    """Known SOP Classes, the modules of each, and the Type 1/2 keys of each module."""
     data = _load("attribute_types.json")
-    return frozenset(data["sop_classes"]), data["types"]
+    return frozenset(data["sop_classes"]), data["sop_class_modules"], data["module_types"]
+
+
+@functools.lru_cache(maxsize=256)
+def _sop_class_types(uid: str) -> Mapping[str, str]:
+    """``GGGGEEEE|path`` -> the strictest Type 1 or 2 over the modules of one SOP Class."""
+    _, modules, module_types = _attribute_types()
+    merged: dict[str, str] = {}
+    for module in modules.get(uid, ()):
+        for key, attribute_type in module_types[module].items():
+            if merged.get(key, "3") > attribute_type:  # "1" < "2" < "3": the strictest wins
+                merged[key] = attribute_type
+    return MappingProxyType(merged)
 
 
 def _hex8(tag: int) -> str:
@@ -236,6 +249,11 @@ def _repeating_form(tag: int) -> str | None:
     return None
 
 
+#: Content Sequence (0040,A730): the SR content tree nests it to any depth, and every level
+#: below the first is defined like the first (PS3.3 C.17.3, by recursive inclusion).
+_CONTENT_SEQUENCE = 0x0040A730
+
+
 def known_sop_class(uid: str) -> bool:
     """Whether the Attribute Type data cover this SOP Class.
 
@@ -248,15 +266,16 @@ def known_sop_class(uid: str) -> bool:
     -------
     bool
         True for the 180 storage SOP Classes of the 2026b data (including Media Storage
-        Directory Storage, which has no rows).
+        Directory Storage).
     """
     return uid.rstrip(" \x00") in _attribute_types()[0]
 
 
 @functools.lru_cache(maxsize=1 << 16)  # called for most elements of every file
 def attribute_type(sop_class_uid: str, tag: int, path: tuple[int, ...] = ()) -> str | None:
-    """PS3.3 Attribute Type of an element in the IOD of a SOP Class, for resolving the
-    Type-dependent Basic Profile codes (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``, ``X/Z/U*``, ``Z``).
+    """PS3.3 Attribute Type of an element in the IOD of a SOP Class: what resolves the
+    Type-dependent Basic Profile codes (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``, ``X/Z/U*``,
+    ``Z``) and keeps removals by VR from breaking the IOD.
 
     Parameters
     ----------
@@ -275,24 +294,29 @@ def attribute_type(sop_class_uid: str, tag: int, path: tuple[int, ...] = ()) -> 
         place, with 1C read as ``"1"`` and 2C as ``"2"``. ``"3"`` also when the SOP Class is
         known but the element is not part of its IOD at that place (including paths deeper than
         the data list). None when the SOP Class is unknown (IOD conformance cannot be checked).
-        Only the 91 Table E.1-1 attributes whose Basic Profile code depends on the Type have
-        rows; for other attributes the result is ``"3"`` and carries no information. For a tag
-        in a repeating group (even 50xx/60xx) the ``50XX``/``60XX`` form is looked up as well.
+        For a tag in a repeating group (even 50xx/60xx) the ``50XX``/``60XX`` form is looked up
+        as well. Nested Content Sequences deeper than the data list are read as the deepest
+        level it lists (the SR content tree is recursive).
     """
-    sop_classes, types = _attribute_types()
     uid = sop_class_uid.rstrip(" \x00")
-    if uid not in sop_classes:
+    if uid not in _attribute_types()[0]:
         return None
-    table = types.get(uid)
+    table = _sop_class_types(uid)
     if not table:
         return "3"
-    suffix = "|" + ">".join(_hex8(p) for p in path)
-    found = table.get(_hex8(tag) + suffix)
-    if found is None:
-        repeating = _repeating_form(tag)
-        if repeating is not None:
+    repeating = _repeating_form(tag)
+    while True:
+        suffix = "|" + ">".join(_hex8(p) for p in path)
+        found = table.get(_hex8(tag) + suffix)
+        if found is None and repeating is not None:
             found = table.get(repeating + suffix)
-    return found or "3"
+        if found is not None:
+            return found
+        nested = next((i for i in range(1, len(path))
+                       if path[i] == path[i - 1] == _CONTENT_SEQUENCE), None)
+        if nested is None:
+            return "3"
+        path = path[:nested] + path[nested + 1:]
 
 
 # --------------------------------------------------------------------------- Safe private
