@@ -257,13 +257,16 @@ class FileContext:
             return self._date_in_text(finding.date, matched)
         if finding.kind == scrub.UID:
             return self.keyed.uid(matched)
-        source = finding.identifier
-        if source is not None and finding.kind in (scrub.NAME, scrub.ID):
-            tag = tag_for_keyword(source.keyword)
-            rule = self.profile.tag_rules.get(tag) if tag is not None else None
-            if rule is not None and isinstance(rule.action, Pseudonym):
-                new = self.pseudonym(source.keyword, source.value.strip(), rule.action.fmt)
-                return new.split("^")[0] if finding.kind == scrub.NAME else new
+        if finding.kind in (scrub.NAME, scrub.ID):
+            # a name two attributes share (the patient's, copied into a private one)
+            # takes the pseudonym of whichever has one
+            for source in finding.candidates or (finding.identifier,):
+                tag = tag_for_keyword(source.keyword) if source is not None else None
+                rule = self.profile.tag_rules.get(tag) if tag is not None else None
+                if source is not None and rule is not None \
+                        and isinstance(rule.action, Pseudonym):
+                    new = self.pseudonym(source.keyword, source.value.strip(), rule.action.fmt)
+                    return new.split("^")[0] if finding.kind == scrub.NAME else new
         return PLACEHOLDERS[finding.kind]
 
     def _date_in_text(self, date: scrub.DateParts, matched: str) -> str:
