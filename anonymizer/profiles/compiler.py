@@ -15,7 +15,13 @@ from anonymizer import standard
 from anonymizer.actions import Action, Keep, Replace, simple_action
 from anonymizer.errors import ProfileError
 from anonymizer.profiles import sections as settings_mod
-from anonymizer.profiles.spec import ACTION_NAMES, ActionSpec, ProfileSpec, parse_profile
+from anonymizer.profiles.spec import (
+    ACTION_NAMES,
+    ActionSpec,
+    Located,
+    ProfileSpec,
+    parse_profile,
+)
 from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, PrivatePolicy, Rule
 from anonymizer.tags import VALID_VRS, TagPattern, dictionary_vr, format_tag
 from anonymizer.transforms import CapAge
@@ -165,10 +171,22 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
     for add in spec.add:
         layers.additions.append(_build_addition(spec, add))
     if spec.layout is not None:
-        layers.layout = spec.layout.value
+        layers.layout = _checked_layout(spec, spec.layout)
     for key, section in spec.sections.items():
         layers.sections.setdefault(key, {}).update(
             settings_mod.parse_section(key, section, spec.source))
+
+
+def _checked_layout(spec: ProfileSpec, layout: Located) -> str:
+    """The profile's ``layout:``, checked here so a bad one is a FILE:LINE error of
+    ``profiles check``, not a failure when a run starts."""
+    # Imported here: the pipeline package imports this one.
+    from anonymizer.pipeline.layout import check_layout
+
+    try:
+        return check_layout(layout.value)
+    except ValueError as exc:
+        raise _fail(spec, f"layout {layout.value!r}: {exc}", layout.line) from None
 
 
 def _entry_action(spec: ProfileSpec, entry: ActionSpec, tag: int | None) -> Action:
