@@ -39,6 +39,10 @@ from anonymizer.transforms import Pseudonym, render_format
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
 BURNED_IN_ANNOTATION = 0x00280301
+#: JPIP Referenced (Deflate) and their HTJ2K forms: the pixels are not in the file but
+#: behind Pixel Data Provider URL (Type 1C there), on the sender's server.
+JPIP_REFERENCED = frozenset({"1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95",
+                             "1.2.840.10008.1.2.4.204", "1.2.840.10008.1.2.4.205"})
 
 #: Top-level attributes whose original values a "clean" action scrubs from free text.
 _IDENTIFIER_KEYWORDS = (
@@ -303,6 +307,12 @@ class Engine:
         if burned_in and burned_in[0].strip().upper() == "YES" \
                 and not self.profile.settings.accept_burned_in:
             raise DeidentificationError("burned-in annotation: pixel data not cleaned")
+        meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
+        if meta is not None and text_value(meta, "TransferSyntaxUID").strip() in JPIP_REFERENCED:
+            # Removing the URL leaves an image without pixels, keeping it points the
+            # reader at pixels this tool never saw (burned-in text included).
+            raise DeidentificationError("pixel data referenced by URL (JPIP transfer "
+                                        "syntax): those pixels cannot be de-identified")
         original_study_uid = text_value(ds, "StudyInstanceUID")
         self._clean(ds, (), ctx)
         self._clean_file_meta(ds, ctx)

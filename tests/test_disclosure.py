@@ -1,0 +1,163 @@
+"""What a de-identified file must not give away by other routes: URLs and URIs, an age
+above the cap (through the birth date or structured content), and the identity of
+subjects that have no Patient ID. Files are generated with pydicom, written to disk and
+run through the engine or the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from anonymizer.engine import Engine
+from anonymizer.errors import DeidentificationError
+from anonymizer.io import read_dataset
+from anonymizer.pipeline import RunConfig, run
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+JPIP_REFERENCED = "1.2.840.10008.1.2.4.94"
+HOST = "pacs.hospital-a.example"
+ORIGINAL_STUDY = "1.2.826.0.1.3680043.10.1234.1.77"
+
+#: Every UR attribute of the dictionary that names a location, with a value that holds
+#: the host and an original UID.
+URL_KEYWORDS = ("RetrieveURL", "RetrieveURI", "StorageURL", "FileAccessURI", "ContactURI",
+                "PixelDataProviderURL", "StoredInstanceBaseURI", "FolderAccessURI",
+                "FilenameInContainer", "RelativeURIReferenceWithinEncapsulatedDocument")
+
+
+def _image(patient_id: str = "12345678", name: str = "DOE^JOHN") -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.10.1234.3.77.1"
+    ds.StudyInstanceUID = ORIGINAL_STUDY
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.2.77"
+    ds.Modality = "CT"
+    ds.PatientName = name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19650412"
+    ds.StudyDate = "20190101"
+    return ds
+
+
+def _save(ds: Dataset, path: Path, transfer_syntax: str = ExplicitVRLittleEndian) -> Path:
+    """Write ``ds`` as a Part 10 file and return its path."""
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    path.parent.mkdir(parents=True, exist_ok=True)
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True, implicit_vr=implicit, little_endian=True)
+    return path
+
+
+def _url(keyword: str) -> str:
+    return f"https://{HOST}/wado/studies/{ORIGINAL_STUDY}?from={keyword.replace(' ', '-')}"
+
+
+def _with_urls(ds: Dataset) -> Dataset:
+    """URLs at the top level and two levels down (Referenced Series > Referenced SOP)."""
+    for keyword in URL_KEYWORDS:
+        setattr(ds, keyword, _url(keyword))
+    instance = Dataset()
+    instance.ReferencedSOPClassUID = CT
+    instance.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.1234.3.77.2"
+    instance.RetrieveURL = _url("nested RetrieveURL")
+    instance.RetrieveURI = _url("nested RetrieveURI")
+    series = Dataset()
+    series.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.2.77"
+    series.RetrieveURL = _url("series RetrieveURL")
+    series.ReferencedSOPSequence = Sequence([instance])
+    ds.ReferencedSeriesSequence = Sequence([series])
+    # coded concepts with a URN code value and a coding scheme's URL stay codes
+    code = Dataset()
+    code.URNCodeValue = "urn:oid:2.16.840.1.113883.6.1"
+    code.CodingSchemeDesignator = "LN"
+    code.CodeMeaning = "LOINC"
+    ds.ProcedureCodeSequence = Sequence([code])
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = "LN"
+    scheme.CodingSchemeURL = "http://loinc.org"
+    ds.CodingSchemeIdentificationSequence = Sequence([scheme])
+    return ds
+
+
+# --------------------------------------------------------------------------- URLs and URIs
+
+
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+@pytest.mark.parametrize("profile", ["basic", "default", "research"])
+def test_urls_are_removed_at_every_depth(tmp_path: Path, engines: dict[str, Engine],
+                                         profile: str, transfer_syntax: str) -> None:
+    path = _save(_with_urls(_image()), tmp_path / "url.dcm", transfer_syntax)
+    assert path.read_bytes().count(HOST.encode()) == len(URL_KEYWORDS) + 3
+    ds = read_dataset(path).dataset
+    result = engines[profile].deidentify(ds)
+    for keyword in URL_KEYWORDS:
+        assert keyword not in ds, keyword
+    series = ds.ReferencedSeriesSequence[0]
+    assert "RetrieveURL" not in series
+    assert "RetrieveURI" not in series.ReferencedSOPSequence[0]
+    assert "RetrieveURL" not in series.ReferencedSOPSequence[0]
+    acted = dict(result.acted)
+    assert acted["(0008,1190)"] == "X"  # top level RetrieveURL
+    assert acted["(0008,1115)>(0008,1199)>(0040,E010)"] == "X"  # nested RetrieveURI
+    assert ds.ProcedureCodeSequence[0].URNCodeValue == "urn:oid:2.16.840.1.113883.6.1"
+    assert ds.CodingSchemeIdentificationSequence[0].CodingSchemeURL == "http://loinc.org"
+
+
+def test_urls_never_reach_the_output_files(tmp_path: Path, key_file: Path) -> None:
+    source = tmp_path / "in"
+    _save(_with_urls(_image()), source / "a.dcm")
+    for profile in ("basic", "default", "research"):
+        out = tmp_path / f"out-{profile}"
+        summary = run(RunConfig(input_dir=source, output_dir=out, profile=profile,
+                                key_file=str(key_file), jobs=1, progress=False))
+        assert summary.counts["written"] == 1, summary.failures
+        written = list(out.rglob("*.dcm"))
+        assert len(written) == 1
+        data = written[0].read_bytes()
+        assert HOST.encode() not in data
+        assert ORIGINAL_STUDY.encode() not in data
+
+
+def test_selector_ur_value_gets_the_table_dummy(engines: dict[str, Engine]) -> None:
+    ds = _image()
+    ds.SelectorURValue = _url("selector")
+    engines["basic"].deidentify(ds)
+    assert ds.SelectorURValue == "http://anonymized.invalid"
+
+
+def test_pixels_behind_a_jpip_url_fail_the_file(tmp_path: Path, key_file: Path,
+                                               engines: dict[str, Engine]) -> None:
+    ds = _image()
+    ds.PixelDataProviderURL = _url("jpip")
+    source = tmp_path / "in"
+    path = _save(ds, source / "jpip.dcm", JPIP_REFERENCED)
+    with pytest.raises(DeidentificationError, match="JPIP"):
+        engines["research"].deidentify(read_dataset(path).dataset)
+    out = tmp_path / "out"
+    summary = run(RunConfig(input_dir=source, output_dir=out, profile="basic",
+                            key_file=str(key_file), jobs=1, progress=False))
+    assert (summary.counts["written"], summary.counts["failed"]) == (0, 1)
+    assert not list(out.rglob("*.dcm"))
+    records = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    failed = [r for r in records if r.get("type") == "file"]
+    assert failed[0]["status"] == "failed" and "JPIP" in failed[0]["reason"]
+    assert HOST not in (out / "audit.jsonl").read_text()
+
+
+def test_provider_url_without_jpip_is_just_removed(tmp_path: Path,
+                                                   engines: dict[str, Engine]) -> None:
+    ds = _image()
+    ds.PixelDataProviderURL = _url("stale")
+    path = _save(ds, tmp_path / "stale.dcm")
+    back = read_dataset(path).dataset
+    engines["default"].deidentify(back)
+    assert "PixelDataProviderURL" not in back
+
