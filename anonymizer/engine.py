@@ -169,6 +169,33 @@ def _ends_in_elements(tag: int, value: bytes) -> bool:
     return False
 
 
+def subject_key(ds: Dataset) -> str:
+    """What identifies the file's patient: the key of its pseudonym and date offset.
+
+    The Patient ID, as it always was (so existing pseudonyms and offsets stay), else
+    ``PatientName+PatientBirthDate\\NAME\\DATE`` when both are there, else
+    ``StudyInstanceUID\\UID`` (one subject per study: files of one ID-less patient may be
+    split, different patients are never merged). A backslash separates values in DICOM,
+    so no single Patient ID can equal the fallback keys.
+
+    Raises
+    ------
+    DeidentificationError
+        When the file has none of these (no subject can be told apart).
+    """
+    patient_id = text_value(ds, "PatientID").strip()
+    if patient_id:
+        return patient_id
+    name, birth = text_value(ds, "PatientName").strip(), text_value(ds, "PatientBirthDate").strip()
+    if name and birth:
+        return f"PatientName+PatientBirthDate\\{name}\\{birth}"
+    study = text_value(ds, "StudyInstanceUID").strip()
+    if study:
+        return f"StudyInstanceUID\\{study}"
+    raise DeidentificationError("no Patient ID, Patient's Name with Birth Date, nor Study "
+                                "Instance UID to tell this file's patient apart")
+
+
 class FileContext:
     """Per-file state handed to actions: key, settings, SOP class, path, originals."""
 
@@ -179,8 +206,8 @@ class FileContext:
         self.sop_class_uid = text_value(ds, "SOPClassUID")
         self.path: tuple[int, ...] = ()
         self.result = EngineResult()
-        self.original_patient_id = text_value(ds, "PatientID").strip()
         self._ds = ds
+        self._subject: str | None = None
         # Snapshot the elements only (raw ones are immutable): decoded if a clean needs them.
         elements = stored(ds)
         self._identifier_elements = [(keyword, elements[tag]) for keyword, tag in _IDENTIFIER_TAGS
@@ -218,23 +245,29 @@ class FileContext:
         self.result.pseudonyms.append((keyword, original, new, hashed))
         return new
 
+    def subject(self) -> str:
+        """The file's :func:`subject_key`, found when a pseudonym or offset needs it."""
+        if self._subject is None:
+            self._subject = subject_key(self._ds)
+        return self._subject
+
     def new_patient_id(self) -> str:
-        """The pseudonym of the file's original top-level Patient ID."""
+        """The pseudonym of the file's patient: of its original top-level Patient ID, or of
+        what else identifies an ID-less patient (:func:`subject_key`)."""
         if self._new_patient_id is None:
             rule = self.profile.tag_rules.get(PATIENT_ID)
             fmt = rule.action.fmt if rule is not None and isinstance(rule.action, Pseudonym) \
                 else None
             if fmt is not None and "{patient_id}" in fmt:
                 fmt = None
-            self._new_patient_id = self.pseudonym("PatientID", self.original_patient_id, fmt)
+            self._new_patient_id = self.pseudonym("PatientID", self.subject(), fmt)
         return self._new_patient_id
 
     def date_offset_days(self) -> int:
-        """Whole days every date of this patient moves by: keyed by the original Patient ID."""
+        """Whole days every date of this patient moves by: keyed by :func:`subject_key`."""
         if self._offset is None:
             low, high = self.settings.shift_days
-            number = int.from_bytes(self.keyed.digest("date-shift", self.original_patient_id)[:8],
-                                    "big")
+            number = int.from_bytes(self.keyed.digest("date-shift", self.subject())[:8], "big")
             self._offset = low + number % (high - low + 1)
             self.result.date_offset_days = self._offset
         return self._offset

@@ -161,3 +161,88 @@ def test_provider_url_without_jpip_is_just_removed(tmp_path: Path,
     engines["default"].deidentify(back)
     assert "PixelDataProviderURL" not in back
 
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+def _idless(tmp_path: Path, name: str, birth: str, study: str, number: int) -> Dataset:
+    """A file without a Patient ID, written to disk and read back."""
+    ds = _image(patient_id="", name=name)
+    if not birth:
+        del ds.PatientBirthDate
+    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.10.1234.1.{study}"
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.1234.3.{study}.{number}"
+    return read_dataset(_save(ds, tmp_path / f"{number}.dcm")).dataset
+
+
+def _subject(engine: Engine, ds: Dataset) -> tuple[str, int | None]:
+    result = engine.deidentify(ds)
+    return str(ds.PatientName), result.date_offset_days
+
+
+def test_idless_patients_with_different_names_stay_apart(tmp_path: Path,
+                                                         engines: dict[str, Engine]) -> None:
+    doe = _subject(engines["research"], _idless(tmp_path, "DOE^JOHN", "19650412", "1", 1))
+    roe = _subject(engines["research"], _idless(tmp_path, "ROE^RICHARD", "19650412", "1", 2))
+    assert doe[0].startswith("SUBJ-") and roe[0].startswith("SUBJ-")
+    assert doe[0] != roe[0]
+    assert doe[1] != roe[1]
+
+
+def test_files_of_one_idless_patient_share_pseudonym_and_offset(
+        tmp_path: Path, engines: dict[str, Engine]) -> None:
+    first = _idless(tmp_path, "DOE^JOHN", "19650412", "1", 1)
+    later = _idless(tmp_path, "DOE^JOHN", "19650412", "2", 2)
+    later.StudyDate = "20200315"
+    assert _subject(engines["research"], first) == _subject(engines["research"], later)
+    assert _subject(engines["default"], _idless(tmp_path, "DOE^JOHN", "19650412", "1", 3))[0] \
+        == _subject(engines["default"], _idless(tmp_path, "DOE^JOHN", "19650412", "2", 4))[0]
+
+
+def test_without_birth_date_each_study_is_its_own_subject(tmp_path: Path,
+                                                          engines: dict[str, Engine]) -> None:
+    one = _subject(engines["research"], _idless(tmp_path, "DOE^JOHN", "", "1", 1))
+    same_study = _subject(engines["research"], _idless(tmp_path, "DOE^JOHN", "", "1", 2))
+    other_study = _subject(engines["research"], _idless(tmp_path, "DOE^JOHN", "", "2", 3))
+    assert one == same_study
+    assert one[0] != other_study[0] and one[1] != other_study[1]
+
+
+def test_a_file_nothing_identifies_fails_where_a_subject_is_needed(
+        tmp_path: Path, engines: dict[str, Engine]) -> None:
+    ds = _image(patient_id="", name="")
+    for keyword in ("PatientName", "PatientBirthDate", "StudyInstanceUID"):
+        del ds[keyword]
+    path = _save(ds, tmp_path / "bare.dcm")
+    with pytest.raises(DeidentificationError, match="tell this file's patient apart"):
+        engines["research"].deidentify(read_dataset(path).dataset)
+    engines["basic"].deidentify(read_dataset(path).dataset)  # no pseudonym nor offset there
+
+
+def test_patients_with_an_id_keep_their_pseudonyms_and_offsets(
+        engines: dict[str, Engine]) -> None:
+    # Values of sample_data's patients with KEY_A before subject keys were introduced:
+    # a file with a Patient ID must keep them (releases already made link to them).
+    for patient_id, subject, offset, anon in (
+            ("12345678", "SUBJ-6DF0268B", -43, "ANON-6DF0268BDA"),
+            ("MRN-0042", "SUBJ-B7521806", -221, "ANON-B7521806DB"),
+            ("99887766", "SUBJ-F92C31FE", -220, "ANON-F92C31FE9B")):
+        assert _subject(engines["research"], _image(patient_id=patient_id)) == (subject, offset)
+        assert _subject(engines["default"], _image(patient_id=patient_id))[0] == anon
+
+def test_idless_subjects_in_the_crosswalk(tmp_path: Path, key_file: Path) -> None:
+    source = tmp_path / "in"
+    for number, name in enumerate(("DOE^JOHN", "ROE^RICHARD")):
+        _idless(source, name, "19650412", str(number), number)
+    crosswalk = tmp_path / "crosswalk.csv"
+    summary = run(RunConfig(input_dir=source, output_dir=tmp_path / "out", profile="research",
+                            key_file=str(key_file), jobs=1, progress=False,
+                            crosswalk_path=crosswalk))
+    assert summary.counts["written"] == 2, summary.failures
+    rows = [line.split(",") for line in crosswalk.read_text().splitlines()]
+    subjects = {row[2]: (row[3], row[4]) for row in rows if row[1] == "PatientID"}
+    assert set(subjects) == {"PatientName+PatientBirthDate\\DOE^JOHN\\19650412",
+                             "PatientName+PatientBirthDate\\ROE^RICHARD\\19650412"}
+    (doe, doe_days), (roe, roe_days) = subjects.values()
+    assert doe != roe and doe_days != roe_days
