@@ -67,6 +67,10 @@ class ElementContext(Protocol):
         """A regex of the identifiers the file's header carries, and any written date."""
         ...
 
+    def over_age_cap(self) -> bool:
+        """Whether the file shows its patient older than the profile's age cap."""
+        ...
+
 
 class Action(Protocol):
     """A de-identification action on one element."""

@@ -34,11 +34,14 @@ from anonymizer.tags import (
     dictionary_vr,
     format_tag,
 )
-from anonymizer.transforms import Pseudonym, render_format
+from anonymizer.transforms import CapAge, CapBirthDate, Pseudonym, oldest_age, render_format
 
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
 BURNED_IN_ANNOTATION = 0x00280301
+PATIENT_AGE = 0x00101010
+PATIENT_BIRTH_DATE = 0x00100030
+CONTENT_SEQUENCE = 0x0040A730
 #: JPIP Referenced (Deflate) and their HTJ2K forms: the pixels are not in the file but
 #: behind Pixel Data Provider URL (Type 1C there), on the sender's server.
 JPIP_REFERENCED = frozenset({"1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95",
@@ -216,6 +219,17 @@ class FileContext:
         self._new_patient_id: str | None = None
         self._offset: int | None = None
         self._pseudonyms: dict[tuple[str, str], str] = {}
+        # Judged now, from the original values: the walk shifts the study date before it
+        # reaches the birth date, and caps one SR age before it reads the next. Only where
+        # something follows the cap: the Basic Profile removes age, birth date and SR content.
+        cap, rules = self.settings.age_cap, profile.tag_rules
+        judged = cap is not None and (
+            isinstance(getattr(rules.get(PATIENT_AGE), "action", None), CapAge)
+            or isinstance(getattr(rules.get(PATIENT_BIRTH_DATE), "action", None), CapBirthDate)
+            or CONTENT_SEQUENCE in elements
+            and not isinstance(profile.rule_for(CONTENT_SEQUENCE, "SQ").action, Remove))
+        oldest = oldest_age(ds) if judged else None
+        self._over_age_cap = oldest is not None and cap is not None and oldest > cap
 
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without decoding its value."""
@@ -271,6 +285,11 @@ class FileContext:
             self._offset = low + number % (high - low + 1)
             self.result.date_offset_days = self._offset
         return self._offset
+
+    def over_age_cap(self) -> bool:
+        """Whether any age the file tells (:func:`~anonymizer.transforms.oldest_age`) is
+        above the profile's cap: then every age and the birth date must not tell it."""
+        return self._over_age_cap
 
     def identifier_pattern(self) -> re.Pattern[str]:
         """A regex matching every identifier of this header (names, IDs) and any date."""

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import dcmread_quiet
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -246,3 +247,166 @@ def test_idless_subjects_in_the_crosswalk(tmp_path: Path, key_file: Path) -> Non
                              "PatientName+PatientBirthDate\\ROE^RICHARD\\19650412"}
     (doe, doe_days), (roe, roe_days) = subjects.values()
     assert doe != roe and doe_days != roe_days
+
+
+# --------------------------------------------------------------------------- age cap
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+
+
+def _aged(tmp_path: Path, age: str | None, birth: str | None,
+          study: str | None = "20190101") -> Dataset:
+    ds = _image()
+    for keyword, value in (("PatientAge", age), ("PatientBirthDate", birth),
+                           ("StudyDate", study)):
+        if value is None:
+            if keyword in ds:
+                del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    return read_dataset(_save(ds, tmp_path / "aged.dcm")).dataset
+
+
+@pytest.mark.parametrize(("age", "birth", "study", "capped"), [
+    ("095Y", "19231105", "20190101", True),  # the age says it
+    (None, "19250101", "20190101", True),  # no age: birth date + study date say 94
+    ("045Y", "19250101", "20190101", True),  # the two disagree: the older one counts
+    (None, "19290101", "20190101", True),  # 90 on the study day
+    (None, "19290102", "20190101", False),  # 89 on the study day, 90 the day after
+    ("089Y", "19290102", "20190101", False),
+    (None, "19200101", None, True),  # no date to read it against: as of today
+    ("053Y", "19650412", "20190101", False),
+])
+def test_birth_date_goes_when_the_file_shows_an_age_above_the_cap(
+        tmp_path: Path, engines: dict[str, Engine], age: str | None, birth: str,
+        study: str | None, capped: bool) -> None:
+    ds = _aged(tmp_path, age, birth, study)
+    result = engines["research"].deidentify(ds)
+    acted = dict(result.acted)
+    if capped:
+        assert ds.PatientBirthDate == ""
+        assert acted["(0010,0030)"] == "Z"
+        if age is not None:
+            assert ds.PatientAge == "090Y"
+    else:
+        assert acted["(0010,0030)"] == "S"  # shifted with the patient's offset as before
+        assert ds.PatientBirthDate not in ("", birth)
+        if age is not None:
+            assert ds.PatientAge == age
+
+
+def test_without_a_cap_ages_and_birth_dates_stay(tmp_path: Path, keyed) -> None:
+    path = tmp_path / "nocap.yaml"
+    path.write_text("name: nocap\nextends: research\nage:\n  cap: null\n", encoding="utf-8")
+    from anonymizer.profiles import load_profile
+
+    engine = Engine(load_profile(str(path)), keyed)
+    ds = _aged(tmp_path, "095Y", "19231105")
+    engine.deidentify(ds)
+    assert ds.PatientAge == "095Y"
+    assert ds.PatientBirthDate not in ("", "19231105")
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+    return code
+
+
+def _num(concept: Dataset, value: str, unit: Dataset) -> Dataset:
+    item = Dataset()
+    item.RelationshipType = "CONTAINS"
+    item.ValueType = "NUM"
+    item.ConceptNameCodeSequence = Sequence([concept])
+    measured = Dataset()
+    measured.NumericValue = value
+    measured.MeasurementUnitsCodeSequence = Sequence([unit])
+    item.MeasuredValueSequence = Sequence([measured])
+    return item
+
+
+YEARS = _code("a", "UCUM", "year")
+MONTHS = _code("mo", "UCUM", "month")
+MILLIMETRES = _code("mm", "UCUM", "millimeter")
+SUBJECT_AGE = _code("121033", "DCM", "Subject Age")
+LOINC_AGE = _code("30525-0", "LN", "Age")
+DIAMETER = _code("81827009", "SCT", "Diameter")
+
+
+def _report(tmp_path: Path, *items: Dataset, age: str | None = None,
+            birth: str | None = None) -> Path:
+    """A Basic Text SR with ``items`` one level down, in a container."""
+    ds = _image()
+    ds.SOPClassUID = BASIC_TEXT_SR
+    ds.Modality = "SR"
+    del ds.PatientBirthDate
+    if age is not None:
+        ds.PatientAge = age
+    if birth is not None:
+        ds.PatientBirthDate = birth
+    container = Dataset()
+    container.RelationshipType = "CONTAINS"
+    container.ValueType = "CONTAINER"
+    container.ConceptNameCodeSequence = Sequence([_code("121070", "DCM", "Findings")])
+    container.ContinuityOfContent = "SEPARATE"
+    container.ContentSequence = Sequence(list(items))
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = Sequence([_code("126000", "DCM", "Imaging Measurement Report")])
+    ds.ContentSequence = Sequence([container])
+    return _save(ds, tmp_path / "sr.dcm")
+
+
+def _numbers(ds: Dataset) -> list[str]:
+    items = ds.ContentSequence[0].ContentSequence
+    return [str(item.MeasuredValueSequence[0].NumericValue).strip() for item in items]
+
+
+def test_sr_ages_above_the_cap_are_capped_in_their_unit(tmp_path: Path,
+                                                       engines: dict[str, Engine]) -> None:
+    path = _report(tmp_path, _num(SUBJECT_AGE, "93", YEARS), _num(LOINC_AGE, "1116", MONTHS),
+                   _num(DIAMETER, "95", MILLIMETRES))
+    ds = read_dataset(path).dataset
+    result = engines["research"].deidentify(ds)
+    assert _numbers(ds) == ["90", "1080", "95"]
+    assert ("(0040,A730)>(0040,A730)>(0040,A300)", "D") in result.acted
+
+
+def test_sr_ages_below_the_cap_stay(tmp_path: Path, engines: dict[str, Engine]) -> None:
+    ds = read_dataset(_report(tmp_path, _num(SUBJECT_AGE, "45", YEARS),
+                              _num(LOINC_AGE, "600", MONTHS))).dataset
+    engines["research"].deidentify(ds)
+    assert _numbers(ds) == ["45", "600"]
+
+
+def test_sr_age_follows_a_capped_patients_age(tmp_path: Path,
+                                              engines: dict[str, Engine]) -> None:
+    # Patient's Age says 95, the report an (inconsistent) 88: that one would tell too.
+    ds = read_dataset(_report(tmp_path, _num(SUBJECT_AGE, "88", YEARS), age="095Y")).dataset
+    engines["research"].deidentify(ds)
+    assert ds.PatientAge == "090Y"
+    assert _numbers(ds) == ["90"]
+
+
+def test_an_sr_age_above_the_cap_takes_the_birth_date(tmp_path: Path,
+                                                      engines: dict[str, Engine]) -> None:
+    ds = read_dataset(_report(tmp_path, _num(SUBJECT_AGE, "93", YEARS),
+                              birth="19660101")).dataset
+    engines["research"].deidentify(ds)
+    assert ds.PatientBirthDate == ""
+
+
+def test_capped_ages_in_the_written_files(tmp_path: Path, key_file: Path) -> None:
+    source = tmp_path / "in"
+    _save(_aged(tmp_path, None, "19250101"), source / "ct.dcm")
+    _report(source, _num(SUBJECT_AGE, "93", YEARS), age="093Y", birth="19251003")
+    out = tmp_path / "out"
+    summary = run(RunConfig(input_dir=source, output_dir=out, profile="research",
+                            key_file=str(key_file), jobs=1, progress=False))
+    assert summary.counts["written"] == 2, summary.failures
+    for path in out.rglob("*.dcm"):
+        ds = dcmread_quiet(path)
+        assert ds.PatientBirthDate == ""
+        assert b"1925" not in path.read_bytes() and b"1924" not in path.read_bytes()
+        if ds.Modality == "SR":
+            assert ds.PatientAge == "090Y"
+            assert _numbers(ds) == ["90"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anonymizer import standard
-from anonymizer.actions import Action, Keep, Replace, simple_action
+from anonymizer.actions import Action, Empty, Keep, Remove, Replace, simple_action
 from anonymizer.errors import ProfileError
 from anonymizer.profiles import sections as settings_mod
 from anonymizer.profiles.spec import (
@@ -24,10 +24,11 @@ from anonymizer.profiles.spec import (
 )
 from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, PrivatePolicy, Rule
 from anonymizer.tags import VALID_VRS, TagPattern, dictionary_vr, format_tag
-from anonymizer.transforms import CapAge
+from anonymizer.transforms import MEASURED_VALUE_SEQUENCE, CapAge, CapBirthDate, CapMeasuredAge
 
 BUILTIN_PACKAGE = "anonymizer.builtin_profiles"
 PATIENT_AGE = 0x00101010
+PATIENT_BIRTH_DATE = 0x00100030
 _MUTUALLY_EXCLUSIVE = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates")
 _VRS = VALID_VRS
 
@@ -292,9 +293,12 @@ def _freeze(layers: _Layers) -> CompiledProfile:
         if "retain_safe_private" in layers.options:
             safe = {key: attr.vr for key, attr in standard.safe_private_attributes().items()}
     tag_rules.update(layers.tag_rules)
+    settings = settings_mod.freeze_settings(layers.sections, _dates_modified(layers, tag_rules))
     age = tag_rules.get(PATIENT_AGE)
     if age is not None and isinstance(age.action, Keep):
         tag_rules[PATIENT_AGE] = Rule(CapAge(), age.origin + ", HIPAA age cap")
+    if settings.age_cap is not None:
+        _cap_other_ages(tag_rules, patterns, layers)
     return CompiledProfile(
         name=layers.name, version=layers.version, description=layers.description,
         source=layers.source, tag_rules=tag_rules, pattern_rules=tuple(patterns),
@@ -303,8 +307,24 @@ def _freeze(layers: _Layers) -> CompiledProfile:
                               keep=tuple(layers.private_keep), safe=safe),
         additions=tuple(layers.additions), options=tuple(layers.options),
         method_codes=tuple(method_codes), layout=layers.layout,
-        settings=settings_mod.freeze_settings(layers.sections, _dates_modified(layers, tag_rules)),
+        settings=settings,
     )
+
+
+def _cap_other_ages(tag_rules: dict[int, Rule], patterns: list[tuple[TagPattern, Rule]],
+                    layers: _Layers) -> None:
+    """What else tells a capped age follows the cap: a kept or shifted birth date (with
+    the study date it gives the age) and the age concepts of kept SR content."""
+    birth = tag_rules.get(PATIENT_BIRTH_DATE)
+    if birth is not None and not isinstance(birth.action, Remove | Empty):
+        tag_rules[PATIENT_BIRTH_DATE] = Rule(CapBirthDate(birth.action),
+                                             birth.origin + ", HIPAA age cap")
+    measured = tag_rules.get(MEASURED_VALUE_SEQUENCE) or next(
+        (rule for pattern, rule in patterns if pattern.matches(MEASURED_VALUE_SEQUENCE)),
+        None) or layers.vr_rules.get("SQ", layers.default)
+    if isinstance(measured.action, Keep):
+        tag_rules[MEASURED_VALUE_SEQUENCE] = Rule(CapMeasuredAge(),
+                                                  measured.origin + ", HIPAA age cap")
 
 
 def _dates_modified(layers: _Layers, tag_rules: dict[int, Rule]) -> str | None:
