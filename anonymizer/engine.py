@@ -177,9 +177,10 @@ def subject_key(ds: Dataset) -> str:
 
     The Patient ID, as it always was (so existing pseudonyms and offsets stay), else
     ``PatientName+PatientBirthDate\\NAME\\DATE`` when both are there, else
-    ``StudyInstanceUID\\UID`` (one subject per study: files of one ID-less patient may be
-    split, different patients are never merged). A backslash separates values in DICOM,
-    so no single Patient ID can equal the fallback keys.
+    ``StudyInstanceUID\\UID`` (one subject per study), else ``SOPInstanceUID\\UID`` (one
+    per file; the file meta's Media Storage SOP Instance UID if need be): files of one
+    ID-less patient may be split, different patients are never merged. A backslash
+    separates values in DICOM, so no single Patient ID can equal the fallback keys.
 
     Raises
     ------
@@ -192,10 +193,15 @@ def subject_key(ds: Dataset) -> str:
     name, birth = text_value(ds, "PatientName").strip(), text_value(ds, "PatientBirthDate").strip()
     if name and birth:
         return f"PatientName+PatientBirthDate\\{name}\\{birth}"
-    study = text_value(ds, "StudyInstanceUID").strip()
-    if study:
-        return f"StudyInstanceUID\\{study}"
-    raise DeidentificationError("no Patient ID, Patient's Name with Birth Date, nor Study "
+    for keyword in ("StudyInstanceUID", "SOPInstanceUID"):
+        uid = text_value(ds, keyword).strip()
+        if uid:
+            return f"{keyword}\\{uid}"
+    meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
+    uid = text_value(meta, "MediaStorageSOPInstanceUID").strip() if meta is not None else ""
+    if uid:  # a dataset cut short may have lost its own
+        return f"SOPInstanceUID\\{uid}"
+    raise DeidentificationError("no Patient ID, Patient's Name with Birth Date, Study or SOP "
                                 "Instance UID to tell this file's patient apart")
 
 

@@ -17,7 +17,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from anonymizer.engine import Engine
 from anonymizer.errors import DeidentificationError
 from anonymizer.io import read_dataset
+from anonymizer.keyed import KeyedSource
 from anonymizer.pipeline import RunConfig, run
+from anonymizer.profiles import load_profile
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 JPIP_REFERENCED = "1.2.840.10008.1.2.4.94"
@@ -210,12 +212,21 @@ def test_without_birth_date_each_study_is_its_own_subject(tmp_path: Path,
     assert one[0] != other_study[0] and one[1] != other_study[1]
 
 
-def test_a_file_nothing_identifies_fails_where_a_subject_is_needed(
+def test_uid_only_files_are_one_subject_each_and_bare_ones_fail(
         tmp_path: Path, engines: dict[str, Engine]) -> None:
     ds = _image(patient_id="", name="")
     for keyword in ("PatientName", "PatientBirthDate", "StudyInstanceUID"):
         del ds[keyword]
-    path = _save(ds, tmp_path / "bare.dcm")
+    alone = read_dataset(_save(ds.copy(), tmp_path / "alone.dcm")).dataset
+    other = ds.copy()
+    other.SOPInstanceUID = "1.2.826.0.1.3680043.10.1234.3.77.2"
+    other = read_dataset(_save(other, tmp_path / "other.dcm")).dataset
+    # only a SOP Instance UID: each file is its own subject
+    assert engines["research"].deidentify(alone).date_offset_days != \
+        engines["research"].deidentify(other).date_offset_days
+    del ds.SOPInstanceUID
+    path = tmp_path / "bare.dcm"
+    ds.save_as(path, implicit_vr=False, little_endian=True)  # a raw dataset: no file meta
     with pytest.raises(DeidentificationError, match="tell this file's patient apart"):
         engines["research"].deidentify(read_dataset(path).dataset)
     engines["basic"].deidentify(read_dataset(path).dataset)  # no pseudonym nor offset there
@@ -295,11 +306,9 @@ def test_birth_date_goes_when_the_file_shows_an_age_above_the_cap(
             assert ds.PatientAge == age
 
 
-def test_without_a_cap_ages_and_birth_dates_stay(tmp_path: Path, keyed) -> None:
+def test_without_a_cap_ages_and_birth_dates_stay(tmp_path: Path, keyed: KeyedSource) -> None:
     path = tmp_path / "nocap.yaml"
     path.write_text("name: nocap\nextends: research\nage:\n  cap: null\n", encoding="utf-8")
-    from anonymizer.profiles import load_profile
-
     engine = Engine(load_profile(str(path)), keyed)
     ds = _aged(tmp_path, "095Y", "19231105")
     engine.deidentify(ds)
