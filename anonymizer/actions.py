@@ -65,6 +65,10 @@ class ElementContext(Protocol):
         """``text`` with every identifier found in it replaced (see :mod:`anonymizer.scrub`)."""
         ...
 
+    def over_age_cap(self) -> bool:
+        """Whether the file shows its patient older than the profile's age cap."""
+        ...
+
 
 class Action(Protocol):
     """A de-identification action on one element."""

@@ -3,12 +3,13 @@
 Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed,
 2 usage, profile or key error (one line on stderr, no traceback), 3 the run stopped
 because OUT cannot be written (disk full, read-only, permission), 130 interrupted by
-SIGINT, 143 stopped by SIGTERM.
+SIGINT, 141 the reader of the output closed it early (``| head``), 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,8 @@ from anonymizer import __version__
 from anonymizer.errors import AnonymizerError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: What a shell reports for a command killed by SIGPIPE (128 + 13), as ``yes | head`` does.
+EXIT_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (see the module docstring)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Flushed here so that a reader that closed the pipe early shows up as an
+            # exception this function handles, not as a message at interpreter exit.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (``| head``) has what it wanted: stop quietly. Python would try to
+        # flush the dead pipe again at exit and complain, so both streams go to devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

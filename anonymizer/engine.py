@@ -36,11 +36,18 @@ from anonymizer.tags import (
     dictionary_vr,
     format_tag,
 )
-from anonymizer.transforms import Pseudonym, render_format
+from anonymizer.transforms import CapAge, CapBirthDate, Pseudonym, oldest_age, render_format
 
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
 BURNED_IN_ANNOTATION = 0x00280301
+PATIENT_AGE = 0x00101010
+PATIENT_BIRTH_DATE = 0x00100030
+CONTENT_SEQUENCE = 0x0040A730
+#: JPIP Referenced (Deflate) and their HTJ2K forms: the pixels are not in the file but
+#: behind Pixel Data Provider URL (Type 1C there), on the sender's server.
+JPIP_REFERENCED = frozenset({"1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95",
+                             "1.2.840.10008.1.2.4.204", "1.2.840.10008.1.2.4.205"})
 
 @dataclass
 class EngineResult:
@@ -155,6 +162,39 @@ def _ends_in_elements(tag: int, value: bytes) -> bool:
     return False
 
 
+def subject_key(ds: Dataset) -> str:
+    """What identifies the file's patient: the key of its pseudonym and date offset.
+
+    The Patient ID, as it always was (so existing pseudonyms and offsets stay), else
+    ``PatientName+PatientBirthDate\\NAME\\DATE`` when both are there, else
+    ``StudyInstanceUID\\UID`` (one subject per study), else ``SOPInstanceUID\\UID`` (one
+    per file; the file meta's Media Storage SOP Instance UID if need be): files of one
+    ID-less patient may be split, different patients are never merged. A backslash
+    separates values in DICOM, so no single Patient ID can equal the fallback keys.
+
+    Raises
+    ------
+    DeidentificationError
+        When the file has none of these (no subject can be told apart).
+    """
+    patient_id = text_value(ds, "PatientID").strip()
+    if patient_id:
+        return patient_id
+    name, birth = text_value(ds, "PatientName").strip(), text_value(ds, "PatientBirthDate").strip()
+    if name and birth:
+        return f"PatientName+PatientBirthDate\\{name}\\{birth}"
+    for keyword in ("StudyInstanceUID", "SOPInstanceUID"):
+        uid = text_value(ds, keyword).strip()
+        if uid:
+            return f"{keyword}\\{uid}"
+    meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
+    uid = text_value(meta, "MediaStorageSOPInstanceUID").strip() if meta is not None else ""
+    if uid:  # a dataset cut short may have lost its own
+        return f"SOPInstanceUID\\{uid}"
+    raise DeidentificationError("no Patient ID, Patient's Name with Birth Date, Study or SOP "
+                                "Instance UID to tell this file's patient apart")
+
+
 class FileContext:
     """Per-file state handed to actions: key, settings, SOP class, path, originals."""
 
@@ -165,14 +205,28 @@ class FileContext:
         self.sop_class_uid = text_value(ds, "SOPClassUID")
         self.path: tuple[int, ...] = ()
         self.result = EngineResult()
-        self.original_patient_id = text_value(ds, "PatientID").strip()
         #: every identifier of the file at any depth, read before anything changes
         self.identifiers = scrub.collect(ds)
-        #: text elements to look at once every UID of the file is known (see Engine)
-        self.texts_with_uids: list[tuple[Dataset, int, str]] = []
+        # The subject is read now, before the walk replaces the values it is read from
+        # (an error only where a pseudonym or an offset needs it).
+        try:
+            self._subject: str | DeidentificationError = subject_key(ds)
+        except DeidentificationError as exc:
+            self._subject = exc
         self._new_patient_id: str | None = None
         self._offset: int | None = None
         self._pseudonyms: dict[tuple[str, str], str] = {}
+        # Judged now, from the original values: the walk shifts the study date before it
+        # reaches the birth date, and caps one SR age before it reads the next. Only where
+        # something follows the cap: the Basic Profile removes age, birth date and SR content.
+        cap, rules = self.settings.age_cap, profile.tag_rules
+        judged = cap is not None and (
+            isinstance(getattr(rules.get(PATIENT_AGE), "action", None), CapAge)
+            or isinstance(getattr(rules.get(PATIENT_BIRTH_DATE), "action", None), CapBirthDate)
+            or CONTENT_SEQUENCE in stored(ds)
+            and not isinstance(profile.rule_for(CONTENT_SEQUENCE, "SQ").action, Remove))
+        oldest = oldest_age(ds) if judged else None
+        self._over_age_cap = oldest is not None and cap is not None and oldest > cap
 
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without decoding its value."""
@@ -202,26 +256,44 @@ class FileContext:
         self.result.pseudonyms.append((keyword, original, new, hashed))
         return new
 
+    def subject(self) -> str:
+        """The file's :func:`subject_key` (read before anything changed).
+
+        Raises
+        ------
+        DeidentificationError
+            When the file has nothing that tells its patient apart.
+        """
+        if isinstance(self._subject, DeidentificationError):
+            raise self._subject
+        return self._subject
+
     def new_patient_id(self) -> str:
-        """The pseudonym of the file's original top-level Patient ID."""
+        """The pseudonym of the file's patient: of its original top-level Patient ID, or of
+        what else identifies an ID-less patient (:func:`subject_key`)."""
         if self._new_patient_id is None:
             rule = self.profile.tag_rules.get(PATIENT_ID)
             fmt = rule.action.fmt if rule is not None and isinstance(rule.action, Pseudonym) \
                 else None
             if fmt is not None and "{patient_id}" in fmt:
                 fmt = None
-            self._new_patient_id = self.pseudonym("PatientID", self.original_patient_id, fmt)
+            self._new_patient_id = self.pseudonym("PatientID", self.subject(), fmt)
         return self._new_patient_id
 
     def date_offset_days(self) -> int:
-        """Whole days every date of this patient moves by: keyed by the original Patient ID."""
+        """Whole days every date of this patient moves by: keyed by :func:`subject_key`."""
         if self._offset is None:
             low, high = self.settings.shift_days
-            number = int.from_bytes(self.keyed.digest("date-shift", self.original_patient_id)[:8],
-                                    "big")
+            number = int.from_bytes(self.keyed.digest("date-shift", self.subject())[:8], "big")
             self._offset = low + number % (high - low + 1)
             self.result.date_offset_days = self._offset
         return self._offset
+
+    def over_age_cap(self) -> bool:
+        """Whether any age the file tells (:func:`~anonymizer.transforms.oldest_age`) is
+        above the profile's cap: then every age and the birth date must not tell it."""
+        return self._over_age_cap
+
 
     def remap_uids_in_text(self, ds: Dataset, tag: int, vr: str,
                            elem: DataElement | RawDataElement) -> bool:
@@ -321,6 +393,12 @@ class Engine:
         if burned_in and burned_in[0].strip().upper() == "YES" \
                 and not self.profile.settings.accept_burned_in:
             raise DeidentificationError("burned-in annotation: pixel data not cleaned")
+        meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
+        if meta is not None and text_value(meta, "TransferSyntaxUID").strip() in JPIP_REFERENCED:
+            # Removing the URL leaves an image without pixels, keeping it points the
+            # reader at pixels this tool never saw (burned-in text included).
+            raise DeidentificationError("pixel data referenced by URL (JPIP transfer "
+                                        "syntax): those pixels cannot be de-identified")
         original_study_uid = text_value(ds, "StudyInstanceUID")
         self._clean(ds, (), ctx)
         self._clean_file_meta(ds, ctx)

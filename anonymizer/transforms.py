@@ -23,7 +23,7 @@ from anonymizer.actions import (
     set_dummy,
     set_value,
 )
-from anonymizer.elements import set_encoded, text_values
+from anonymizer.elements import set_encoded, stored, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.settings import check_format
 
@@ -190,28 +190,182 @@ class CleanBitmap:
         return "remove (binary data cannot be cleaned)"
 
 
+_AS_UNIT_YEARS = {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}
+#: UCUM units of an SR age, per year; an age in an unknown unit is read as years.
+_UCUM_PER_YEAR = {"a": 1.0, "mo": 12.0, "wk": 52.1775, "d": 365.25, "h": 8766.0,
+                  "min": 525960.0}
+#: Concepts of an SR NUM content item that hold the patient's age: DCM Subject Age,
+#: LOINC Age, SNOMED CT Age (also under its old SRT designator).
+AGE_CONCEPTS = frozenset({("121033", "DCM"), ("30525-0", "LN"), ("397669002", "SCT"),
+                          ("397669002", "SRT")})
+_CONTENT_SEQUENCE = 0x0040A730
+_CONCEPT_NAME_CODE_SEQUENCE = 0x0040A043
+MEASURED_VALUE_SEQUENCE = 0x0040A300
+_UNITS_CODE_SEQUENCE = 0x004008EA
+_NUMERIC_VALUE = 0x0040A30A
+_FLOATING_POINT_VALUE = 0x0040A161
+_RATIONAL_VALUES = (0x0040A162, 0x0040A163)  # numerator, denominator
+_CODE_VALUE = 0x00080100
+_CODING_SCHEME = 0x00080102
+_PATIENT_AGE = 0x00101010
+_PATIENT_BIRTH_DATE = 0x00100030
+#: The date a birth date is read against: Study, Series, Acquisition, Content Date.
+_REFERENCE_DATES = (0x00080020, 0x00080021, 0x00080022, 0x00080023)
+
+
+def as_years(value: str) -> float | None:
+    """Years of an AS value (``095Y``, ``011M``...); None if it is not one."""
+    match = re.fullmatch(r"(\d{3})([DWMY])", value.strip())
+    return None if match is None else int(match.group(1)) / _AS_UNIT_YEARS[match.group(2)]
+
+
+def _first_item(ds: Dataset, tag: int) -> Dataset | None:
+    if tag not in ds:
+        return None
+    items = ds[tag].value
+    return items[0] if items else None
+
+
+def _is_age_concept(item: Dataset) -> bool:
+    concept = _first_item(item, _CONCEPT_NAME_CODE_SEQUENCE)
+    if concept is None:
+        return False
+    code = ("".join(text_values(concept, _CODE_VALUE)).strip(),
+            "".join(text_values(concept, _CODING_SCHEME)).strip())
+    return code in AGE_CONCEPTS
+
+
+def _measured_age(measured: Dataset) -> tuple[float, float] | None:
+    """(years, units per year) of one Measured Value Sequence item; None if no number."""
+    values = text_values(measured, _NUMERIC_VALUE)
+    try:
+        number = float(values[0]) if len(values) == 1 else None
+    except ValueError:
+        number = None
+    if number is None:
+        return None
+    units = _first_item(measured, _UNITS_CODE_SEQUENCE)
+    unit = "".join(text_values(units, _CODE_VALUE)).strip() if units is not None else ""
+    per_year = _UCUM_PER_YEAR.get(unit, 1.0)
+    return number / per_year, per_year
+
+
+def content_ages(items: list[Dataset]) -> list[float]:
+    """Years of every age concept among SR content items, at any depth."""
+    ages = []
+    for item in items:
+        if _is_age_concept(item):
+            measured_values = item[MEASURED_VALUE_SEQUENCE].value \
+                if MEASURED_VALUE_SEQUENCE in item else []
+            for measured in measured_values:
+                found = _measured_age(measured)
+                if found is not None:
+                    ages.append(found[0])
+        if _CONTENT_SEQUENCE in item:
+            ages += content_ages(item[_CONTENT_SEQUENCE].value)
+    return ages
+
+
+def _date(values: list[str]) -> dt.date | None:
+    """The date of a DA element's values (one ``YYYYMMDD``), else None."""
+    text = values[0].strip() if len(values) == 1 else ""
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+def oldest_age(ds: Dataset) -> float | None:
+    """The highest age in years the file tells, or None: Patient's Age, the Birth Date
+    at the study (else series, acquisition, content date; else today: a birth date
+    alone tells the age now), and the age concepts of its SR content."""
+    ages = [as_years(v) for v in text_values(ds, _PATIENT_AGE)]
+    birth = _date(text_values(ds, _PATIENT_BIRTH_DATE))
+    if birth is not None:
+        when = next((d for d in (_date(text_values(ds, tag)) for tag in _REFERENCE_DATES)
+                     if d is not None), None) or dt.date.today()
+        ages.append(when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day)))
+    if _CONTENT_SEQUENCE in stored(ds):
+        ages += content_ages(ds[_CONTENT_SEQUENCE].value)
+    known = [age for age in ages if age is not None]
+    return max(known) if known else None
+
+
 @dataclass(frozen=True)
 class CapAge:
-    """K on Patient's Age with the HIPAA cap: ages above ``age.cap`` years become ``090Y``."""
+    """K on Patient's Age with the HIPAA cap: ages above ``age.cap`` years become ``090Y``,
+    and so does any age of a patient the file shows to be older than the cap."""
 
     code: str = "K"
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
         cap = ctx.settings.age_cap
         value = "\\".join(text_values(ds, tag)).strip()
-        match = re.fullmatch(r"(\d{3})([DWMY])", value)
         if cap is None or not value:
             return "K"
-        if not match:
+        years = as_years(value)
+        if years is None:
             return Empty().apply(ds, tag, ctx)
-        years = int(match.group(1)) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[match.group(2)]
-        if years > cap:
+        if years > cap or ctx.over_age_cap():
             set_encoded(ds, tag, "AS", f"{cap + 1:03d}Y".encode("ascii"))
             return "D"
         return "K"
 
     def describe(self) -> str:
         return "keep, ages above the cap become 090Y"
+
+
+@dataclass(frozen=True)
+class CapBirthDate:
+    """Patient's Birth Date under the age cap: emptied when the file shows the patient
+    older than the cap (with a study date it tells the real age), else ``inner``."""
+
+    inner: Action
+    code: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", self.inner.code)
+
+    def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
+        if ctx.over_age_cap():
+            return Empty().apply(ds, tag, ctx)
+        return self.inner.apply(ds, tag, ctx)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}; emptied when the patient is older than the age cap"
+
+
+@dataclass(frozen=True)
+class CapMeasuredAge:
+    """Measured Value Sequence of an SR NUM content item whose concept is an age: a value
+    above the cap, or any age of a patient older than it, becomes the cap + 1 year in
+    its own unit (``90`` years, ``1080`` months). The sequence is kept otherwise."""
+
+    code: str = "K"
+
+    def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
+        cap = ctx.settings.age_cap
+        if cap is None or not _is_age_concept(ds):
+            return "K"
+        code = "K"
+        for measured in ds[tag].value:
+            found = _measured_age(measured)
+            if found is None or not (found[0] > cap or ctx.over_age_cap()):
+                continue
+            capped = (cap + 1) * found[1]
+            set_value(measured, _NUMERIC_VALUE, "DS", f"{capped:.10g}")
+            if _FLOATING_POINT_VALUE in measured:
+                set_value(measured, _FLOATING_POINT_VALUE, "FD", capped)
+            for rational in _RATIONAL_VALUES:  # the same number again, as a fraction
+                if rational in measured:
+                    del measured[rational]
+            code = "D"
+        return code
+
+    def describe(self) -> str:
+        return "keep, an SR age above the cap becomes the cap + 1 year"
 
 
 def action_for(code: str, fmt: str | None, tag: int | None, vr: str | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -169,3 +170,31 @@ def test_relative_paths_and_parallel_jobs(tmp_path, small_input):
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 2
     assert (tmp_path / "out" / "audit.jsonl").is_file()
+
+
+def test_output_piped_into_head_stops_quietly():
+    # research's listing (~90 KB) outgrows a pipe's buffer (64 KiB), so head's exit
+    # always reaches the writer.
+    command = " ".join([*map(shlex.quote, ANONYMIZER), "profiles", "show", "research"])
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {command} | head -3"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.startswith("profile research")
+    assert len(proc.stdout.splitlines()) == 3
+    assert proc.stderr == ""
+    assert proc.returncode == 141
+
+
+@pytest.mark.parametrize("command", [
+    ["profiles", "show", "research"], ["profiles", "show", "basic", "--sop-class", "CT"],
+    ["profiles", "list"], ["profiles", "check", "profiles/research.yaml"],
+], ids=" ".join)
+def test_closed_stdout_exits_141_without_a_traceback(command):
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes its first byte
+    try:
+        proc = subprocess.run([*ANONYMIZER, *command], stdout=write, stderr=subprocess.PIPE,
+                              text=True, cwd=SAMPLE_DATA.parent, timeout=120, check=False)
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == 141

@@ -36,7 +36,15 @@ from anonymizer.keyed import KeyedSource
 from anonymizer.profiles import load_profile
 from anonymizer.rules import CompiledProfile
 from anonymizer.tags import dictionary_vr, format_tag
-from anonymizer.transforms import CapAge, CleanBitmap, CleanText, Pseudonym, ShiftDate
+from anonymizer.transforms import (
+    CapAge,
+    CapBirthDate,
+    CleanBitmap,
+    CleanText,
+    Pseudonym,
+    ShiftDate,
+    oldest_age,
+)
 
 #: The test files are deliberately odd (bad VRs, over-long values): pydicom warns on reading.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -226,6 +234,14 @@ def _violation(action: Any, before_ds: Dataset, after_ds: Dataset, tag: int,
     vr = _vr(before_ds, tag)
     type1 = standard.attribute_type(sop, tag, path) == "1"
     action = _resolved(action, sop, tag, path)
+    cap = profile.settings.age_cap
+    oldest = oldest_age(before_ds) if cap is not None and not path else None
+    over_cap = oldest is not None and cap is not None and oldest > cap
+    if isinstance(action, CapBirthDate):
+        if over_cap:
+            return None if after is None or _empty(after) else "birth date of a patient " \
+                "older than the age cap kept"
+        action = action.inner
     if isinstance(action, Remove | CleanBitmap):
         return None if after is None else "present, expected removed"
     if after is None:
@@ -260,14 +276,13 @@ def _violation(action: Any, before_ds: Dataset, after_ds: Dataset, tag: int,
         return _check_shift(vr, before, after, type1, profile)
     if isinstance(action, CapAge):
         old, new = _texts(before), _texts(after)
-        cap = profile.settings.age_cap
         if not old or cap is None:
             return None if old == new else "age changed"
         match = re.fullmatch(r"(\d{3})([DWMY])", old[0])
         if match is None:
             return None if not new or type1 else "malformed age kept"
         years = int(match.group(1)) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[match.group(2)]
-        expected = [f"{cap + 1:03d}Y"] if years > cap else old
+        expected = [f"{cap + 1:03d}Y"] if years > cap or over_cap else old
         return None if new == expected else f"age {new} expected {expected}"
     if isinstance(action, CleanText):
         if vr not in SCRUB_VRS:

@@ -698,6 +698,62 @@ def test_cli_check_yaml_error_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("layout", "fragment"), [
+    ("'{PatientId}/{SOPInstanceUID}.dcm'", "{PatientId} is not a DICOM keyword"),
+    ("'{PatientID/{SOPInstanceUID}.dcm'", "bad braces"),
+    ("'{PatientID}}/{SOPInstanceUID}.dcm'", "bad braces"),
+    ("'{}/{SOPInstanceUID}.dcm'", "{} is not a DICOM keyword"),
+    ("'{PatientID:>8}/{SOPInstanceUID}.dcm'", "{PatientID} is not a DICOM keyword"),
+    ("/data/{PatientID}/{SOPInstanceUID}.dcm", "not an absolute one"),
+    ("'{PatientID}/../{SOPInstanceUID}.dcm'", "'..'"),
+    ("'{PatientID}//{SOPInstanceUID}.dcm'", "empty"),
+    ("'{PatientID}/{SOPInstanceUID}.dcm/'", "empty"),
+])
+def test_bad_layout_is_reported_at_its_line(tmp_path: Path, layout: str, fragment: str) -> None:
+    path = write(tmp_path, "layout.yaml", f"""\
+        name: layout
+        extends: default
+
+        layout: {layout}
+        """)
+    assert_at(compile_error(path), path, 4, "layout", fragment)
+
+
+def test_bad_layout_in_a_parent_profile_names_the_parent(tmp_path: Path) -> None:
+    parent = write(tmp_path, "parent.yaml", "name: parent\nlayout: '../{SOPInstanceUID}'\n")
+    child = write(tmp_path, "child.yaml", "name: child\nextends: parent.yaml\n")
+    assert_at(compile_error(child), parent, 2, "'..'")
+
+
+def test_bad_profile_layout_is_one_line_from_check_and_run(tmp_path: Path) -> None:
+    path = write(tmp_path, "BAD.yaml", """\
+        name: bad
+        extends: research
+        layout: "{PatientID}/{StudyDate/{SOPInstanceUID}.dcm"
+        """)
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "x.dcm").write_bytes(b"not read: the profile fails first")
+    out = tmp_path / "out"
+    key = tmp_path / "k"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    for result in (cli("profiles", "check", str(path)),
+                   cli("run", "--profile", str(path), "--key-file", str(key), str(source),
+                       str(out))):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"anonymizer: error: {path}:3: layout "), result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert "bad braces" in result.stderr
+    assert not out.exists()
+
+
+def test_good_layouts_compile(tmp_path: Path) -> None:
+    for number, layout in enumerate(("mirror", "'{{x}}/{Modality}-{SOPInstanceUID}.dcm'",
+                                     "'{PatientID}/{StudyDate}/{SOPInstanceUID}'")):
+        path = write(tmp_path, f"ok{number}.yaml", f"name: ok\nlayout: {layout}\n")
+        assert load_profile(str(path)).layout == layout.strip("'")
+
+
 def test_cli_check_good_profile(tmp_path: Path) -> None:
     path = write(tmp_path, "good.yaml", """\
         name: good

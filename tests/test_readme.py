@@ -48,5 +48,6 @@ def test_exit_codes_in_readme_match_the_cli() -> None:
     from anonymizer.pipeline import runner
 
     actual = {cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED,
+              cli.EXIT_BROKEN_PIPE,
               runner.EXIT_OUTPUT_UNWRITABLE, runner.EXIT_SIGTERM}
     assert actual <= documented

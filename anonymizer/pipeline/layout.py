@@ -27,15 +27,22 @@ def check_layout(template: str) -> str:
     """
     if template == MIRROR:
         return template
-    from pydicom.datadict import tag_for_keyword
-
-    for _, name, spec, conversion in string.Formatter().parse(template):
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad braces ({exc}): a field is {{Keyword}}, a literal brace "
+                         "{{ or }}") from None
+    for _, name, spec, conversion in fields:
         if name is None:
             continue
-        if spec or conversion or tag_for_keyword(name) is None:
+        # not name: pydicom gives a tag even for the empty keyword
+        if spec or conversion or not name or tag_for_keyword(name) is None:
             raise ValueError(f"layout field {{{name}}} is not a DICOM keyword")
-    if template.startswith("/") or ".." in PurePosixPath(template).parts:
-        raise ValueError("layout must be a relative path without '..'")
+    if template.startswith("/"):
+        raise ValueError("layout must be a relative path, not an absolute one")
+    # Split by hand: PurePosixPath would drop the empty and '.' components it normalises.
+    if any(part in ("", ".", "..") for part in template.split("/")):
+        raise ValueError("layout must not have empty, '.' or '..' path components")
     return template
 
 

@@ -192,7 +192,10 @@ def run(config: RunConfig) -> RunSummary:
     check_paths(config)
     profile = load_profile(config.profile)
     keyed = load_key(config.key_file)
-    layout = check_layout(config.layout or profile.layout or DEFAULT_LAYOUT)
+    try:  # the profile's layout was checked when it was compiled; this is the caller's
+        layout = check_layout(config.layout or profile.layout or DEFAULT_LAYOUT)
+    except ValueError as exc:
+        raise UsageError(f"layout: {exc}") from None
     jobs = config.jobs or os.cpu_count() or 1
     audit_path = config.audit_path or config.output_dir / AUDIT_NAME
     previous = PreviousRuns.load(audit_path)

@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from anonymizer import standard
-from anonymizer.actions import Action, ByType, Keep, Remove, Replace, simple_action
+from anonymizer.actions import Action, ByType, Empty, Keep, Remove, Replace, simple_action
 from anonymizer.errors import ProfileError
 from anonymizer.profiles import sections as settings_mod
-from anonymizer.profiles.spec import ACTION_NAMES, ActionSpec, ProfileSpec, parse_profile
+from anonymizer.profiles.spec import (
+    ACTION_NAMES,
+    ActionSpec,
+    Located,
+    ProfileSpec,
+    parse_profile,
+)
 from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, PrivatePolicy, Rule
 from anonymizer.tags import (
     OVERLAY_DATA,
@@ -25,10 +31,11 @@ from anonymizer.tags import (
     dictionary_vr,
     format_tag,
 )
-from anonymizer.transforms import CapAge
+from anonymizer.transforms import MEASURED_VALUE_SEQUENCE, CapAge, CapBirthDate, CapMeasuredAge
 
 BUILTIN_PACKAGE = "anonymizer.builtin_profiles"
 PATIENT_AGE = 0x00101010
+PATIENT_BIRTH_DATE = 0x00100030
 _MUTUALLY_EXCLUSIVE = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates")
 _VRS = VALID_VRS
 
@@ -178,10 +185,22 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
     for add in spec.add:
         layers.additions.append(_build_addition(spec, add))
     if spec.layout is not None:
-        layers.layout = spec.layout.value
+        layers.layout = _checked_layout(spec, spec.layout)
     for key, section in spec.sections.items():
         layers.sections.setdefault(key, {}).update(
             settings_mod.parse_section(key, section, spec.source))
+
+
+def _checked_layout(spec: ProfileSpec, layout: Located) -> str:
+    """The profile's ``layout:``, checked here so a bad one is a FILE:LINE error of
+    ``profiles check``, not a failure when a run starts."""
+    # Imported here: the pipeline package imports this one.
+    from anonymizer.pipeline.layout import check_layout
+
+    try:
+        return check_layout(layout.value)
+    except ValueError as exc:
+        raise _fail(spec, f"layout {layout.value!r}: {exc}", layout.line) from None
 
 
 def _entry_action(spec: ProfileSpec, entry: ActionSpec, tag: int | None) -> Action:
@@ -288,9 +307,12 @@ def _freeze(layers: _Layers) -> CompiledProfile:
             safe = {key: attr.vr for key, attr in standard.safe_private_attributes().items()}
     patterns += _whole_overlay_group(patterns)
     tag_rules.update(layers.tag_rules)
+    settings = settings_mod.freeze_settings(layers.sections, _dates_modified(layers, tag_rules))
     age = tag_rules.get(PATIENT_AGE)
     if age is not None and isinstance(age.action, Keep):
         tag_rules[PATIENT_AGE] = Rule(CapAge(), age.origin + ", HIPAA age cap")
+    if settings.age_cap is not None:
+        _cap_other_ages(tag_rules, patterns, layers)
     return CompiledProfile(
         name=layers.name, version=layers.version, description=layers.description,
         source=layers.source, tag_rules=tag_rules, pattern_rules=tuple(patterns),
@@ -300,7 +322,7 @@ def _freeze(layers: _Layers) -> CompiledProfile:
                               value_rules=_private_value_rules(layers.vr_rules)),
         additions=tuple(layers.additions), options=tuple(layers.options),
         method_codes=tuple(method_codes), layout=layers.layout,
-        settings=settings_mod.freeze_settings(layers.sections, _dates_modified(layers, tag_rules)),
+        settings=settings,
     )
 
 
@@ -335,6 +357,22 @@ def _whole_overlay_group(patterns: list[tuple[TagPattern, Rule]]) -> list[tuple[
     if rule is None or not isinstance(rule.action, Remove):
         return []
     return [(OVERLAY_GROUP, Rule(Remove(), f"{rule.origin}: the whole overlay group goes"))]
+
+
+def _cap_other_ages(tag_rules: dict[int, Rule], patterns: list[tuple[TagPattern, Rule]],
+                    layers: _Layers) -> None:
+    """What else tells a capped age follows the cap: a kept or shifted birth date (with
+    the study date it gives the age) and the age concepts of kept SR content."""
+    birth = tag_rules.get(PATIENT_BIRTH_DATE)
+    if birth is not None and not isinstance(birth.action, Remove | Empty):
+        tag_rules[PATIENT_BIRTH_DATE] = Rule(CapBirthDate(birth.action),
+                                             birth.origin + ", HIPAA age cap")
+    measured = tag_rules.get(MEASURED_VALUE_SEQUENCE) or next(
+        (rule for pattern, rule in patterns if pattern.matches(MEASURED_VALUE_SEQUENCE)),
+        None) or layers.vr_rules.get("SQ", layers.default)
+    if isinstance(measured.action, Keep):
+        tag_rules[MEASURED_VALUE_SEQUENCE] = Rule(CapMeasuredAge(),
+                                                  measured.origin + ", HIPAA age cap")
 
 
 def _dates_modified(layers: _Layers, tag_rules: dict[int, Rule]) -> str | None:
