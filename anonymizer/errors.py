@@ -43,3 +43,24 @@ class UsageError(AnonymizerError):
 
 class DeidentificationError(AnonymizerError):
     """One file could not be fully de-identified; the file is failed, never written."""
+
+
+class MissingExtraError(AnonymizerError):
+    """An optional feature's packages are not installed; names the pip extra to install.
+
+    Parameters
+    ----------
+    extra : str
+        The extra of ``pyproject.toml`` that installs them (e.g. ``"pixels"``).
+    feature : str
+        What needs them, as the start of the message (e.g. ``"pixel processing"``).
+    """
+
+    def __init__(self, extra: str, feature: str):
+        self.extra = extra
+        super().__init__(f"{feature} needs the optional '{extra}' extra: "
+                         f"pip install 'anonymizer[{extra}]'")
+
+
+class PixelDataError(DeidentificationError):
+    """Pixel data could not be decoded or rewritten: the file is failed, never written."""

@@ -1,0 +1,1 @@
+"""Pixel data: decoding frames for display and blanking regions of them."""
