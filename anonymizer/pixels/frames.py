@@ -7,6 +7,12 @@ positioned on it when the reader left it in the file), together with the Image P
 elements read from a separate view of the dataset: pydicom stores what it decodes back
 into the dataset it reads, and the splice writer copies only elements still as read.
 
+Memory: decoding holds one frame. A value the reader left in the file (a file over
+``LARGE_FILE``) is read from there frame by frame for native data; pydicom reads an
+encapsulated one fragment by fragment. :func:`blank_regions` builds the new native Pixel
+Data as one ``bytes`` (the whole uncompressed image, plus one frame): for a file over
+64 MiB that is its full decompressed size in memory, which the writer then encodes.
+
 Needs the ``pixels`` extra (numpy and the pylibjpeg decoders); without it every function
 that decodes raises :class:`~anonymizer.errors.MissingExtraError`.
 """
@@ -425,11 +431,11 @@ def _record_lossy(ds: Dataset, syntax: UID, encoded: int | None, decoded: int) -
         return  # lossless or possibly lossless: the dataset's own statement stands
     if text_value(ds, "LossyImageCompression") != "01":
         _set(ds, "LossyImageCompression", "01")
-    if text_value(ds, "LossyImageCompressionMethod") or text_value(
-            ds, "LossyImageCompressionRatio"):
-        return  # the history is recorded already; a half of one is not completed by guess
-    _set(ds, "LossyImageCompressionMethod", method)
-    if encoded:
+    # Both are required with "01"; one the dataset has is kept (it may record earlier
+    # compressions too), one it lacks is this syntax's (the latest compression).
+    if not text_value(ds, "LossyImageCompressionMethod"):
+        _set(ds, "LossyImageCompressionMethod", method)
+    if not text_value(ds, "LossyImageCompressionRatio") and encoded:
         _set(ds, "LossyImageCompressionRatio", f"{decoded / encoded:.2f}"[:16])
 
 
