@@ -22,6 +22,7 @@ from pydicom.uid import (
 
 from anonymizer.errors import DeidentificationError, PixelDataError
 from anonymizer.io import read_dataset, write_temporary
+from anonymizer.io.reader import LARGE_FILE
 from anonymizer.pixels.frames import (
     Box,
     blank_regions,
@@ -221,26 +222,64 @@ def test_generated_text_shows_bright_and_is_blanked(photometric: str, bits: int,
     assert grey[10:20, 5:45].max() == 0  # no text left to read
 
 
-def test_blank_through_the_projects_reader_and_writer(tmp_path: Path) -> None:
-    """The scanner leaves Pixel Data in the file's bytes; blanking reads it there, and
-    the splice writer writes the new native value."""
+@pytest.mark.parametrize(("name", "left_in_place"), [
+    ("emri_small.dcm", True), ("emri_small_jpeg_2k_lossless.dcm", False),
+    ("SC_rgb_dcmtk_+eb+cy+np.dcm", False), ("MR_small_bigendian.dcm", False),
+    ("OBXXXX1A_rle_2frame.dcm", False),
+])
+def test_blank_through_the_projects_reader_and_writer(tmp_path: Path, name: str,
+                                                      left_in_place: bool) -> None:
+    """Read as the pipeline reads (the scanner leaves native Pixel Data in the file's
+    bytes), blank, write with the project's writer (splice where it can)."""
     source = tmp_path / "in.dcm"
-    source.write_bytes(Path(_path("emri_small.dcm")).read_bytes())
+    source.write_bytes(Path(_path(name)).read_bytes())
     read = read_dataset(source)
-    assert read.splice is not None
-    assert read.dataset._dict[0x7FE00010].value is None  # left in place
-    expected = _decoded(pydicom.dcmread(source))
-    assert blank_regions(read.dataset, {4: [Box(0, 0, 8, 8)]}) == 1
-    written, _ = write_temporary(read.dataset, tmp_path / "out", "t", read.splice,
-                                 touched=set())
+    try:
+        assert (read.dataset._dict[0x7FE00010].value is None) == left_in_place
+        expected = _decoded(pydicom.dcmread(source))
+        last = len(expected) - 1
+        assert blank_regions(read.dataset, {last: [Box(0, 0, 8, 8)]}) == 1
+        written, _ = write_temporary(read.dataset, tmp_path / "out", "t", read.splice,
+                                     touched=set())
+    finally:
+        read.close()
     out = pydicom.dcmread(written)
-    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert not out.file_meta.TransferSyntaxUID.is_encapsulated
     assert out.BurnedInAnnotation == "NO"
     frames = _decoded(out)
-    assert (frames[4][:8, :8] == 0).all()
-    frames[4][:8, :8] = expected[4][:8, :8]
+    assert (frames[last][:8, :8] == np.asarray(_darkest(out))).all()
+    frames[last][:8, :8] = expected[last][:8, :8]
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
-    read.close()
+
+
+def test_blank_a_large_file_read_from_disk(tmp_path: Path) -> None:
+    """Over LARGE_FILE the reader leaves Pixel Data on disk: frames are read from there."""
+    frames, rows, columns = 9, 1024, 4000  # 72 MiB of 16-bit pixels
+    ds = _drawn("MONOCHROME2", 16, False)  # its elements; the pixels are replaced
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ramp = (np.arange(rows * columns, dtype=np.uint32) % 65521).astype("<u2")
+    ds.PixelData = b"".join((ramp + i).tobytes() for i in range(frames))
+    source = tmp_path / "large.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    assert source.stat().st_size > LARGE_FILE
+    read = read_dataset(source)
+    try:
+        assert read.dataset._dict[0x7FE00010].value is None  # deferred, on disk
+        (_, image), = display_frames(read.dataset, [3])
+        assert image.shape == (rows, columns)
+        assert blank_regions(read.dataset, {3: [Box(10, 20, 30, 40)]}) == 1
+        written, _ = write_temporary(read.dataset, tmp_path / "out", "t", read.splice,
+                                     touched=set())
+    finally:
+        read.close()
+    out = pydicom.dcmread(written)
+    for index in (0, 3, 8):
+        frame = pixel_array(out, index=index)
+        expected = (ramp + index).reshape(rows, columns)
+        if index == 3:
+            assert (frame[20:40, 10:30] == 0).all()
+            frame[20:40, 10:30] = expected[20:40, 10:30]
+        assert np.array_equal(frame, expected)
 
 
 def test_undecodable_pixels_fail_with_the_projects_error() -> None:

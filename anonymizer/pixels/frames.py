@@ -10,8 +10,9 @@ into the dataset it reads, and the splice writer copies only elements still as r
 Memory: decoding holds one frame. A value the reader left in the file (a file over
 ``LARGE_FILE``) is read from there frame by frame for native data; pydicom reads an
 encapsulated one fragment by fragment. :func:`blank_regions` builds the new native Pixel
-Data as one ``bytes`` (the whole uncompressed image, plus one frame): for a file over
-64 MiB that is its full decompressed size in memory, which the writer then encodes.
+Data as one ``bytes``: for a file over 64 MiB its full decompressed size is held in
+memory (twice, for the moment the frames are joined), and the writer encodes it from
+there.
 
 Needs the ``pixels`` extra (numpy and the pylibjpeg decoders); without it every function
 that decodes raises :class:`~anonymizer.errors.MissingExtraError`.
