@@ -122,6 +122,7 @@ def test_blank_paints_exactly_the_boxes(name: str) -> None:
     last = count - 1
     rows, columns = before[0].shape[:2]
     boxes = {last: [Box(1, 2, 5, 6), Box(columns - 3, rows - 2, columns + 10, rows + 10)]}
+    encoded, had_ratio = len(ds.PixelData), "LossyImageCompressionRatio" in ds
     assert blank_regions(ds, boxes, margin=1) == 2
     out = _saved(ds)
     assert not out.file_meta.TransferSyntaxUID.is_encapsulated
@@ -143,6 +144,9 @@ def test_blank_paints_exactly_the_boxes(name: str) -> None:
         assert out.LossyImageCompression == "01"
         assert out.LossyImageCompressionMethod
         assert float(out.LossyImageCompressionRatio) > 1
+        if not had_ratio:  # computed: decoded size over the encoded value's
+            size = out.Rows * out.Columns * out.SamplesPerPixel * out.BitsAllocated // 8
+            assert out.LossyImageCompressionRatio == f"{size * count / encoded:.2f}"
 
 
 @pytest.mark.parametrize("name", sorted(FILES))

@@ -509,6 +509,7 @@ def blank_regions(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int =
     assert first is not None  # frame_count is at least 1 with Pixel Data
     data = b"".join(parts)
     del parts
+    decoded_size = len(data)
     if len(data) % 2:
         data += b"\x00"  # values have even length (PS3.5 7.1.1)
     encoded = None
@@ -517,7 +518,7 @@ def blank_regions(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int =
             encoded = _encapsulated_length(source)
     _store(ds, syntax, data, first, view)
     if syntax.is_encapsulated:
-        _record_lossy(ds, syntax, encoded, len(data))
+        _record_lossy(ds, syntax, encoded, decoded_size)
     _set(ds, "BurnedInAnnotation", "NO")
     return painted
 
