@@ -23,9 +23,10 @@ from pydicom.values import convert_SQ
 
 from anonymizer import __version__, scrub, standard
 from anonymizer.actions import TEXT_VRS, Keep, Remove, set_value
-from anonymizer.elements import element_strings, stored, text_value, text_values
+from anonymizer.elements import element_strings, stored, text_value
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
+from anonymizer.pixels.stage import PixelOutcome, PixelStage
 from anonymizer.rules import CompiledProfile
 from anonymizer.tags import (
     ITEM_TAG,
@@ -40,7 +41,6 @@ from anonymizer.transforms import CapAge, CapBirthDate, Pseudonym, oldest_age, r
 
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
-BURNED_IN_ANNOTATION = 0x00280301
 PATIENT_AGE = 0x00101010
 PATIENT_BIRTH_DATE = 0x00100030
 CONTENT_SEQUENCE = 0x0040A730
@@ -63,6 +63,8 @@ class EngineResult:
     #: top-level tags of every element acted on, at any depth (the writer re-encodes them)
     touched: set[int] = field(default_factory=set)
     study_uid_map: tuple[str, str] | None = None
+    #: what the pixel stage did (counts and rule names for the audit log)
+    pixels: PixelOutcome = field(default_factory=PixelOutcome)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -379,6 +381,8 @@ class Engine:
         self.keyed = keyed
         #: the same element objects stamped into every file (so writers can encode them once)
         self.stamp = _stamp_elements(profile)
+        #: burned-in text: searched for, cleaned, or the file failed
+        self.pixels = PixelStage(profile.settings.pixels)
 
     def deidentify(self, ds: Dataset) -> EngineResult:
         """De-identify ``ds`` (and its file meta) in place.
@@ -388,11 +392,8 @@ class Engine:
         DeidentificationError
             When the file cannot be fully de-identified (it must then not be written).
         """
+        pixels = self.pixels.plan(ds)  # from the values as read, before the header rules
         ctx = FileContext(self.profile, self.keyed, ds)
-        burned_in = text_values(ds, BURNED_IN_ANNOTATION)
-        if burned_in and burned_in[0].strip().upper() == "YES" \
-                and not self.profile.settings.accept_burned_in:
-            raise DeidentificationError("burned-in annotation: pixel data not cleaned")
         meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
         if meta is not None and text_value(meta, "TransferSyntaxUID").strip() in JPIP_REFERENCED:
             # Removing the URL leaves an image without pixels, keeping it points the
@@ -404,6 +405,8 @@ class Engine:
         self._clean_file_meta(ds, ctx)
         self._add(ds)
         self._stamp(ds)
+        ctx.result.pixels = self.pixels.apply(pixels, ds)
+        ctx.result.touched |= ctx.result.pixels.touched
         if original_study_uid:
             ctx.result.study_uid_map = (original_study_uid,
                                         text_value(ds, "StudyInstanceUID"))

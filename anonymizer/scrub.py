@@ -144,6 +144,41 @@ class Identifiers:
             matcher = self._matcher = _compiled(self.values)
         return matcher.find(text, self)
 
+    def in_ocr_text(self, text: str, normalise: Callable[[str], str]) -> bool:
+        """Whether text read by OCR from pixels holds an identifier of the file.
+
+        Anything :meth:`find` finds counts, and also what OCR garbles spaces and
+        separators out of: ``normalise`` (the OCR engine's folding of its own confusions,
+        e.g. O read as 0, spaces dropped) applied to both sides, a name part of 3+
+        letters, an ID of 4+ characters, or the digits of an ID, a telephone number or a
+        date of the file (YYYYMMDD, DDMMYYYY, MMDDYYYY, two-digit years too) inside the
+        text's digits.
+        """
+        if self.find(text):
+            return True
+        compact = normalise(text)
+        digits = re.sub(r"\D", "", compact)
+        words, numbers = self._ocr_forms(normalise)
+        return any(form in compact for form in words) \
+            or bool(digits) and any(form in digits for form in numbers)
+
+    def _ocr_forms(self, normalise: Callable[[str], str]) -> tuple[set[str], set[str]]:
+        words: set[str] = set()
+        numbers: set[str] = set()
+        for value in self.values:
+            if value.kind == NAME:
+                words.update(normalise(t) for t in _person(value).tokens if len(t) >= 3)
+            elif value.kind in (ID, PHONE):
+                core = re.sub(r"\D", "", value.value).lstrip("0")
+                if len(core) >= (7 if value.kind == PHONE else 4):
+                    numbers.add(core)
+                if len(value.value) >= 4:
+                    words.add(normalise(value.value))
+        for day in self.dates:
+            numbers.update({day.strftime(f) for f in ("%Y%m%d", "%d%m%Y", "%m%d%Y", "%d%m%y",
+                                                      "%m%d%y", "%y%m%d")})
+        return {w for w in words if len(w) >= 3}, numbers
+
 
 def _split(raw: bytes) -> list[str]:
     return [v.strip(" \x00") for v in raw.decode("latin-1").split("\\")]

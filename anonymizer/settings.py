@@ -9,6 +9,8 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from anonymizer.pixels.policy import PixelPolicy
+
 DEFAULT_PSEUDONYM_FORMAT = "ANON-{hash:10}"
 _FORMAT_FIELDS = ("hash", "patient_id")
 
@@ -55,7 +57,8 @@ class Settings:
     shift_days: tuple[int, int] = (-365, -1)
     times: str = "keep"  # or "remove" for TM values (and the time part of shifted DT)
     age_cap: int | None = 89  # ages above become "090Y" (HIPAA); None = keep as is
-    accept_burned_in: bool = False
+    #: what happens to the pixels: burned-in text searched for, cleaned, or failed
+    pixels: PixelPolicy = PixelPolicy()
     #: LongitudinalTemporalInformationModified to stamp (None: the profile does not say)
     dates_modified: str | None = None
 
@@ -67,7 +70,7 @@ class Settings:
             "pseudonyms.on_missing": self.on_missing,
             "dates.shift_days": f"{self.shift_days[0]}..{self.shift_days[1]}",
             "dates.times": self.times, "age.cap": str(self.age_cap),
-            "burned_in_annotation": "accept" if self.accept_burned_in else "fail",
+            **dict(line.split(": ", 1) for line in self.pixels.describe()),
         }
 
 

@@ -607,7 +607,7 @@ def test_good_sections_reach_settings(tmp_path: Path) -> None:
     assert settings.shift_days == (-30, 30)
     assert settings.times == "remove"
     assert settings.age_cap is None
-    assert settings.accept_burned_in is True
+    assert settings.pixels.accept_burned_in is True
 
 
 def test_bad_burned_in_annotation(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from anonymizer.pipeline.worker import (
     input_token,
     process_batch,
 )
+from anonymizer.pixels.stage import check_pixel_extras
 from anonymizer.profiles import load_profile
 
 AUDIT_NAME = "audit.jsonl"
@@ -191,6 +192,7 @@ def run(config: RunConfig) -> RunSummary:
     """
     check_paths(config)
     profile = load_profile(config.profile)
+    check_pixel_extras(profile.settings.pixels)  # one line before any file, not per file
     keyed = load_key(config.key_file)
     try:  # the profile's layout was checked when it was compiled; this is the caller's
         layout = check_layout(config.layout or profile.layout or DEFAULT_LAYOUT)
@@ -560,6 +562,8 @@ class _Committer:
             "output_sha256": outcome.output_sha256 if outcome.status == "written" else None,
             "counts": outcome.counts, "tags": outcome.acted, "warnings": outcome.warnings,
         }
+        if outcome.pixels is not None:
+            record["pixels"] = outcome.pixels
         self.audit.write(record)
         if self.quarantine is not None and outcome.status == "failed":
             self.quarantine[1].writerow([outcome.relative, outcome.reason or ""])

@@ -64,6 +64,8 @@ class FileOutcome:
     crosswalk: dict[str, object] | None = None
     #: errno of a write error that stops the run (disk full, read-only, no permission)
     fatal_errno: int | None = None
+    #: what the pixel stage did (counts and rule names; never text)
+    pixels: dict[str, object] | None = None
 
 
 #: Write errors that no other file can escape either: the run stops.
@@ -238,6 +240,7 @@ def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResul
         outcome.reason = safe_reason("de-identify", exc)
         return
     outcome.counts = dict(result.counts)
+    outcome.pixels = result.pixels.audit()
     outcome.acted = result.acted
     outcome.warnings = read.notes + result.warnings
     outcome.pseudonym_checks = [(kw, keyed.hexdigest("collision", orig, 32), new)

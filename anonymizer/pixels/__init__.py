@@ -1,1 +1,1 @@
-"""Pixel data: decoding frames for display and blanking regions of them."""
+"""Pixel data: burned-in text found, cleaned, or the file failed (PS3.15 Clean Pixel Data)."""

@@ -20,6 +20,7 @@ that decodes raises :class:`~anonymizer.errors.MissingExtraError`.
 
 from __future__ import annotations
 
+import importlib
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -95,6 +96,17 @@ def _numpy() -> Any:
     except ImportError:
         raise MissingExtraError(EXTRA, "pixel processing") from None
     return numpy
+
+
+def require_decoders() -> None:
+    """Raise :class:`MissingExtraError` unless numpy and the pylibjpeg plugins (JPEG,
+    JPEG-LS, JPEG 2000, RLE) are installed: checked once when a run starts."""
+    _numpy()
+    for module in ("pylibjpeg", "libjpeg", "openjpeg", "rle"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtraError(EXTRA, "decoding compressed pixel data") from None
 
 
 def frame_count(ds: Dataset) -> int:

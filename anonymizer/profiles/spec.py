@@ -25,7 +25,7 @@ PARAM_ACTIONS = ("replace", "pseudonym")
 
 TOP_KEYS = ("name", "version", "description", "extends", "standard", "options", "default",
             "by_vr", "actions", "private", "add", "layout", "pseudonyms", "dates", "age",
-            "burned_in_annotation")
+            "burned_in_annotation", "pixels")
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,8 @@ def parse_profile(text: str, source: str) -> ProfileSpec:
     private = _parse_private(reader, root) if "private" in root else None
     additions = _parse_add(reader, root) if "add" in root else ()
     sections = {key: Located(root[key], root.key_lines[key])
-                for key in ("pseudonyms", "dates", "age", "burned_in_annotation") if key in root}
+                for key in ("pseudonyms", "dates", "age", "burned_in_annotation", "pixels")
+                if key in root}
     return ProfileSpec(
         source=source, name=name, version=version, description=description,
         extends=located("extends"), standard=located("standard"), options=tuple(options),

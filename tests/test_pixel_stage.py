@@ -1,0 +1,256 @@
+"""Burned-in text through the engine and the pipeline: searched, cleaned or failed, with
+real OCR on images whose text Pillow draws, and on pydicom-data's own US/SC images."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import KEY_A, dcmread_quiet
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.data import get_testdata_files
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from anonymizer.engine import Engine
+from anonymizer.errors import DeidentificationError
+from anonymizer.io import read_dataset
+from anonymizer.keyed import KeyedSource
+from anonymizer.pipeline import RunConfig, run
+from anonymizer.pixels import frames
+from anonymizer.pixels.ocr import default_detector, normalise_ocr_text
+from anonymizer.profiles import load_profile
+
+US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+NAME, MRN = "DOE^JOHN", "12345678"
+
+
+def _background(rows: int, columns: int, seed: int = 7) -> np.ndarray:
+    """Speckle and a smooth blob, like an ultrasound sector (no text)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:columns]
+    blob = 90 * np.exp(-(((x - columns / 2) / (columns / 4)) ** 2
+                         + ((y - rows / 1.8) / (rows / 4)) ** 2))
+    return np.clip(blob + rng.normal(0, 12, (rows, columns)) + 20, 0, 200).astype(np.uint8)
+
+
+def _draw(image: np.ndarray, lines: list[tuple[int, int, str]], size: int = 18) -> np.ndarray:
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=size)
+    for x, y, text in lines:
+        draw.text((x, y), text, fill=255, font=font)
+    return np.asarray(canvas)
+
+
+def _ultrasound(pixels: np.ndarray, *, frames_: int = 1, **values: object) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = US_IMAGE
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(pixels.sum()), str(frames_)])
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1234.1.5"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.2.5"
+    ds.Modality = "US"
+    ds.PatientName = NAME
+    ds.PatientID = MRN
+    ds.PatientBirthDate = "19650412"
+    ds.StudyDate = "20190305"
+    ds.Manufacturer = "ACME"
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    if frames_ > 1:
+        ds.NumberOfFrames = frames_
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _engine(profile: str) -> Engine:
+    return Engine(load_profile(profile), KeyedSource(KEY_A))
+
+
+def _roundtrip(ds: Dataset, tmp_path: Path) -> Dataset:
+    """Written and read as a file, as the pipeline reads it."""
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return read_dataset(path).dataset
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return default_detector()
+
+
+NAMED = _draw(_background(480, 640), [(12, 8, "DOE JOHN"), (12, 34, f"MRN {MRN}"),
+                                      (440, 8, "05/03/2019")])
+LABELLED = _draw(_background(480, 640), [(12, 8, "ADULT ECHO"), (500, 440, "GEN 3.5MHz")])
+
+
+def test_the_detector_reads_drawn_identifiers(detector) -> None:
+    texts = [normalise_ocr_text(box.text) for box in detector.detect(NAMED)]
+    assert any(MRN in text for text in texts), texts
+    assert any("DOE" in text.upper() for text in texts), texts
+
+
+def test_default_fails_a_file_with_an_identifier_in_its_pixels(tmp_path: Path) -> None:
+    ds = _roundtrip(_ultrasound(NAMED), tmp_path)
+    with pytest.raises(DeidentificationError, match="identifier in pixels"):
+        _engine("default").deidentify(ds)
+
+
+def test_default_fails_text_that_is_not_an_identifier(tmp_path: Path) -> None:
+    ds = _roundtrip(_ultrasound(LABELLED), tmp_path)
+    with pytest.raises(DeidentificationError, match="burned-in text detected"):
+        _engine("research").deidentify(ds)
+
+
+def test_text_identifiers_policy_writes_text_without_identifiers(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: p\nextends: research\npixels:\n  text: identifiers\n")
+    ds = _roundtrip(_ultrasound(LABELLED), tmp_path)
+    result = Engine(load_profile(str(profile)), KeyedSource(KEY_A)).deidentify(ds)
+    assert result.pixels.text_boxes >= 1 and result.pixels.identifier_boxes == 0
+    named = _roundtrip(_ultrasound(NAMED), tmp_path)
+    with pytest.raises(DeidentificationError, match="identifier in pixels"):
+        Engine(load_profile(str(profile)), KeyedSource(KEY_A)).deidentify(named)
+
+
+def test_ocr_blank_cleans_the_text_and_nothing_else(tmp_path: Path, detector) -> None:
+    ds = _roundtrip(_ultrasound(NAMED), tmp_path)
+    before = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640).copy()
+    result = _engine("research-ocr-blank").deidentify(ds)
+    assert result.pixels.blanked >= 2 and result.pixels.identifier_boxes >= 2
+    assert ds.BurnedInAnnotation == "NO"
+    assert "113101" in [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
+    after = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640)
+    changed = before != after
+    assert changed.any() and (after[changed] == 0).all()  # painted black
+    rows, columns = np.nonzero(changed)
+    assert rows.max() < 80  # only the text at the top; the image below is bit-exact
+    assert not any(MRN in normalise_ocr_text(box.text) for box in detector.detect(after))
+
+
+def test_ocr_blank_cleans_every_frame_of_a_cine_loop(tmp_path: Path) -> None:
+    first = NAMED
+    plain = _background(480, 640, seed=9)
+    stack = np.stack([first, plain, plain, plain])
+    ds = _roundtrip(_ultrasound(stack, frames_=4), tmp_path)
+    result = _engine("research-ocr-blank").deidentify(ds)
+    assert result.pixels.searched_frames == 2  # first and last (every 10th: none between)
+    after = np.frombuffer(ds.PixelData, np.uint8).reshape(4, 480, 640)
+    for index in range(4):  # the boxes found on frame 0 are painted on every frame
+        assert (after[index][:60, :200] == 0).mean() > 0.2
+
+
+def test_burned_in_annotation_yes_fails_unless_a_rule_cleaned_it(tmp_path: Path) -> None:
+    plain = _background(256, 256)
+    ct = _ultrasound(plain, SOPClassUID=CT_IMAGE, Modality="CT", BurnedInAnnotation="YES")
+    with pytest.raises(DeidentificationError, match="burned-in annotation"):
+        _engine("basic").deidentify(_roundtrip(ct, tmp_path))
+    profile = tmp_path / "region.yaml"
+    profile.write_text("name: region\nextends: basic\npixels:\n  regions:\n"
+                       "    - name: top bar\n      match: {Manufacturer: ACME}\n"
+                       "      blank: [[0, 0, 256, 20]]\n")
+    ds = _roundtrip(ct, tmp_path)
+    result = Engine(load_profile(str(profile)), KeyedSource(KEY_A)).deidentify(ds)
+    assert result.pixels.rules == ["top bar"] and result.pixels.blanked == 1
+    assert ds.BurnedInAnnotation == "NO"
+    after = np.frombuffer(ds.PixelData, np.uint8).reshape(256, 256)
+    assert (after[:20] == 0).all() and (after[20:] == plain[20:]).all()
+
+
+def test_ct_and_mr_are_not_searched_by_default(tmp_path: Path) -> None:
+    ct = _ultrasound(NAMED, SOPClassUID=CT_IMAGE, Modality="CT")
+    result = _engine("default").deidentify(_roundtrip(ct, tmp_path))
+    assert result.pixels.audit() is None
+
+
+def test_a_compressed_input_is_cleaned_and_written_uncompressed(tmp_path: Path) -> None:
+    ds = _ultrasound(NAMED)
+    ds.compress(RLELossless)
+    ds = _roundtrip(ds, tmp_path)
+    _engine("research-ocr-blank").deidentify(ds)
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    after = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640)
+    assert (after[100:] == NAMED[100:]).all()
+
+
+def test_the_pipeline_records_counts_never_text(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    _ultrasound(NAMED).save_as(source / "named.dcm", enforce_file_format=True)
+    _ultrasound(LABELLED, SOPInstanceUID="1.2.3.4.5").save_as(source / "labelled.dcm",
+                                                             enforce_file_format=True)
+    key = tmp_path / "key"
+    key.write_bytes(KEY_A)
+    for profile, written in (("default", 0), ("research-ocr-blank", 2)):
+        out = tmp_path / profile
+        summary = run(RunConfig(input_dir=source, output_dir=out, profile=profile,
+                                key_file=str(key), jobs=1, progress=False))
+        assert summary.counts.get("written", 0) == written, summary.failures
+        log = (out / "audit.jsonl").read_text()
+        records = [json.loads(line) for line in log.splitlines()]
+        files = [r for r in records if r["type"] == "file"]
+        assert all(r["pixels"]["searched_frames"] == 1 for r in files)
+        for text in ("DOE", "JOHN", MRN, "ADULT", "ECHO", "05/03/2019"):
+            assert text not in log
+        for output in out.rglob("*.dcm"):
+            assert dcmread_quiet(output).BurnedInAnnotation == "NO"
+
+
+def test_a_missing_ocr_engine_stops_the_run_with_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    key = tmp_path / "key"
+    key.write_bytes(KEY_A)
+    code = ("import sys; sys.modules['rapidocr_onnxruntime'] = None; "
+            "from anonymizer.cli import main; sys.exit(main())")
+    proc = subprocess.run([sys.executable, "-c", code, "run", "--profile", "default",
+                           "--key-file", str(key), str(source), str(tmp_path / "out")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[ocr]" in lines[0], proc.stderr
+
+
+# ------------------------------------------------ pydicom's and pydicom-data's images
+def _test_images(modalities: tuple[str, ...]) -> list[Path]:
+    found = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(get_testdata_files()):
+            path = Path(name)
+            if not path.is_file():
+                continue
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception:  # noqa: BLE001 - not DICOM
+                continue
+            if ds.get("Modality") in modalities and "PixelData" in pydicom.dcmread(path):
+                found.append(path)
+    return found
+
+
+def _text_found(path: Path, detector) -> int | None:
+    """How many text boxes the detector finds on the sampled frames (None: undecodable)."""
+    try:
+        ds = read_dataset(path).dataset
+        indices = frames.sampled_frames(frames.frame_count(ds), 10)
+        return sum(len(detector.detect(image))
+                   for _, image in frames.display_frames(ds, indices))
+    except Exception:  # noqa: BLE001 - counted apart: not decodable here
+        return None
