@@ -1,0 +1,1 @@
+"""Pixel data: finding text burned into decoded frames."""
