@@ -43,3 +43,7 @@ class UsageError(AnonymizerError):
 
 class DeidentificationError(AnonymizerError):
     """One file could not be fully de-identified; the file is failed, never written."""
+
+
+class MissingExtraError(AnonymizerError):
+    """An optional feature needs a pip extra that is not installed; the message names it."""
