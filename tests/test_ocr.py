@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +169,21 @@ def test_missing_engine_is_one_line_naming_the_extra(module: str) -> None:
     line = one_line_error(proc)
     assert f"cannot import {module}" in line
     assert "pip install 'anonymizer[ocr]'" in line
+
+
+def test_ocr_writes_nothing_to_the_home_directory(tmp_path: Path) -> None:
+    # onnxruntime's telemetry would leave a device ID and queued events in ~/.cache/Microsoft.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+    script = textwrap.dedent("""
+        import numpy as np
+        from anonymizer.pixels.ocr import default_detector
+        assert default_detector().detect(np.zeros((64, 64), np.uint8)) == []
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(home.rglob("*")) == []

@@ -14,6 +14,7 @@ and nothing on noisy backgrounds.
 from __future__ import annotations
 
 import math
+import os
 import unicodedata
 from dataclasses import dataclass
 from importlib import metadata
@@ -267,9 +268,16 @@ def _missing(module: str, exc: ImportError) -> MissingExtraError:
 
 def _import_engine() -> tuple[Any, Path]:
     """Import rapidocr and what it runs on, each failure named; return its class and models."""
+    # onnxruntime (1.32 at least) starts Microsoft's 1DS telemetry when imported: it writes a
+    # device ID and queued events (OS, container, executable) under ~/.cache/Microsoft and
+    # uploads them over HTTPS when it can. A de-identification run must not reach out, so it
+    # is turned off; only this variable, set before the import, prevents even the files.
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    onnxruntime = _import("onnxruntime")
+    # Imported earlier by someone else, the variable came too late: stop the events at least.
+    onnxruntime.disable_telemetry_events()
     # onnxruntime runs the models but is no dependency of rapidocr; cv2 is imported first so
     # that its failure is named as such, not as rapidocr's.
-    _import("onnxruntime")
     _import("cv2")
     rapidocr = _import("rapidocr")
     try:
