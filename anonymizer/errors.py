@@ -46,19 +46,21 @@ class DeidentificationError(AnonymizerError):
 
 
 class MissingExtraError(AnonymizerError):
-    """An optional feature's packages are not installed; names the pip extra to install.
+    """An optional feature's packages are not installed; the one line names the pip extra.
 
     Parameters
     ----------
     extra : str
-        The extra of ``pyproject.toml`` that installs them (e.g. ``"pixels"``).
-    feature : str
+        The extra of ``pyproject.toml`` that installs them (e.g. ``"pixels"``), or, with
+        no ``feature``, the whole message (which then names the extra itself).
+    feature : str, optional
         What needs them, as the start of the message (e.g. ``"pixel processing"``).
     """
 
-    def __init__(self, extra: str, feature: str):
-        self.extra = extra
-        super().__init__(f"{feature} needs the optional '{extra}' extra: "
+    def __init__(self, extra: str, feature: str | None = None):
+        self.extra = extra if feature is not None else None
+        super().__init__(extra if feature is None else
+                         f"{feature} needs the optional '{extra}' extra: "
                          f"pip install 'anonymizer[{extra}]'")
 
 

@@ -238,6 +238,6 @@ def check_pixel_extras(policy: PixelPolicy) -> None:
 
         frames.require_decoders()
     if policy.ocr != "off":
-        from anonymizer.pixels.ocr import default_detector
+        from anonymizer.pixels.ocr import require_engine
 
-        default_detector()
+        require_engine()
