@@ -351,7 +351,7 @@ def test_every_table_attribute_of_the_test_files_ends_as_its_action_requires(
             continue
         checked += 1
         problems += conformance_violations(item, engine)
-    assert checked > 200
+    assert checked > 180  # default and research refuse images with text in their pixels
     assert not problems, f"{len(problems)} violations:\n" + "\n".join(problems[:40])
 
 

@@ -71,6 +71,12 @@ def _burned_in(ds: Dataset) -> bool:
     return str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
 
 
+def _text_in_pixels(engine: Engine, original: Dataset, exc: Exception) -> bool:
+    """A refusal because OCR found text in pixels the profile searches."""
+    return engine.profile.settings.pixels.scans(original) and str(exc).startswith(
+        ("burned-in text detected", "identifier in pixels"))
+
+
 def _deidentified(paths: list[Path], engine: Engine, out: Path
                   ) -> Iterator[tuple[Path, Dataset, Path | None, str]]:
     """(input, original dataset, written file or None, failure) for every input file."""
@@ -83,8 +89,9 @@ def _deidentified(paths: list[Path], engine: Engine, out: Path
                 engine.deidentify(ds)
                 written, _ = write_temporary(ds, out, f"{number:04d}")
         except DeidentificationError as exc:
-            # only a file with burned-in annotation may be refused
-            failure = "" if _burned_in(original) else f"refused: {exc}"
+            # only a file with burned-in annotation, or text in pixels the profile searches
+            failure = "" if _burned_in(original) or _text_in_pixels(engine, original, exc) \
+                else f"refused: {exc}"
             yield path, original, None, failure
             continue
         except Exception as exc:  # noqa: BLE001 - reported below with the file name
@@ -149,7 +156,7 @@ def test_corpus_same_key_byte_identical(readable_testdata: list[Path], tmp_path:
         readable_testdata, Engine(compiled, KeyedSource(KEY_A)), tmp_path / "2")}
     differing = [p.name for p, w in first.items() if w is not None
                  and (second[p] is None or w.read_bytes() != second[p].read_bytes())]
-    assert sum(w is not None for w in first.values()) > 200
+    assert sum(w is not None for w in first.values()) > 180
     assert not differing
 
 
@@ -166,6 +173,8 @@ def test_corpus_other_key_other_uids(readable_testdata: list[Path], tmp_path: Pa
         if not uid or uid.startswith("1.2.840.10008.") or _burned_in(original):
             continue
         with_a, with_b = read_dataset(path).dataset, read_dataset(path).dataset
+        if engine_a.profile.settings.pixels.scans(original):
+            continue  # its pixels may fail it (tested in test_pixel_stage)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             engine_a.deidentify(with_a)

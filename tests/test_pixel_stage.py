@@ -4,7 +4,6 @@ real OCR on images whose text Pillow draws, and on pydicom-data's own US/SC imag
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -103,7 +102,7 @@ LABELLED = _draw(_background(480, 640), [(12, 8, "ADULT ECHO"), (500, 440, "GEN 
 def test_the_detector_reads_drawn_identifiers(detector) -> None:
     texts = [normalise_ocr_text(box.text) for box in detector.detect(NAMED)]
     assert any(MRN in text for text in texts), texts
-    assert any("DOE" in text.upper() for text in texts), texts
+    assert any(normalise_ocr_text("DOE JOHN") in text for text in texts), texts
 
 
 def test_default_fails_a_file_with_an_identifier_in_its_pixels(tmp_path: Path) -> None:
@@ -204,8 +203,14 @@ def test_the_pipeline_records_counts_never_text(tmp_path: Path) -> None:
         assert summary.counts.get("written", 0) == written, summary.failures
         log = (out / "audit.jsonl").read_text()
         records = [json.loads(line) for line in log.splitlines()]
-        files = [r for r in records if r["type"] == "file"]
-        assert all(r["pixels"]["searched_frames"] == 1 for r in files)
+        files = {r["status"]: r for r in records if r["type"] == "file"}
+        if written:
+            assert all(r["pixels"]["searched_frames"] == 1 for r in files.values())
+            assert all(r["pixels"]["rules"] == ["ocr blank"] for r in files.values())
+        else:
+            reasons = sorted(r["reason"] for r in records if r["type"] == "file")
+            assert reasons[0].startswith("de-identify: burned-in text detected: ")
+            assert reasons[1].startswith("de-identify: identifier in pixels: ")
         for text in ("DOE", "JOHN", MRN, "ADULT", "ECHO", "05/03/2019"):
             assert text not in log
         for output in out.rglob("*.dcm"):
@@ -217,7 +222,7 @@ def test_a_missing_ocr_engine_stops_the_run_with_one_line(tmp_path: Path) -> Non
     source.mkdir()
     key = tmp_path / "key"
     key.write_bytes(KEY_A)
-    code = ("import sys; sys.modules['rapidocr_onnxruntime'] = None; "
+    code = ("import sys; sys.modules['rapidocr'] = None; "
             "from anonymizer.cli import main; sys.exit(main())")
     proc = subprocess.run([sys.executable, "-c", code, "run", "--profile", "default",
                            "--key-file", str(key), str(source), str(tmp_path / "out")],
@@ -246,11 +251,62 @@ def _test_images(modalities: tuple[str, ...]) -> list[Path]:
 
 
 def _text_found(path: Path, detector) -> int | None:
-    """How many text boxes the detector finds on the sampled frames (None: undecodable)."""
+    """How many text boxes of 3+ letters or digits the detector finds on the sampled
+    frames (None: undecodable)."""
     try:
         ds = read_dataset(path).dataset
         indices = frames.sampled_frames(frames.frame_count(ds), 10)
-        return sum(len(detector.detect(image))
+        return sum(sum(sum(c.isalnum() for c in box.text) >= 3 for box in detector.detect(image))
                    for _, image in frames.display_frames(ds, indices))
     except Exception:  # noqa: BLE001 - counted apart: not decodable here
         return None
+
+
+#: Measured on pydicom's and pydicom-data's images (2026-11-30): the files whose pixels
+#: hold text (3+ letters or digits in a box), all ultrasound and test patterns, most with
+#: an institution, a date or a time drawn into them.
+TEXT_IN_PIXELS = {
+    "JPGLosslessP14SV1_1s_1f_8b.dcm", "OBXXXX1A.dcm", "OBXXXX1A_2frame.dcm",
+    "OBXXXX1A_expb.dcm", "OBXXXX1A_expb_2frame.dcm", "OBXXXX1A_rle.dcm",
+    "OBXXXX1A_rle_2frame.dcm", "US1_J2KI.dcm", "US1_J2KR.dcm", "US1_UNCI.dcm", "US1_UNCR.dcm",
+    "color3d_jpeg_baseline.dcm", "gdcm-US-ALOKA-16.dcm", "gdcm-US-ALOKA-16_big.dcm",
+    "mlut_18.dcm", "vlut_04.dcm", "GDCMJ2K_TextGBR.dcm", "examples_jpeg2k.dcm",
+    "examples_palette.dcm", "examples_rgb_color.dcm", "examples_ybr_color.dcm",
+}
+
+
+def test_the_test_images_with_burned_in_text_are_refused_and_no_other(
+        engines: dict[str, Engine]) -> None:
+    refused: dict[str, str] = {}
+    searched = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in _test_images(("US", "OT", "SC", "XC", "ES", "CR", "DX", "XA", "RF", None)):
+            ds = read_dataset(path).dataset
+            searched += engines["default"].pixels.policy.scans(ds)
+            try:
+                engines["default"].deidentify(ds)
+            except DeidentificationError as exc:
+                refused[path.name] = str(exc)
+    text = {name for name, reason in refused.items() if "in pixels" in reason
+            or reason.startswith("burned-in text")}
+    assert searched > 80
+    assert text == TEXT_IN_PIXELS
+    # pixels that cannot be searched are not written either (fail closed)
+    undecodable = {name: reason for name, reason in refused.items() if name not in text}
+    assert undecodable == {name: "Bits Allocated 32 is not supported (only 8 or 16)"
+                           for name in undecodable}
+    assert sorted(undecodable) == sorted(f"SC_rgb{kind}_32bit{frames_}.dcm"
+                                         for kind in ("", "_expb", "_rle")
+                                         for frames_ in ("", "_2frame"))
+
+
+def test_no_text_found_on_ct_and_mr_test_images(detector) -> None:
+    """CT and MR are not searched by default; the detector reads no text on them either
+    (a box of fewer than 3 letters or digits, a stray "9", is not text)."""
+    false_alarms = []
+    for path in _test_images(("CT", "MR")):
+        found = _text_found(path, detector)
+        if found:
+            false_alarms.append(path.name)
+    assert false_alarms == []

@@ -10,6 +10,7 @@ pixels``; the text itself never leaves this module.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,10 @@ class PixelPlan:
     @property
     def needed(self) -> bool:
         return self.search or bool(self.regions) or self.burned_in
+
+
+#: OCR results by frame digest, per process (every detector reads alike)
+_SEEN: dict[bytes, list[TextBox]] = {}
 
 
 class PixelStage:
@@ -176,7 +181,7 @@ class PixelStage:
         indices = frames.sampled_frames(count, self.policy.every_nth)
         for index, image in frames.display_frames(ds, indices):
             outcome.searched_frames += 1
-            for text in detector.detect(image):
+            for text in self._detect(detector, image):
                 if _covered(text, boxes.get(index, ())):
                     continue
                 is_identifier = bool(plan.identifiers is not None and
@@ -187,6 +192,18 @@ class PixelStage:
                 outcome.text_boxes += 1
                 outcome.identifier_boxes += is_identifier
                 found.append((index, text, is_identifier))
+        return found
+
+    def _detect(self, detector: TextDetector, image: Any) -> list[TextBox]:
+        """The detector's boxes, remembered for identical frames (a cine loop's still
+        frames, the same image sent twice): OCR costs far more than a hash."""
+        key = hashlib.blake2b(image.tobytes(), digest_size=16,
+                              person=str(image.shape).encode()[:16]).digest()
+        found = _SEEN.get(key)
+        if found is None:
+            found = _SEEN[key] = detector.detect(image)
+            if len(_SEEN) > 512:
+                _SEEN.pop(next(iter(_SEEN)))
         return found
 
     def detector(self) -> TextDetector:
