@@ -14,7 +14,7 @@ from conftest import KEY_A, KEY_B, dcmread_quiet
 from pydicom.dataset import Dataset
 
 from anonymizer.engine import Engine
-from anonymizer.errors import DeidentificationError
+from anonymizer.errors import DeidentificationError, PixelDataError
 from anonymizer.io import read_dataset, write_temporary
 from anonymizer.keyed import KeyedSource
 from anonymizer.profiles import load_profile
@@ -72,9 +72,11 @@ def _burned_in(ds: Dataset) -> bool:
 
 
 def _text_in_pixels(engine: Engine, original: Dataset, exc: Exception) -> bool:
-    """A refusal because OCR found text in pixels the profile searches."""
-    return engine.profile.settings.pixels.scans(original) and str(exc).startswith(
-        ("burned-in text detected", "identifier in pixels"))
+    """A refusal because of pixels the profile searches: OCR found text in them, or
+    they cannot be decoded to be searched (fail closed)."""
+    return engine.profile.settings.pixels.scans(original) and (
+        isinstance(exc, PixelDataError)
+        or str(exc).startswith(("burned-in text detected", "identifier in pixels")))
 
 
 def _deidentified(paths: list[Path], engine: Engine, out: Path
@@ -142,7 +144,7 @@ def test_corpus_roundtrip(readable_testdata: list[Path], engines: dict[str, Engi
                 problems.append(f"{name}: Pixel Data changed ({len(before)} -> "
                                 f"{None if after is None else len(after)} bytes)")
     assert not problems, "\n".join(problems)
-    assert checked_pixels > 150
+    assert checked_pixels > 120  # default and research refuse ~35 images for their pixels
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -182,5 +184,5 @@ def test_corpus_other_key_other_uids(readable_testdata: list[Path], tmp_path: Pa
         compared += 1
         if with_a.SOPInstanceUID == with_b.SOPInstanceUID or with_a.SOPInstanceUID == uid:
             same.append(path.name)
-    assert compared > 200
+    assert compared > 100  # images whose pixels are searched are left to test_pixel_stage
     assert not same
