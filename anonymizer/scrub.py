@@ -268,11 +268,12 @@ def _keyword(tag: int) -> str:
 
 
 def _parse_dates(written: frozenset[bytes]) -> frozenset[dt.date]:
-    days = (_dicom_date(v[:8]) for raw in written for v in _split(raw))
+    days = (dicom_date(v[:8]) for raw in written for v in _split(raw))
     return frozenset(d for d in days if d is not None)
 
 
-def _dicom_date(text: str) -> dt.date | None:
+def dicom_date(text: str) -> dt.date | None:
+    """The date a DA value ``YYYYMMDD`` names, or None when it names none."""
     if len(text) != 8 or not text.isdigit():
         return None
     try:

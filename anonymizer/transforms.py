@@ -25,6 +25,7 @@ from anonymizer.actions import (
 )
 from anonymizer.elements import set_encoded, stored, text_values
 from anonymizer.errors import DeidentificationError
+from anonymizer.scrub import dicom_date
 from anonymizer.settings import check_format
 
 if TYPE_CHECKING:
@@ -268,13 +269,7 @@ def content_ages(items: list[Dataset]) -> list[float]:
 
 def _date(values: list[str]) -> dt.date | None:
     """The date of a DA element's values (one ``YYYYMMDD``), else None."""
-    text = values[0].strip() if len(values) == 1 else ""
-    if len(text) != 8 or not text.isdigit():
-        return None
-    try:
-        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return None
+    return dicom_date(values[0].strip()) if len(values) == 1 else None
 
 
 def oldest_age(ds: Dataset) -> float | None:
