@@ -13,6 +13,7 @@ and nothing on noisy backgrounds.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import unicodedata
@@ -260,9 +261,17 @@ def _import(module: str) -> Any:
 
 
 def require_engine() -> None:
-    """Raise :class:`MissingExtraError` unless the OCR engine and what it runs on can be
-    imported (checked once when a run starts; the models are not loaded)."""
-    _import_engine()
+    """Raise :class:`MissingExtraError` unless the OCR engine and what it runs on are
+    installed: checked once when a run starts, without importing them (that would cost
+    the main process 60 MB and half a second; a broken install fails the searched files,
+    each with the import error on its one line)."""
+    for module in ("onnxruntime", "cv2", "rapidocr"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module set to None in sys.modules
+            found = False
+        if not found:
+            raise _missing(module, ModuleNotFoundError(f"No module named {module!r}"))
 
 
 def _missing(module: str, exc: ImportError) -> MissingExtraError:
