@@ -876,3 +876,59 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- burned-in text
+def ultrasound(n_files: int, root: Path = CORPUS_ROOT,
+               log: Callable[[str], None] = print) -> Corpus:
+    """The cached corpus of ``n_files`` 640x480 8-bit ultrasound images, every other one
+    with a name, an MRN and a date drawn into its top corner (Pillow's own font), the rest
+    speckle only: what the pixel stage searches (needs the ``ocr`` extra's numpy, Pillow)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    path = root / f"us-{n_files}"
+
+    def check(stamp: dict) -> bool:
+        return len(_tree_files(path / "tree")) == stamp.get("files")
+
+    def generate(tree: Path) -> dict:
+        rng = np.random.default_rng(int(hashlib.sha256(SEED.encode()).hexdigest()[:8], 16))
+        font = ImageFont.load_default(size=18)
+        total = with_text = 0
+        for number in range(n_files):
+            y, x = np.mgrid[0:480, 0:640]
+            blob = 90 * np.exp(-(((x - 320) / 160) ** 2 + ((y - 260) / 120) ** 2))
+            image = np.clip(blob + rng.normal(0, 12, (480, 640)) + 20, 0, 200).astype(np.uint8)
+            patient = f"{LAST_NAMES[number % len(LAST_NAMES)]}^{FIRST_NAMES[number % 7]}"
+            mrn = f"{10000000 + number * 7919:08d}"
+            if number % 2 == 0:
+                canvas = Image.fromarray(image)
+                draw = ImageDraw.Draw(canvas)
+                draw.text((12, 8), patient.replace("^", " "), fill=255, font=font)
+                draw.text((12, 34), f"MRN {mrn}", fill=255, font=font)
+                image = np.asarray(canvas)
+                with_text += 1
+            ds = Dataset()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+            ds.file_meta.MediaStorageSOPInstanceUID = f"{UID_ROOT}9.{number + 1}"
+            ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+            ds.SOPInstanceUID = f"{UID_ROOT}9.{number + 1}"
+            ds.StudyInstanceUID = f"{UID_ROOT}8.{number // 10 + 1}"
+            ds.SeriesInstanceUID = f"{UID_ROOT}7.{number // 10 + 1}"
+            ds.Modality = "US"
+            ds.PatientName, ds.PatientID = patient, mrn
+            ds.StudyDate = "20240105"
+            ds.Rows, ds.Columns = image.shape
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated = ds.BitsStored = 8
+            ds.HighBit, ds.PixelRepresentation = 7, 0
+            ds.PixelData = image.tobytes()
+            target = tree / f"US{number + 1:05d}.dcm"
+            ds.save_as(target, enforce_file_format=True)
+            total += target.stat().st_size
+        return {"kind": "ultrasound", "files": n_files, "bytes": total, "with_text": with_text}
+
+    return _build(path, {"files": n_files}, check, generate, log)

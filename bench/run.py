@@ -1,6 +1,7 @@
 """Benchmark ``anonymizer run`` against the I/O limit (``cp -r``) and the parse limit (pydicom).
 
-    python -m bench.run [--quick] [--files N] [--frames F] [--skip-huge] [--jobs N] [--repeat K]
+    python -m bench.run [--quick] [--files N] [--frames F] [--skip-huge] [--ultrasound N]
+                        [--jobs N] [--repeat K]
 
 Builds (or reuses) the cached corpus of :mod:`bench.corpus`, then measures, one after the
 other and each in a fresh :mod:`bench.measure` helper process:
@@ -70,6 +71,7 @@ class Row:
     ratio_vs_cp: float | None = None
     ratio_vs_noop: float | None = None
     profile: str | None = None
+    exit_code: int = 0  # what the command must exit with (1: some inputs fail by design)
     repeats: list[dict] = field(default_factory=list)
 
 
@@ -159,7 +161,7 @@ def _run_row(row: Row, out: Path, check: Callable[[Path, Path], str], repeat: in
         # CPU time the rest of the machine used meanwhile (this helper's sampling included).
         report["background_cpu_s"] = round(max(0.0, busy - report["user_s"] - report["sys_s"]),
                                            2)
-        report["check"] = check(out, log) if report["exit_code"] == 0 else \
+        report["check"] = check(out, log) if report["exit_code"] == row.exit_code else \
             f"FAILED: exit {report['exit_code']}; {_tail(log)}"
         samples.append(report)
         shutil.rmtree(out, ignore_errors=True)
@@ -265,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int,
                         help=f"frames of the multi-frame file (default {FULL_FRAMES} = 1 GiB)")
     parser.add_argument("--skip-huge", action="store_true", help="no multi-frame measurements")
+    parser.add_argument("--ultrasound", type=int, default=60,
+                        help="ultrasound images for the burned-in text measurement, half with "
+                             "text drawn in (default 60; 0 = skip)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="N, the process count of the parallel runs (default: cpu count)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -297,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
               "dropped; every command below reads from cache)")
         rows = _single_frame_rows(single, tmp, key, jobs, repeat)
         huge_rows = _huge_rows(huge, tmp, key, repeat) if huge is not None else []
+        us = corpus.ultrasound(args.ultrasound) if args.ultrasound else None
+        us_rows = _ultrasound_rows(us, tmp, key, jobs, repeat) if us is not None else []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -308,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"multi-frame file: {huge.stamp['bytes'] / MiB:.0f} MiB "
               f"({huge.stamp['frames']} frames), 1 process")
         print(_table(huge_rows))
+
+    if us_rows:
+        print()
+        print(f"burned-in text: {us.stamp['files']} ultrasound images 640x480, "
+              f"{us.stamp['with_text']} with a name and MRN drawn in; every one is searched "
+              "by OCR (research fails those with text, research-ocr-blank blanks it)")
+        print(_table(us_rows))
+        for row in us_rows:
+            print(f"  {row.name}: {row.seconds / row.files * row.procs:.2f} s of a process "
+                  "per searched image")
 
     when = dt.datetime.now(dt.timezone.utc)
     record = {
@@ -327,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                    "multi_frame": ({**huge.stamp, "path": str(huge.tree)} if huge else None)},
         "single_frame": [asdict(r) for r in rows],
         "multi_frame": [asdict(r) for r in huge_rows],
+        "ultrasound": [asdict(r) for r in us_rows],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1) + "\n"
@@ -335,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(text)
     print(f"\nwritten: {target.relative_to(REPO)} and bench/results/latest.json "
           f"(total {record['total_seconds']:.0f} s)")
-    busy = [r.name for r in rows + huge_rows
+    busy = [r.name for r in rows + huge_rows + us_rows
             if r.background_cpu_s > max(0.5, 0.1 * r.seconds * (os.cpu_count() or 1))]
     if busy:
         print(f"note: other processes used over 10% of the CPUs during: {', '.join(busy)} "
               "(column 'bg CPU'): those timings are contended", file=sys.stderr)
-    failed = [r.name for r in rows + huge_rows if not r.check.startswith("ok")]
+    failed = [r.name for r in rows + huge_rows + us_rows if not r.check.startswith("ok")]
     if failed:
         print(f"bench: FAILED checks: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -370,6 +388,38 @@ def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
     rows = [_run_row(row, out, check, repeat) for row, check in plan]
     _ratios(rows)
     return rows
+
+
+def _ultrasound_rows(us: corpus.Corpus, tmp: Path, key: Path, jobs: int,
+                     repeat: int) -> list[Row]:
+    files, size, tree = us.stamp["files"], us.stamp["bytes"], str(us.tree)
+    with_text = us.stamp["with_text"]
+    plan = [(Row(f"anonymizer {profile} -j{jobs}", "anonymizer", jobs, files, size,
+                 [_anonymizer(), "run", "--profile", profile, "--key-file", str(key),
+                  "--jobs", str(jobs), "--no-progress", tree, "{out}"], profile=profile,
+                 exit_code=0 if written == files else 1),
+             _check_counts(written, files - written))
+            for profile, written in (("research", files - with_text),
+                                     ("research-ocr-blank", files))]
+    print(f"measuring {len(plan)} commands on {files} ultrasound images ...")
+    return [_run_row(row, tmp / "out-us", check, repeat) for row, check in plan]
+
+
+def _check_counts(written: int, failed: int) -> Callable[[Path, Path], str]:
+    """The run wrote ``written`` inputs and failed ``failed`` (the images with text)."""
+    def check(out: Path, log: Path) -> str:
+        counts: dict = {}
+        try:
+            for line in (out / "audit.jsonl").read_text().splitlines():
+                record = json.loads(line)
+                if record.get("type") == "run_end":
+                    counts = record.get("counts", {})
+        except (OSError, ValueError) as exc:
+            return f"FAILED: no audit log ({exc})"
+        if counts.get("written", 0) != written or counts.get("failed", 0) != failed:
+            return f"FAILED: {counts}, expected {written} written, {failed} failed; {_tail(log)}"
+        return "ok"
+    return check
 
 
 def _huge_rows(huge: corpus.Corpus, tmp: Path, key: Path, repeat: int) -> list[Row]:
