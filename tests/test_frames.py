@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -293,6 +294,9 @@ def test_undecodable_pixels_fail_with_the_projects_error() -> None:
         blank_regions(ds, {0: [Box(0, 0, 4, 4)]})
     assert isinstance(caught.value, DeidentificationError)
     assert "\n" not in str(caught.value)
+    # the decoder's own words reach the audit log as ours: no quoted text, no digit runs
+    # (libjpeg says "error code '-1038'")
+    assert "'-1038'" not in str(caught.value) and not re.search(r"\d{3}", str(caught.value))
     assert "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_encapsulated  # unchanged
 
 

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
-_DIGITS = re.compile(r"\d{3,}")
 
 
 def safe_reason(stage: str, exc: BaseException) -> str:
@@ -23,14 +19,14 @@ def safe_reason(stage: str, exc: BaseException) -> str:
     OSError gives its strerror only (the path may be PHI); other messages lose
     quoted substrings and runs of 3+ digits, which is where values appear.
     """
-    from anonymizer.errors import AnonymizerError
+    from anonymizer.errors import AnonymizerError, without_values
 
     if isinstance(exc, AnonymizerError):
         message = str(exc)  # ours: written without values
     elif isinstance(exc, OSError):
         message = exc.strerror or type(exc).__name__
     else:
-        text = _DIGITS.sub("#", _QUOTED.sub("'…'", str(exc).splitlines()[0] if str(exc) else ""))
+        text = without_values(str(exc).splitlines()[0] if str(exc) else "")
         message = f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
     return f"{stage}: {message}"
 

@@ -45,7 +45,7 @@ from pydicom.uid import (
 )
 
 from anonymizer.elements import stored, text_value
-from anonymizer.errors import MissingExtraError, PixelDataError
+from anonymizer.errors import MissingExtraError, PixelDataError, without_values
 from anonymizer.tags import ITEM_TAG, PIXEL_DATA, SEQUENCE_DELIMITER, UNDEFINED_LENGTH
 
 if TYPE_CHECKING:
@@ -286,12 +286,14 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
 
 
 def _one_line(exc: BaseException) -> str:
+    """A decoder's own message, for a PixelDataError: the reason reaches the audit log as
+    ours (not scrubbed again), so what may be a value of the file is taken out here."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     # "...raised by all available plugins:" says why on the next line
     text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
-    return f"{type(exc).__name__}: {text[:300]}"
+    return f"{type(exc).__name__}: {without_values(text)[:300]}"
 
 
 def _palette(view: Dataset, bits_stored: int) -> tuple[numpy.ndarray, int]:
