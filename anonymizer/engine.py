@@ -392,8 +392,9 @@ class Engine:
         DeidentificationError
             When the file cannot be fully de-identified (it must then not be written).
         """
-        pixels = self.pixels.plan(ds)  # from the values as read, before the header rules
         ctx = FileContext(self.profile, self.keyed, ds)
+        # from the values as read, before the header rules
+        pixels = self.pixels.plan(ds, ctx.identifiers)
         meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
         if meta is not None and text_value(meta, "TransferSyntaxUID").strip() in JPIP_REFERENCED:
             # Removing the URL leaves an image without pixels, keeping it points the
@@ -503,12 +504,10 @@ class Engine:
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
                 continue
             value_rule = policy.value_rules.get(vr)  # type: ignore[arg-type]
-            if value_rule is not None:
+            if value_rule is not None:  # text VRs are cleaned (their UIDs remapped too)
                 code = value_rule.action.apply(ds, tag, ctx)
                 if code != "K":
                     self._record(ctx, path, tag, code)
-            elif vr in _FREE_TEXT_VRS and ctx.remap_uids_in_text(ds, tag, vr, raw):
-                self._record(ctx, path, tag, "U")
         for group, block in creators:
             if (group, block) not in kept_blocks:
                 tag = group << 16 | block

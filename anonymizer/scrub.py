@@ -198,7 +198,6 @@ def collect(ds: Dataset) -> Identifiers:
 
 
 _SEQUENCE = ("SQ", "")
-_PERSON_NAME = ("PN", "")
 _DATE_VALUE = ("DA", "")
 _UID_VALUE = ("UI", "")
 _UNSEEN = ("", "")

@@ -79,8 +79,8 @@ class PixelPlan:
         return self.search or bool(self.regions) or self.burned_in
 
 
-#: OCR results by frame digest, per process (every detector reads alike)
-_SEEN: dict[bytes, list[TextBox]] = {}
+#: OCR results by detector and frame digest, per process
+_SEEN: dict[tuple[str, tuple[int, ...], bytes], list[TextBox]] = {}
 
 
 class PixelStage:
@@ -101,15 +101,15 @@ class PixelStage:
         self._factory = detector_factory
         self._detector: TextDetector | None = None
 
-    def plan(self, ds: Dataset) -> PixelPlan:
+    def plan(self, ds: Dataset, identifiers: scrub.Identifiers) -> PixelPlan:
         """Decide from the file as read (Modality, Manufacturer... before the header
-        rules remove or change them)."""
+        rules remove or change them); ``identifiers`` are the file's, collected then."""
         if PIXEL_DATA not in ds:  # float pixel data cannot be searched or cleaned here
             return PixelPlan(burned_in=burned_in_annotation(ds))
         search = self.policy.scans(ds)
         return PixelPlan(search=search, regions=self.policy.regions_for(ds),
                          burned_in=burned_in_annotation(ds),
-                         identifiers=scrub.collect(ds) if search else None)
+                         identifiers=identifiers if search else None)
 
     def apply(self, plan: PixelPlan, ds: Dataset) -> PixelOutcome:
         """Search, clean or fail ``ds`` (after the header rules) as ``plan`` says.
@@ -123,10 +123,8 @@ class PixelStage:
         outcome = PixelOutcome()
         if not plan.needed:
             return outcome
-        if plan.burned_in and not (plan.search or plan.regions) \
-                and not self.policy.accept_burned_in:
-            raise DeidentificationError("burned-in annotation: pixel data not cleaned")
         if not (plan.search or plan.regions):
+            self._check_burned_in(plan, cleaned=False)
             return outcome  # Burned In Annotation YES, accepted by the profile
         from anonymizer.pixels import frames
 
@@ -158,14 +156,19 @@ class PixelStage:
                 raise DeidentificationError(
                     f"burned-in text detected: {len(remaining)} text regions that no rule "
                     "cleaned")
-        if plan.burned_in and not cleaned and not self.policy.accept_burned_in:
-            raise DeidentificationError("burned-in annotation: pixel data not cleaned")
+        self._check_burned_in(plan, cleaned)
         if cleaned:
             margin = self.policy.margin if "ocr blank" in outcome.rules else 0
             outcome.blanked = frames.blank_regions(ds, boxes, margin=margin)
             _add_clean_pixel_code(ds)
             outcome.touched |= PIXEL_MODULE_TAGS
         return outcome
+
+    def _check_burned_in(self, plan: PixelPlan, cleaned: bool) -> None:
+        """A file that says its pixels hold annotation is written only once a rule
+        cleaned them, or where the profile accepts it."""
+        if plan.burned_in and not cleaned and not self.policy.accept_burned_in:
+            raise DeidentificationError("burned-in annotation: pixel data not cleaned")
 
     def _search(self, ds: Dataset, count: int, plan: PixelPlan,
                 boxes: dict[int, list[Any]], outcome: PixelOutcome
@@ -197,8 +200,8 @@ class PixelStage:
     def _detect(self, detector: TextDetector, image: Any) -> list[TextBox]:
         """The detector's boxes, remembered for identical frames (a cine loop's still
         frames, the same image sent twice): OCR costs far more than a hash."""
-        key = hashlib.blake2b(image.tobytes(), digest_size=16,
-                              person=str(image.shape).encode()[:16]).digest()
+        key = (detector.name, image.shape,
+               hashlib.blake2b(image.tobytes(), digest_size=16).digest())
         found = _SEEN.get(key)
         if found is None:
             found = _SEEN[key] = detector.detect(image)
