@@ -29,9 +29,12 @@ from anonymizer.keyed import KeyedSource
 from anonymizer.pixels.stage import PixelOutcome, PixelStage
 from anonymizer.rules import CompiledProfile
 from anonymizer.tags import (
+    CONTENT_SEQUENCE,
     ITEM_TAG,
     LONG_LENGTH_VRS,
     OVERLAY_GROUP,
+    PATIENT_AGE,
+    PATIENT_BIRTH_DATE,
     VALID_VRS,
     dictionary_vm,
     dictionary_vr,
@@ -41,9 +44,6 @@ from anonymizer.transforms import CapAge, CapBirthDate, Pseudonym, oldest_age, r
 
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
-PATIENT_AGE = 0x00101010
-PATIENT_BIRTH_DATE = 0x00100030
-CONTENT_SEQUENCE = 0x0040A730
 #: JPIP Referenced (Deflate) and their HTJ2K forms: the pixels are not in the file but
 #: behind Pixel Data Provider URL (Type 1C there), on the sender's server.
 JPIP_REFERENCED = frozenset({"1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95",

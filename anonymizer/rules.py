@@ -190,6 +190,7 @@ class CompiledProfile:
         lines += self.private.describe()
         lines += [a.describe() for a in self.additions]
         lines += [f"{k}: {v}" for k, v in sorted(self.settings.describe().items())]
+        lines += self.settings.pixels.describe()
         if self.layout:
             lines.append(f"layout: {self.layout}")
         return lines

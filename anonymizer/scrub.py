@@ -47,7 +47,7 @@ from pydicom.dataset import Dataset
 
 from anonymizer import standard
 from anonymizer.elements import element_strings, stored
-from anonymizer.tags import VALID_VRS, dictionary_vr
+from anonymizer.tags import PATIENT_BIRTH_DATE, VALID_VRS, dictionary_vr
 
 # --------------------------------------------------------------------------------------
 # What counts as an identifier of a dataset
@@ -56,7 +56,6 @@ from anonymizer.tags import VALID_VRS, dictionary_vr
 NAME, ID, PLACE, PHONE, DATE, EMAIL, URL, SSN, UID = (
     "name", "id", "place", "phone", "date", "email", "url", "ssn", "uid")
 
-PATIENT_BIRTH_DATE = 0x00100030
 _ID_KEYWORD = re.compile(r"(ID|IDs|Number|Numbers|Identifier|Locator)$")
 _PHONE_KEYWORD = re.compile(r"(TelephoneNumbers|PhoneNumber|TelecomInformation)$")
 _PLACE_KEYWORD = re.compile(r"(Address|Location|Residence|StationName|InstitutionName|"

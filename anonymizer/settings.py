@@ -70,7 +70,6 @@ class Settings:
             "pseudonyms.on_missing": self.on_missing,
             "dates.shift_days": f"{self.shift_days[0]}..{self.shift_days[1]}",
             "dates.times": self.times, "age.cap": str(self.age_cap),
-            **dict(line.split(": ", 1) for line in self.pixels.describe()),
         }
 
 

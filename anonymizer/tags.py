@@ -23,6 +23,10 @@ ITEM_TAG = b"\xfe\xff\x00\xe0"
 ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 PIXEL_DATA = 0x7FE00010
+#: Attributes more than one module decides on (age cap, identifiers, SR content).
+PATIENT_AGE = 0x00101010
+PATIENT_BIRTH_DATE = 0x00100030
+CONTENT_SEQUENCE = 0x0040A730
 #: Elements allowed after Pixel Data: Digital Signatures and Data Set Trailing Padding.
 AFTER_PIXEL_DATA = frozenset({0xFFFAFFFA, 0xFFFCFFFC})
 

@@ -27,6 +27,7 @@ from anonymizer.elements import set_encoded, stored, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.scrub import dicom_date
 from anonymizer.settings import check_format
+from anonymizer.tags import CONTENT_SEQUENCE, PATIENT_AGE, PATIENT_BIRTH_DATE
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -199,7 +200,6 @@ _UCUM_PER_YEAR = {"a": 1.0, "mo": 12.0, "wk": 52.1775, "d": 365.25, "h": 8766.0,
 #: LOINC Age, SNOMED CT Age (also under its old SRT designator).
 AGE_CONCEPTS = frozenset({("121033", "DCM"), ("30525-0", "LN"), ("397669002", "SCT"),
                           ("397669002", "SRT")})
-_CONTENT_SEQUENCE = 0x0040A730
 _CONCEPT_NAME_CODE_SEQUENCE = 0x0040A043
 MEASURED_VALUE_SEQUENCE = 0x0040A300
 _UNITS_CODE_SEQUENCE = 0x004008EA
@@ -208,8 +208,6 @@ _FLOATING_POINT_VALUE = 0x0040A161
 _RATIONAL_VALUES = (0x0040A162, 0x0040A163)  # numerator, denominator
 _CODE_VALUE = 0x00080100
 _CODING_SCHEME = 0x00080102
-_PATIENT_AGE = 0x00101010
-_PATIENT_BIRTH_DATE = 0x00100030
 #: The date a birth date is read against: Study, Series, Acquisition, Content Date.
 _REFERENCE_DATES = (0x00080020, 0x00080021, 0x00080022, 0x00080023)
 
@@ -262,8 +260,8 @@ def content_ages(items: list[Dataset]) -> list[float]:
                 found = _measured_age(measured)
                 if found is not None:
                     ages.append(found[0])
-        if _CONTENT_SEQUENCE in item:
-            ages += content_ages(item[_CONTENT_SEQUENCE].value)
+        if CONTENT_SEQUENCE in item:
+            ages += content_ages(item[CONTENT_SEQUENCE].value)
     return ages
 
 
@@ -276,14 +274,14 @@ def oldest_age(ds: Dataset) -> float | None:
     """The highest age in years the file tells, or None: Patient's Age, the Birth Date
     at the study (else series, acquisition, content date; else today: a birth date
     alone tells the age now), and the age concepts of its SR content."""
-    ages = [as_years(v) for v in text_values(ds, _PATIENT_AGE)]
-    birth = _date(text_values(ds, _PATIENT_BIRTH_DATE))
+    ages = [as_years(v) for v in text_values(ds, PATIENT_AGE)]
+    birth = _date(text_values(ds, PATIENT_BIRTH_DATE))
     if birth is not None:
         when = next((d for d in (_date(text_values(ds, tag)) for tag in _REFERENCE_DATES)
                      if d is not None), None) or dt.date.today()
         ages.append(when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day)))
-    if _CONTENT_SEQUENCE in stored(ds):
-        ages += content_ages(ds[_CONTENT_SEQUENCE].value)
+    if CONTENT_SEQUENCE in stored(ds):
+        ages += content_ages(ds[CONTENT_SEQUENCE].value)
     known = [age for age in ages if age is not None]
     return max(known) if known else None
 

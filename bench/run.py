@@ -121,19 +121,27 @@ def _check_anonymizer(expected: int, pixel: tuple[str, int] | None = None
     """Every input written (audit log run_end counts, files on disk); optionally the Pixel
     Data of the single output hashes to ``pixel`` = (sha256, length)."""
     def check(out: Path, log: Path) -> str:
-        counts: dict = {}
-        try:
-            for line in (out / "audit.jsonl").read_text().splitlines():
-                record = json.loads(line)
-                if record.get("type") == "run_end":
-                    counts = record.get("counts", {})
-        except (OSError, ValueError) as exc:
-            return f"FAILED: no audit log ({exc})"
+        counts = _run_end_counts(out)
+        if isinstance(counts, str):
+            return counts
         written = sum(name.endswith(".dcm") for _, _, names in os.walk(out) for name in names)
         if counts.get("written") != expected or written != expected:
             return f"FAILED: {counts} / {written} files on disk; {_tail(log)}"
         return _check_pixels(out, pixel) if pixel else "ok"
     return check
+
+
+def _run_end_counts(out: Path) -> dict | str:
+    """The counts of the audit log's last ``run_end`` record, or why there are none."""
+    counts: dict = {}
+    try:
+        for line in (out / "audit.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            if record.get("type") == "run_end":
+                counts = record.get("counts", {})
+    except (OSError, ValueError) as exc:
+        return f"FAILED: no audit log ({exc})"
+    return counts
 
 
 def _check_pixels(out: Path, pixel: tuple[str, int]) -> str:
@@ -408,14 +416,9 @@ def _ultrasound_rows(us: corpus.Corpus, tmp: Path, key: Path, jobs: int,
 def _check_counts(written: int, failed: int) -> Callable[[Path, Path], str]:
     """The run wrote ``written`` inputs and failed ``failed`` (the images with text)."""
     def check(out: Path, log: Path) -> str:
-        counts: dict = {}
-        try:
-            for line in (out / "audit.jsonl").read_text().splitlines():
-                record = json.loads(line)
-                if record.get("type") == "run_end":
-                    counts = record.get("counts", {})
-        except (OSError, ValueError) as exc:
-            return f"FAILED: no audit log ({exc})"
+        counts = _run_end_counts(out)
+        if isinstance(counts, str):
+            return counts
         if counts.get("written", 0) != written or counts.get("failed", 0) != failed:
             return f"FAILED: {counts}, expected {written} written, {failed} failed; {_tail(log)}"
         return "ok"

@@ -26,6 +26,8 @@ from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, Priva
 from anonymizer.tags import (
     OVERLAY_DATA,
     OVERLAY_GROUP,
+    PATIENT_AGE,
+    PATIENT_BIRTH_DATE,
     VALID_VRS,
     TagPattern,
     dictionary_vr,
@@ -34,8 +36,6 @@ from anonymizer.tags import (
 from anonymizer.transforms import MEASURED_VALUE_SEQUENCE, CapAge, CapBirthDate, CapMeasuredAge
 
 BUILTIN_PACKAGE = "anonymizer.builtin_profiles"
-PATIENT_AGE = 0x00101010
-PATIENT_BIRTH_DATE = 0x00100030
 _MUTUALLY_EXCLUSIVE = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates")
 _VRS = VALID_VRS
 

@@ -26,6 +26,8 @@ from importlib.resources import files
 from types import MappingProxyType
 from typing import Any
 
+from anonymizer.tags import CONTENT_SEQUENCE
+
 __all__ = [
     "ATTRIBUTE_TYPES_EDITION",
     "OPTIONS",
@@ -251,7 +253,6 @@ def _repeating_form(tag: int) -> str | None:
 
 #: Content Sequence (0040,A730): the SR content tree nests it to any depth, and every level
 #: below the first is defined like the first (PS3.3 C.17.3, by recursive inclusion).
-_CONTENT_SEQUENCE = 0x0040A730
 
 
 def known_sop_class(uid: str) -> bool:
@@ -313,7 +314,7 @@ def attribute_type(sop_class_uid: str, tag: int, path: tuple[int, ...] = ()) -> 
         if found is not None:
             return found
         nested = next((i for i in range(1, len(path))
-                       if path[i] == path[i - 1] == _CONTENT_SEQUENCE), None)
+                       if path[i] == path[i - 1] == CONTENT_SEQUENCE), None)
         if nested is None:
             return "3"
         path = path[:nested] + path[nested + 1:]
