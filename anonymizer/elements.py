@@ -18,7 +18,11 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import PIXEL_KEYWORDS, Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.values import convert_SQ
+
+from anonymizer.tags import ITEM_TAG
 
 
 def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
@@ -105,6 +109,15 @@ def text_value(ds: Dataset, keyword: str) -> str:
     """The value of an attribute of ``ds`` as one string ("" if absent), read like
     :func:`text_values`: a raw element stays raw, so the writer can still copy it."""
     return "\\".join(text_values(ds, tag_for_keyword(keyword)))  # type: ignore[arg-type]
+
+
+def undeclared_items(elem: DataElement | RawDataElement) -> Sequence | None:
+    """The items of a private sequence read without its VR (implicit VR, or UN), or None
+    when the element is not one. Such sequences are always implicit VR little endian."""
+    value = elem.value
+    if elem.VR in (None, "UN") and isinstance(value, bytes) and value[:4] == ITEM_TAG:
+        return convert_SQ(value, True, True)
+    return None
 
 
 def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:

@@ -19,18 +19,16 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import PIXEL_KEYWORDS, Dataset
 from pydicom.sequence import Sequence
-from pydicom.values import convert_SQ
 
 from anonymizer import __version__, scrub, standard
 from anonymizer.actions import TEXT_VRS, Keep, Remove, set_value
-from anonymizer.elements import element_strings, stored, text_value
+from anonymizer.elements import element_strings, stored, text_value, undeclared_items
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.pixels.stage import PixelOutcome, PixelStage
 from anonymizer.rules import CompiledProfile
 from anonymizer.tags import (
     CONTENT_SEQUENCE,
-    ITEM_TAG,
     LONG_LENGTH_VRS,
     OVERLAY_GROUP,
     PATIENT_AGE,
@@ -495,10 +493,9 @@ class Engine:
                 continue
             kept_blocks.add((group, element >> 8))
             _check_plausible(tag, vr, raw)
-            if vr in (None, "UN") and isinstance(raw.value, bytes) and raw.value[:4] == ITEM_TAG:
-                # A private sequence read without its VR (implicit VR, or UN): decode it
-                # (such sequences are always implicit VR little endian) so it is cleaned.
-                ds[tag] = DataElement(tag, "SQ", convert_SQ(raw.value, True, True))
+            items = undeclared_items(raw)
+            if items is not None:  # a private sequence read without its VR: cleaned too
+                ds[tag] = DataElement(tag, "SQ", items)
                 vr = "SQ"
             if vr == "SQ":
                 self._clean_items(ds[tag].value, (*path, tag), ctx)

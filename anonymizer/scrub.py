@@ -46,7 +46,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from anonymizer import standard
-from anonymizer.elements import element_strings, stored
+from anonymizer.elements import element_strings, stored, undeclared_items
 from anonymizer.tags import PATIENT_BIRTH_DATE, VALID_VRS, dictionary_vr
 
 # --------------------------------------------------------------------------------------
@@ -199,6 +199,7 @@ def collect(ds: Dataset) -> Identifiers:
 _SEQUENCE = ("SQ", "")
 _DATE_VALUE = ("DA", "")
 _UID_VALUE = ("UI", "")
+_UNDECLARED = ("UN", "")  # a private element without its VR: perhaps a sequence
 _UNSEEN = ("", "")
 #: (tag, VR as stored) -> what the element holds for :func:`collect`, or None
 _CATEGORIES: dict[tuple[int, str | None], tuple[str, str] | None] = {}
@@ -208,7 +209,9 @@ def _category(tag: int, stored_vr: str | None) -> tuple[str, str] | None:
     private = tag >> 16 & 1
     vr = stored_vr
     if vr not in VALID_VRS or vr == "UN":
-        vr = None if private else dictionary_vr(tag)
+        if private:
+            return _UNDECLARED
+        vr = dictionary_vr(tag)
     if vr == "SQ":
         return _SEQUENCE
     if vr == "PN":
@@ -233,9 +236,10 @@ def _collect_into(ds: Dataset, values: set[Identifier], dates: set[bytes],
                 categories[category_key] = category
         if category is None:
             continue
-        if category is _SEQUENCE:
-            items = elem.value if isinstance(elem, DataElement) else ds[tag].value
-            for item in items:
+        if category is _SEQUENCE or category is _UNDECLARED:
+            items = undeclared_items(elem) if category is _UNDECLARED else \
+                elem.value if isinstance(elem, DataElement) else ds[tag].value
+            for item in items or ():
                 _collect_into(item, values, dates, birth, uids)
             continue
         if category is _UID_VALUE or category is _DATE_VALUE:

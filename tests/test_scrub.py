@@ -277,3 +277,20 @@ def test_no_false_alarms_on_the_descriptors_of_the_test_files() -> None:
     assert header_free == {("date", "date"): 23, ("url", "URL"): 4}
     own_values = sum(n for key, n in found.items() if key not in header_free)
     assert own_values == 24, found
+
+
+def test_collect_reads_private_sequences_that_lost_their_vr(tmp_path: Path) -> None:
+    """Implicit VR: a private sequence is read as bytes without a VR; the names in it
+    identify all the same (a description may repeat them)."""
+    ds = _item(SOPClassUID="1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID="1.2.3.4")
+    ds.ensure_file_meta()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"  # Implicit VR Little Endian
+    block = ds.private_block(0x0009, "ACME 1.0", create=True)
+    block.add_new(0x10, "SQ", Sequence([_item(PatientName="Hidden^Hilda")]))
+    path = tmp_path / "implicit.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    read = read_dataset(path).dataset
+    assert stored(read)[0x00091010].VR is None  # as read: no VR, raw bytes
+    found = collect(read)
+    assert ("name", "PatientName", "Hidden^Hilda") in found.values
+    assert _marked(found, "seen with Hilda Hidden") == "seen with [NAME]"
