@@ -805,9 +805,15 @@ def _find_patterns(text: str, has_digit: bool, identifiers: Identifiers) -> list
     return found
 
 
-def _two_digit_year(year: int) -> int:
-    pivot = dt.date.today().year % 100
-    return 2000 + year if year <= pivot else 1900 + year
+def _two_digit_year(year: int, identifiers: Identifiers) -> int:
+    """The century of a two-digit year: the one of a date of the file with that year,
+    else POSIX's (69-99 in the 1900s, 00-68 in the 2000s). Not today's: the same text
+    must read the same in every run, whatever the year it runs in."""
+    years = {date.year for date in identifiers.dates}
+    for century in (2000, 1900):
+        if century + year in years:
+            return century + year
+    return 1900 + year if year >= 69 else 2000 + year
 
 
 def _find_dates(text: str, identifiers: Identifiers) -> list[Finding]:
@@ -824,7 +830,8 @@ def _date_finding(match: re.Match[str], identifiers: Identifiers) -> Finding | N
     """The date a match of :data:`_DATE_FORMS` means, or None if it is none."""
     groups = match.groupdict()
     year_text = groups["y"]
-    year = int(year_text) if len(year_text) == 4 else _two_digit_year(int(year_text))
+    year = int(year_text) if len(year_text) == 4 else _two_digit_year(int(year_text),
+                                                                       identifiers)
     roles = {"d": "d", "m": "m", "b": "b", "y": "y"}
     if groups.get("p"):
         day_first = _day_month(year, int(groups["p"]), int(groups["q"]), groups["s"],

@@ -294,3 +294,14 @@ def test_collect_reads_private_sequences_that_lost_their_vr(tmp_path: Path) -> N
     found = collect(read)
     assert ("name", "PatientName", "Hidden^Hilda") in found.values
     assert _marked(found, "seen with Hilda Hidden") == "seen with [NAME]"
+
+
+@pytest.mark.parametrize(("dates", "text", "year"), [
+    ((), "05-MAR-75", 1975), ((), "05-MAR-19", 2019), ((), "05-MAR-50", 2050),
+    (("19500305",), "05-MAR-50", 1950),  # a date of the file decides the century
+    (("20750101",), "05-MAR-75", 2075),
+])
+def test_two_digit_years_read_the_same_in_every_run(dates: tuple[str, ...], text: str,
+                                                    year: int) -> None:
+    (finding,) = _identifiers(dates=dates).find(text)
+    assert finding.date is not None and finding.date.date.year == year
