@@ -101,7 +101,8 @@ class Identifiers:
     and UIDs are kept as the encoded values and read only when a text needs them.
     """
 
-    __slots__ = ("values", "_dates_raw", "_birth_raw", "_uids_raw", "_matcher", "_read")
+    __slots__ = ("values", "_dates_raw", "_birth_raw", "_uids_raw", "_matcher", "_read",
+                 "_ocr")
 
     def __init__(self, values: frozenset[Identifier] = frozenset(),
                  dates: frozenset[bytes] = frozenset(), birth_dates: frozenset[bytes] = frozenset(),
@@ -112,6 +113,7 @@ class Identifiers:
         self._uids_raw = uids
         self._matcher: _Matcher | None = None
         self._read: tuple[frozenset[dt.date], frozenset[dt.date], frozenset[str]] | None = None
+        self._ocr: tuple[Callable[[str], str], set[str], set[str]] | None = None
 
     @property
     def dates(self) -> frozenset[dt.date]:
@@ -157,7 +159,9 @@ class Identifiers:
             return True
         compact = normalise(text)
         digits = re.sub(r"\D", "", compact)
-        words, numbers = self._ocr_forms(normalise)
+        if self._ocr is None or self._ocr[0] is not normalise:  # once per file, not per box
+            self._ocr = (normalise, *self._ocr_forms(normalise))
+        _, words, numbers = self._ocr
         return any(form in compact for form in words) \
             or bool(digits) and any(form in digits for form in numbers)
 
