@@ -64,6 +64,12 @@ def test_a_profile_widens_or_narrows_the_searched_set(tmp_path: Path) -> None:
     assert (policy.every_nth, policy.text) == (3, "identifiers")
 
 
+@pytest.mark.parametrize("written", ["off", "'off'", "false"])
+def test_ocr_off_reads_as_off_quoted_or_not(tmp_path: Path, written: str) -> None:
+    """YAML 1.1 reads an unquoted ``off`` as false: it still means off."""
+    assert _profile(tmp_path, f"pixels:\n  ocr: {written}\n").ocr == "off"
+
+
 def test_region_rules_match_on_attributes_with_wildcards(tmp_path: Path) -> None:
     policy = _profile(tmp_path, """\
 pixels:

@@ -86,6 +86,8 @@ def _parse_pixels(value: LineDict, fail: Callable[[str, int], ProfileError]) -> 
             raise fail(f"unknown key {name!r} in 'pixels' (allowed: {', '.join(_PIXEL_KEYS)})",
                        line)
         if name == "ocr":
+            if item is False:
+                item = "off"  # YAML 1.1 reads an unquoted off as false
             if item not in OCR_MODES:
                 raise fail(f"'ocr' must be one of {', '.join(OCR_MODES)}", line)
             out["ocr"] = item
