@@ -42,6 +42,12 @@ _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 _STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
 
 
+def held_in_file(elem: DataElement | RawDataElement) -> bool:
+    """Whether the element's value is an open file (pydicom's buffered value: Pixel Data
+    cleaned on disk), to be copied out in chunks and never read whole."""
+    return isinstance(elem, DataElement) and elem.is_buffered
+
+
 def _codec(charset: str | list[str]) -> str | None:
     if isinstance(charset, str):
         return _SIMPLE_CODECS.get(charset)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import re
 import struct
 from collections import Counter
@@ -382,8 +383,12 @@ class Engine:
         #: burned-in text: searched for, cleaned, or the file failed
         self.pixels = PixelStage(profile.settings.pixels)
 
-    def deidentify(self, ds: Dataset) -> EngineResult:
+    def deidentify(self, ds: Dataset,
+                   scratch_dir: str | os.PathLike[str] | None = None) -> EngineResult:
         """De-identify ``ds`` (and its file meta) in place.
+
+        ``scratch_dir`` is where cleaned Pixel Data too large for memory is built (best
+        on the output's file system; the system's temporary folder by default).
 
         Raises
         ------
@@ -404,7 +409,7 @@ class Engine:
         self._clean_file_meta(ds, ctx)
         self._add(ds)
         self._stamp(ds)
-        ctx.result.pixels = self.pixels.apply(pixels, ds)
+        ctx.result.pixels = self.pixels.apply(pixels, ds, scratch_dir)
         ctx.result.touched |= ctx.result.pixels.touched
         if original_study_uid:
             ctx.result.study_uid_map = (original_study_uid,

@@ -12,7 +12,9 @@ other and each in a fresh :mod:`bench.measure` helper process:
 
 and, on a folder holding only the multi-frame file (>= 1 GiB of Pixel Data): ``cp -r``, the
 pydicom no-op and ``anonymizer run --profile research --jobs 1``, checking that the Pixel Data
-value bytes of each output hash the same as the input's.
+value bytes of each output hash the same as the input's, then ``research`` plus a region rule
+that blanks a bar of every frame (the frame-by-frame cleaning path; its peak RSS is the
+point).
 
 Prints a table and writes ``bench/results/bench-<UTC timestamp>.json`` and
 ``bench/results/latest.json``. Nothing is asserted about timings: the JSON is the record.
@@ -425,6 +427,15 @@ def _check_counts(written: int, failed: int) -> Callable[[Path, Path], str]:
     return check
 
 
+def _region_profile(tmp: Path) -> Path:
+    """research plus a region rule blanking the top 32 rows of every CT frame."""
+    path = tmp / "research-region.yaml"
+    path.write_text("name: research-region\nversion: '1'\nextends: research\n"
+                    "pixels:\n  ocr: 'off'\n  regions:\n    - name: top bar\n"
+                    "      match: {Modality: CT}\n      blank: [[0, 0, 512, 32]]\n")
+    return path
+
+
 def _huge_rows(huge: corpus.Corpus, tmp: Path, key: Path, repeat: int) -> list[Row]:
     size, tree, out = huge.stamp["bytes"], str(huge.tree), tmp / "out-huge"
     source = huge.tree / huge.stamp["file"]
@@ -449,6 +460,13 @@ def _huge_rows(huge: corpus.Corpus, tmp: Path, key: Path, repeat: int) -> list[R
              [_anonymizer(), "run", "--profile", "research", "--key-file", str(key), "--jobs",
               "1", "--no-progress", tree, "{out}"], profile="research"),
          _check_anonymizer(1, (digest, length))),
+        # a region rule on every frame: decoded, painted and re-encoded one frame at a
+        # time, the new Pixel Data built in a scratch file (memory stays one frame)
+        (Row("anonymizer region rule -j1", "anonymizer", 1, 1, size,
+             [_anonymizer(), "run", "--profile", str(_region_profile(tmp)), "--key-file",
+              str(key), "--jobs", "1", "--no-progress", tree, "{out}"],
+             profile="research + region rule"),
+         _check_anonymizer(1)),
     ]
     print(f"measuring {len(plan)} commands on the multi-frame file ...")
     rows = [_run_row(row, out, check, repeat) for row, check in plan]

@@ -21,9 +21,11 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from anonymizer.elements import held_in_file
 from anonymizer.errors import DeidentificationError, PixelDataError
 from anonymizer.io import read_dataset, write_temporary
 from anonymizer.io.reader import LARGE_FILE
+from anonymizer.pixels import frames as frames_module
 from anonymizer.pixels.frames import (
     Box,
     blank_regions,
@@ -232,10 +234,15 @@ def test_generated_text_shows_bright_and_is_blanked(photometric: str, bits: int,
     ("SC_rgb_dcmtk_+eb+cy+np.dcm", False), ("MR_small_bigendian.dcm", False),
     ("OBXXXX1A_rle_2frame.dcm", False),
 ])
+@pytest.mark.parametrize("spill", [False, True], ids=["in-memory", "scratch-file"])
 def test_blank_through_the_projects_reader_and_writer(tmp_path: Path, name: str,
-                                                      left_in_place: bool) -> None:
+                                                      left_in_place: bool, spill: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Read as the pipeline reads (the scanner leaves native Pixel Data in the file's
-    bytes), blank, write with the project's writer (splice where it can)."""
+    bytes), blank, write with the project's writer (splice where it can); the painted
+    value built in memory or, as for huge images, in a scratch file."""
+    if spill:
+        monkeypatch.setattr(frames_module, "SPILL_ABOVE", 0)
     source = tmp_path / "in.dcm"
     source.write_bytes(Path(_path(name)).read_bytes())
     read = read_dataset(source)
@@ -243,7 +250,9 @@ def test_blank_through_the_projects_reader_and_writer(tmp_path: Path, name: str,
         assert (read.dataset._dict[0x7FE00010].value is None) == left_in_place
         expected = _decoded(pydicom.dcmread(source))
         last = len(expected) - 1
-        assert blank_regions(read.dataset, {last: [Box(0, 0, 8, 8)]}) == 1
+        assert blank_regions(read.dataset, {last: [Box(0, 0, 8, 8)]},
+                             scratch_dir=tmp_path) == 1
+        assert held_in_file(read.dataset._dict[0x7FE00010]) == spill
         written, _ = write_temporary(read.dataset, tmp_path / "out", "t", read.splice,
                                      touched=set())
     finally:
@@ -273,6 +282,8 @@ def test_blank_a_large_file_read_from_disk(tmp_path: Path) -> None:
         (_, image), = display_frames(read.dataset, [3])
         assert image.shape == (rows, columns)
         assert blank_regions(read.dataset, {3: [Box(10, 20, 30, 40)]}) == 1
+        # built frame by frame in a scratch file, copied out of it by the writer
+        assert held_in_file(read.dataset._dict[0x7FE00010])
         written, _ = write_temporary(read.dataset, tmp_path / "out", "t", read.splice,
                                      touched=set())
     finally:

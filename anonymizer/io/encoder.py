@@ -10,8 +10,9 @@ bytes are always what pydicom itself would write.
 
 from __future__ import annotations
 
+import os
 import struct
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -45,6 +46,28 @@ def _header(tag: int, vr: str | None, length: int, implicit: bool) -> bytes | No
     if length > 0xFFFF:
         return None  # pydicom writes such a value as UN (PS3.5 6.2.2)
     return _SHORT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), length)
+
+
+def write_buffered_element(elem: DataElement, implicit: bool, out: BinaryIO,
+                           chunk: int = 1 << 20) -> None:
+    """Write an element whose value is a file (Pixel Data cleaned on disk) in chunks,
+    never holding the value in memory.
+
+    Raises
+    ------
+    ValueError
+        When the element's VR cannot be written with that length.
+    """
+    buffer = elem.value
+    length = buffer.seek(0, os.SEEK_END)
+    header = _header(elem.tag, elem.VR, length, implicit)
+    if header is None or length % 2:
+        raise ValueError(f"cannot write a {length}-byte {elem.VR} value from a file")
+    out.write(header)
+    buffer.seek(0)
+    while data := buffer.read(chunk):
+        out.write(data)
+    buffer.seek(0)
 
 
 def _encode_raw(raw: RawDataElement, implicit: bool) -> bytes | None:

@@ -21,8 +21,8 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from anonymizer.elements import stored, text_values
-from anonymizer.io.encoder import encode_element
+from anonymizer.elements import held_in_file, stored, text_values
+from anonymizer.io.encoder import encode_element, write_buffered_element
 from anonymizer.tags import (
     ITEM_TAG,
     LONG_LENGTH_VRS,
@@ -260,6 +260,10 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
         if pending is not None:
             source.copy(*pending, out)
             pending = None
+        if held_in_file(elem):  # cleaned Pixel Data built in a file: copied out in chunks
+            flush_encoded()
+            write_buffered_element(elem, implicit, out)
+            continue
         constant = constants.encoded(tag, elem, implicit) if constants else None
         if constant is None:
             constant = encode_element(elem, implicit, encoding)

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from anonymizer import __version__
-from anonymizer.elements import set_encoded, stored, text_value
+from anonymizer.elements import held_in_file, set_encoded, stored, text_value
 from anonymizer.io.splice import (
     EncodedConstants,
     SpliceMap,
@@ -150,7 +150,11 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
         with open(temporary, "wb") as handle:  # gathered writes bypass its buffer
             part10 = _prepare(ds)
             if part10 and splice is not None and splice_supported(ds):
-                hashing = _HashingFile(handle, gather=splice.source.data is not None)
+                # a value held in a file (cleaned pixels of a huge image) must not be
+                # gathered into memory
+                gather = splice.source.data is not None and not any(
+                    held_in_file(elem) for elem in stored(ds).values())
+                hashing = _HashingFile(handle, gather=gather)
                 write_spliced(ds, splice, set(touched), hashing, constants)
             else:
                 # Without SOP Class/Instance UIDs no Part 10 header can be made: the

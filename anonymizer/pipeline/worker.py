@@ -234,7 +234,8 @@ def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResul
                           outcome: FileOutcome) -> None:
     ds, keyed = read.dataset, loaded.keyed
     try:
-        result = loaded.engine.deidentify(ds)
+        # cleaned pixels too large for memory are built on the output's file system
+        result = loaded.engine.deidentify(ds, scratch_dir=config.output_dir)
         target = output_path(config.layout, ds, outcome.relative, outcome.token[:16])
     except Exception as exc:  # noqa: BLE001 - DeidentificationError or any other failure
         outcome.reason = safe_reason("de-identify", exc)

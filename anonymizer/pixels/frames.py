@@ -10,9 +10,10 @@ into the dataset it reads, and the splice writer copies only elements still as r
 Memory: decoding holds one frame. A value the reader left in the file (a file over
 ``LARGE_FILE``) is read from there frame by frame for native data; pydicom reads an
 encapsulated one fragment by fragment. :func:`blank_regions` builds the new native Pixel
-Data as one ``bytes``: for a file over 64 MiB its full decompressed size is held in
-memory (twice, for the moment the frames are joined), and the writer encodes it from
-there.
+Data frame by frame: in memory up to :data:`SPILL_ABOVE` bytes, above that in an
+anonymous scratch file that the Pixel Data element then holds as its (buffered) value,
+which the writers copy out in chunks. Painting a huge multi-frame file thus holds one
+frame, whatever its number of frames.
 
 Needs the ``pixels`` extra (numpy and the pylibjpeg decoders); without it every function
 that decodes raises :class:`~anonymizer.errors.MissingExtraError`.
@@ -21,7 +22,9 @@ that decodes raises :class:`~anonymizer.errors.MissingExtraError`.
 from __future__ import annotations
 
 import importlib
+import os
 import struct
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +68,8 @@ _LOSSY_METHODS = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918
                   JPEGLSNearLossless: "ISO_14495_1"}
 _EXTENDED_OFFSET_TABLE = (0x7FE00001, 0x7FE00002)
 _SUPPORTED_BITS = (8, 16)
+#: Painted Pixel Data larger than this goes to a scratch file rather than memory.
+SPILL_ABOVE = 64 << 20
 _ITEM_HEADER = struct.Struct("<4sI")
 
 
@@ -454,7 +459,46 @@ def _record_lossy(ds: Dataset, syntax: UID, encoded: int | None, decoded: int) -
         _set(ds, "LossyImageCompressionRatio", f"{decoded / encoded:.2f}"[:16])
 
 
-def blank_regions(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int = 0) -> int:
+class _PaintedValue:
+    """The new native Pixel Data value, written frame by frame: in memory, or in an
+    anonymous scratch file (no name: nothing is left behind if the process dies) when
+    it will be larger than :data:`SPILL_ABOVE`."""
+
+    def __init__(self, expected: int, scratch_dir: str | os.PathLike[str] | None):
+        self._file: BinaryIO | None = None
+        if expected > SPILL_ABOVE:
+            self._file = tempfile.TemporaryFile(dir=scratch_dir)  # noqa: SIM115
+        self._parts: list[bytes] = []
+        self.length = 0
+
+    def write(self, data: bytes) -> None:
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._parts.append(data)
+        self.length += len(data)
+
+    def value(self) -> bytes | BinaryIO:
+        """The value, padded to even length (PS3.5 7.1.1): bytes, or the scratch file
+        positioned at its start."""
+        if self.length % 2:
+            self.write(b"\x00")
+        if self._file is None:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            return data
+        self._file.flush()
+        self._file.seek(0)
+        return self._file
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._parts.clear()
+
+
+def blank_regions(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int = 0,
+                  scratch_dir: str | os.PathLike[str] | None = None) -> int:
     """Paint ``boxes`` over the pixels with the darkest value, and store the pixel data
     native (uncompressed): in the input's transfer syntax if that was native (big endian
     included), else in Explicit VR Little Endian.
@@ -474,6 +518,10 @@ def blank_regions(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int =
         The boxes to paint, by 0-based frame number.
     margin : int
         Pixels added on every side of every box (boxes are clipped to the frame).
+    scratch_dir : path, optional
+        Where Pixel Data over :data:`SPILL_ABOVE` bytes is built (an anonymous file;
+        the system's temporary folder by default). Pixel Data then holds that open file
+        as a buffered value until the dataset is written and released.
 
     Returns
     -------
@@ -503,9 +551,36 @@ def blank_regions(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int =
     # pydicom will not write big endian elements as little endian), encapsulated input
     # becomes Explicit VR Little Endian
     little = syntax.is_encapsulated or syntax.is_little_endian
+    expected = (rows * columns * _integer(view, "SamplesPerPixel", 1) * count
+                * (_integer(view, "BitsAllocated") // 8))
+    painted_value = _PaintedValue(expected, scratch_dir)
+    try:
+        first, painted = _paint_frames(ds, syntax, count, boxes, margin, little, view,
+                                       painted_value)
+        decoded_size = painted_value.length
+        encoded = None
+        if syntax.is_encapsulated:
+            with _value_source(ds) as source:
+                encoded = _encapsulated_length(source)
+        value = painted_value.value()
+    except BaseException:
+        painted_value.discard()
+        raise
+    _store(ds, syntax, value, first, view)
+    if syntax.is_encapsulated:
+        _record_lossy(ds, syntax, encoded, decoded_size)
+    _set(ds, "BurnedInAnnotation", "NO")
+    return painted
+
+
+def _paint_frames(ds: Dataset, syntax: UID, count: int, boxes: Mapping[int, Sequence[Box]],
+                  margin: int, little: bool, view: Dataset, out: _PaintedValue,
+                  ) -> tuple[dict[str, Any], int]:
+    """Decode, paint and write each frame in turn; the first frame's properties and the
+    number of boxes painted."""
+    rows, columns = _integer(view, "Rows"), _integer(view, "Columns")
     first: dict[str, Any] | None = None
     darkest: Any = None
-    parts: list[bytes] = []
     painted = 0
     for index, arr, properties in _decoded(ds, range(count), raw=syntax not in _TO_RGB_SYNTAXES):
         if first is None:
@@ -518,23 +593,10 @@ def blank_regions(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int =
             if region is not None:
                 arr[region.y0:region.y1, region.x0:region.x1] = darkest
                 painted += 1
-        parts.append(_stored_bytes(arr, properties, little))
+        out.write(_stored_bytes(arr, properties, little))
         del arr  # one decoded frame at a time
     assert first is not None  # frame_count is at least 1 with Pixel Data
-    data = b"".join(parts)
-    del parts
-    decoded_size = len(data)
-    if len(data) % 2:
-        data += b"\x00"  # values have even length (PS3.5 7.1.1)
-    encoded = None
-    if syntax.is_encapsulated:
-        with _value_source(ds) as source:
-            encoded = _encapsulated_length(source)
-    _store(ds, syntax, data, first, view)
-    if syntax.is_encapsulated:
-        _record_lossy(ds, syntax, encoded, decoded_size)
-    _set(ds, "BurnedInAnnotation", "NO")
-    return painted
+    return first, painted
 
 
 def _blank_photometric(properties: Mapping[str, Any]) -> str:
@@ -544,10 +606,10 @@ def _blank_photometric(properties: Mapping[str, Any]) -> str:
     return "YBR_FULL" if photometric == "YBR_FULL_422" else photometric
 
 
-def _store(ds: Dataset, syntax: UID, data: bytes, properties: Mapping[str, Any],
+def _store(ds: Dataset, syntax: UID, data: bytes | BinaryIO, properties: Mapping[str, Any],
            view: Dataset) -> None:
-    """Replace the Pixel Data of ``ds`` by native ``data`` and make the Image Pixel
-    elements and the transfer syntax describe it."""
+    """Replace the Pixel Data of ``ds`` by native ``data`` (bytes, or a file holding
+    them) and make the Image Pixel elements and the transfer syntax describe it."""
     bits = int(properties["bits_allocated"])
     # OB for 8-bit: OW would have a big endian writer swap the bytes of each pair
     ds[PIXEL_DATA] = DataElement(PIXEL_DATA, "OB" if bits == 8 else "OW", data)

@@ -11,6 +11,7 @@ pixels``; the text itself never leaves this module.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,8 +112,12 @@ class PixelStage:
                          burned_in=burned_in_annotation(ds),
                          identifiers=identifiers if search else None)
 
-    def apply(self, plan: PixelPlan, ds: Dataset) -> PixelOutcome:
+    def apply(self, plan: PixelPlan, ds: Dataset,
+              scratch_dir: str | os.PathLike[str] | None = None) -> PixelOutcome:
         """Search, clean or fail ``ds`` (after the header rules) as ``plan`` says.
+
+        Cleaned Pixel Data too large to hold in memory is built in an anonymous file in
+        ``scratch_dir`` (see :func:`anonymizer.pixels.frames.blank_regions`).
 
         Raises
         ------
@@ -159,7 +164,8 @@ class PixelStage:
         self._check_burned_in(plan, cleaned)
         if cleaned:
             margin = self.policy.margin if "ocr blank" in outcome.rules else 0
-            outcome.blanked = frames.blank_regions(ds, boxes, margin=margin)
+            outcome.blanked = frames.blank_regions(ds, boxes, margin=margin,
+                                                   scratch_dir=scratch_dir)
             _add_clean_pixel_code(ds)
             outcome.touched |= PIXEL_MODULE_TAGS
         return outcome
