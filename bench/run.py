@@ -1,7 +1,7 @@
 """Benchmark ``anonymizer run`` against the I/O limit (``cp -r``) and the parse limit (pydicom).
 
     python -m bench.run [--quick] [--files N] [--frames F] [--skip-huge] [--ultrasound N]
-                        [--jobs N] [--repeat K]
+                        [--baseline REF] [--jobs N] [--repeat K]
 
 Builds (or reuses) the cached corpus of :mod:`bench.corpus`, then measures, one after the
 other and each in a fresh :mod:`bench.measure` helper process:
@@ -68,7 +68,6 @@ class Row:
     tree_rss_mib: float = 0.0  # sampled sum over the process tree
     cpu_s: float = 0.0
     background_cpu_s: float = 0.0  # CPU seconds other processes used meanwhile
-    exit_code: int = 0
     check: str = ""
     ratio_vs_cp: float | None = None
     ratio_vs_noop: float | None = None
@@ -277,9 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int,
                         help=f"frames of the multi-frame file (default {FULL_FRAMES} = 1 GiB)")
     parser.add_argument("--skip-huge", action="store_true", help="no multi-frame measurements")
-    parser.add_argument("--ultrasound", type=int, default=60,
-                        help="ultrasound images for the burned-in text measurement, half with "
-                             "text drawn in (default 60; 0 = skip)")
+    parser.add_argument("--ultrasound", type=int, default=200,
+                        help="ultrasound images added to the CT/MR corpus for the mixed "
+                             "(burned-in text) measurement, half with text drawn in "
+                             "(default 200; 0 = skip)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run git revision REF's research profile on the same "
+                             "corpora, side by side (e.g. the commit before a change)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="N, the process count of the parallel runs (default: cpu count)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -310,10 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         warm_bytes, warm_s = _warm(single.tree)
         print(f"warm-up: read {warm_bytes / 1e6:.0f} MB in {warm_s:.1f} s (page cache not "
               "dropped; every command below reads from cache)")
-        rows = _single_frame_rows(single, tmp, key, jobs, repeat)
+        baseline = _baseline(args.baseline) if args.baseline else None
+        rows = _single_frame_rows(single, tmp, key, jobs, repeat, baseline)
         huge_rows = _huge_rows(huge, tmp, key, repeat) if huge is not None else []
         us = corpus.ultrasound(args.ultrasound) if args.ultrasound else None
-        us_rows = _ultrasound_rows(us, tmp, key, jobs, repeat) if us is not None else []
+        us_rows = _mixed_rows(single, us, tmp, key, jobs, repeat, baseline) \
+            if us is not None else []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -326,15 +331,28 @@ def main(argv: list[str] | None = None) -> int:
               f"({huge.stamp['frames']} frames), 1 process")
         print(_table(huge_rows))
 
+    if baseline is not None:
+        current = next(r for r in rows if r.name == f"anonymizer research -j{jobs}")
+        before = next(r for r in rows if r.kind == "baseline")
+        print(f"  research -j{jobs} CT/MR: {current.seconds / before.seconds:.3f}x the time of "
+              f"baseline {baseline[0]}")
     if us_rows:
         print()
-        print(f"burned-in text: {us.stamp['files']} ultrasound images 640x480, "
-              f"{us.stamp['with_text']} with a name and MRN drawn in; every one is searched "
-              "by OCR (research fails those with text, research-ocr-blank blanks it)")
+        print(f"mixed corpus: the {files} CT/MR files plus {us.stamp['files']} ultrasound "
+              f"images 640x480, {us.stamp['with_text']} with a name and MRN drawn in; every "
+              "ultrasound image is searched by OCR (research fails those with text, "
+              "research-ocr-blank blanks it), N = {jobs}".replace("{jobs}", str(jobs)))
         print(_table(us_rows))
+        # the same run on the CT/MR files alone: what the ultrasound images added
+        alone = {"anonymizer": next((r for r in rows if r.kind == "anonymizer" and r.procs == jobs
+                                     and r.profile == "research"), None),
+                 "baseline": next((r for r in rows if r.kind == "baseline"), None)}
         for row in us_rows:
-            print(f"  {row.name}: {row.seconds / row.files * row.procs:.2f} s of a process "
-                  "per searched image")
+            if alone[row.kind] is None:
+                continue
+            extra = (row.seconds - alone[row.kind].seconds) * row.procs / us.stamp["files"]
+            print(f"  {row.name}: {extra:.2f} s of a process per ultrasound image (the "
+                  f"mixed run's time less the CT/MR run's)")
 
     when = dt.datetime.now(dt.timezone.utc)
     record = {
@@ -354,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                    "multi_frame": ({**huge.stamp, "path": str(huge.tree)} if huge else None)},
         "single_frame": [asdict(r) for r in rows],
         "multi_frame": [asdict(r) for r in huge_rows],
-        "ultrasound": [asdict(r) for r in us_rows],
+        "mixed": [asdict(r) for r in us_rows],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1) + "\n"
@@ -376,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
-                       repeat: int) -> list[Row]:
+                       repeat: int, baseline: tuple[str, Path] | None) -> list[Row]:
     files, size = single.stamp["files"], single.stamp["bytes"]
     tree, out = str(single.tree), tmp / "out"
     python, anonymizer = sys.executable, _anonymizer()
@@ -394,25 +412,83 @@ def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
                               "--jobs", str(n), "--no-progress", tree, "{out}"],
                              profile=profile),
                          _check_anonymizer(files)))
+    if baseline is not None:
+        plan.append((Row(f"baseline {baseline[0]} research -j{jobs}", "baseline", jobs, files,
+                         size, _baseline_command(
+                             baseline, "run", "--profile", "research", "--key-file", str(key),
+                             "--jobs", str(jobs), "--no-progress", tree, "{out}"),
+                         profile="research"),
+                     _check_anonymizer(files)))
     print(f"measuring {len(plan)} commands on {files} files ...")
     rows = [_run_row(row, out, check, repeat) for row, check in plan]
     _ratios(rows)
     return rows
 
 
-def _ultrasound_rows(us: corpus.Corpus, tmp: Path, key: Path, jobs: int,
-                     repeat: int) -> list[Row]:
-    files, size, tree = us.stamp["files"], us.stamp["bytes"], str(us.tree)
+def _baseline(ref: str) -> tuple[str, Path]:
+    """The sources of git revision ``ref`` (short hash, folder), exported once under
+    ``bench/corpus/`` to be run with this venv's Python and dependencies."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    short = sha[:10]
+    folder = corpus.CORPUS_ROOT / f"baseline-{short}"
+    if not (folder / "anonymizer" / "__init__.py").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha, "anonymizer", "profiles"], cwd=REPO,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        # where pyproject's package-dir puts them (else the editable install's finder
+        # serves this checkout's built-in profiles to the baseline)
+        (folder / "profiles").rename(folder / "anonymizer" / "builtin_profiles")
+    return short, folder
+
+
+def _baseline_command(baseline: tuple[str, Path], *arguments: str) -> list[str]:
+    """``anonymizer ARGUMENTS`` as the baseline revision runs it (started in its folder:
+    ``python -m`` puts the working directory, here the repository, first on the path)."""
+    return ["env", "-C", str(baseline[1]), f"PYTHONPATH={baseline[1]}", sys.executable, "-m",
+            "anonymizer", *arguments]
+
+
+def _linked_tree(target: Path, *trees: Path) -> int:
+    """Hard-link every file of ``trees`` into ``target`` (one folder each); file count."""
+    count = 0
+    for index, tree in enumerate(trees):
+        for folder, _, names in os.walk(tree):
+            destination = target / f"part{index}" / Path(folder).relative_to(tree)
+            destination.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                os.link(Path(folder, name), destination / name)
+                count += 1
+    return count
+
+
+def _mixed_rows(single: corpus.Corpus, us: corpus.Corpus, tmp: Path, key: Path, jobs: int,
+                repeat: int, baseline: tuple[str, Path] | None) -> list[Row]:
+    """The CT/MR corpus plus the ultrasound images (half with text drawn in), in one tree:
+    research fails the images with text, research-ocr-blank blanks them."""
+    tree = tmp / "mixed"
+    files = _linked_tree(tree, single.tree, us.tree)
+    size = single.stamp["bytes"] + us.stamp["bytes"]
     with_text = us.stamp["with_text"]
+    arguments = ["run", "--profile", "research", "--key-file", str(key), "--jobs", str(jobs),
+                 "--no-progress", str(tree), "{out}"]
     plan = [(Row(f"anonymizer {profile} -j{jobs}", "anonymizer", jobs, files, size,
                  [_anonymizer(), "run", "--profile", profile, "--key-file", str(key),
-                  "--jobs", str(jobs), "--no-progress", tree, "{out}"], profile=profile,
+                  "--jobs", str(jobs), "--no-progress", str(tree), "{out}"], profile=profile,
                  exit_code=0 if written == files else 1),
              _check_counts(written, files - written))
             for profile, written in (("research", files - with_text),
                                      ("research-ocr-blank", files))]
-    print(f"measuring {len(plan)} commands on {files} ultrasound images ...")
-    return [_run_row(row, tmp / "out-us", check, repeat) for row, check in plan]
+    if baseline is not None:
+        # before the pixel stage: every image written, text and all
+        plan.append((Row(f"baseline {baseline[0]} research -j{jobs}", "baseline", jobs, files,
+                         size, _baseline_command(baseline, *arguments), profile="research"),
+                     _check_counts(files, 0)))
+    print(f"measuring {len(plan)} commands on {files} files (CT/MR + {us.stamp['files']} "
+          "ultrasound) ...")
+    return [_run_row(row, tmp / "out-mixed", check, repeat) for row, check in plan]
 
 
 def _check_counts(written: int, failed: int) -> Callable[[Path, Path], str]:
