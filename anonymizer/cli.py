@@ -2,7 +2,8 @@
 
 Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed,
 2 usage, profile or key error (one line on stderr, no traceback), 3 the run stopped
-because OUT cannot be written (disk full, read-only, permission), 130 interrupted by
+because OUT cannot be written (disk full, read-only, permission), 4 another run holds
+OUT (one run per output folder; ``--wait-lock`` waits for it), 130 interrupted by
 SIGINT, 141 the reader of the output closed it early (``| head``), 143 stopped by SIGTERM.
 """
 
@@ -15,11 +16,13 @@ from collections import Counter
 from pathlib import Path
 
 from anonymizer import __version__
-from anonymizer.errors import AnonymizerError
+from anonymizer.errors import AnonymizerError, OutputInUseError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: What a shell reports for a command killed by SIGPIPE (128 + 13), as ``yes | head`` does.
 EXIT_BROKEN_PIPE = 141
+#: another run holds OUT (one run per output folder)
+EXIT_OUTPUT_IN_USE = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="reprocess everything even if OUT holds a run with another "
                      "profile, key or layout")
+    run.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                     help="wait up to SECONDS for another run on the same OUT to finish "
+                          "(default: stop at once, exit 4)")
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds allowed per file (0: no limit; default 600)")
     run.add_argument("--backend", choices=("local", "dask"), default="local",
@@ -105,6 +111,9 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "keygen":
             return _keygen(args)
         return _report(args)
+    except OutputInUseError as exc:
+        print(f"anonymizer: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_IN_USE
     except AnonymizerError as exc:
         print(f"anonymizer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -128,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
         input_dir=args.input, output_dir=args.output, profile=args.profile,
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
-        quarantine_dir=args.quarantine, force=args.force, timeout=args.timeout,
+        quarantine_dir=args.quarantine, force=args.force, wait_lock=args.wait_lock,
+        timeout=args.timeout,
         backend=args.backend, scheduler=args.scheduler,
         progress=not args.no_progress and sys.stderr.isatty()))
     counts = summary.counts

@@ -52,6 +52,10 @@ class UsageError(AnonymizerError):
     """The command line asks for something the tool refuses (e.g. OUT inside IN)."""
 
 
+class OutputInUseError(AnonymizerError):
+    """Another run holds the output folder (one run per OUT at a time)."""
+
+
 class DeidentificationError(AnonymizerError):
     """One file could not be fully de-identified; the file is failed, never written."""
 

@@ -32,10 +32,11 @@ from anonymizer import __version__
 from anonymizer.errors import UsageError
 from anonymizer.io import file_sha256
 from anonymizer.io.writer import TEMP_PREFIX, sync_file
-from anonymizer.keyed import load_key
+from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout, with_suffix_token
+from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.resume import PreviousRuns, compact, sweep_temporaries
 from anonymizer.pipeline.worker import (
     FATAL_WRITE_ERRNOS,
@@ -47,6 +48,7 @@ from anonymizer.pipeline.worker import (
 )
 from anonymizer.pixels.stage import check_pixel_extras
 from anonymizer.profiles import load_profile
+from anonymizer.rules import CompiledProfile
 
 AUDIT_NAME = "audit.jsonl"
 
@@ -70,6 +72,8 @@ class RunConfig:
     crosswalk_path: Path | None = None
     quarantine_dir: Path | None = None
     force: bool = False
+    #: seconds to wait for another run holding OUT to finish (0: refuse at once)
+    wait_lock: float = 0.0
     timeout: float = 600.0
     progress: bool = True
     backend: str = "local"  # or "dask"
@@ -198,6 +202,17 @@ def run(config: RunConfig) -> RunSummary:
         layout = check_layout(config.layout or profile.layout or DEFAULT_LAYOUT)
     except ValueError as exc:
         raise UsageError(f"layout: {exc}") from None
+    if config.backend == "dask" and (config.key_file is None or not config.scheduler):
+        raise UsageError("--backend dask needs --scheduler ADDRESS and --key-file on storage "
+                         "the workers can read (the key is never sent in task arguments)")
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_output(config.output_dir, config.wait_lock):
+        return _run_holding_output(config, profile, keyed, layout)
+
+
+def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource,
+                        layout: str) -> RunSummary:
+    """The run itself, once this process holds OUT (no other run reads or writes it)."""
     jobs = config.jobs or os.cpu_count() or 1
     audit_path = config.audit_path or config.output_dir / AUDIT_NAME
     previous = PreviousRuns.load(audit_path)
@@ -208,10 +223,6 @@ def run(config: RunConfig) -> RunSummary:
         raise UsageError(f"{config.output_dir} holds a run with another "
                          f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
                          "--force to reprocess everything")
-    if config.backend == "dask" and (config.key_file is None or not config.scheduler):
-        raise UsageError("--backend dask needs --scheduler ADDRESS and --key-file on storage "
-                         "the workers can read (the key is never sent in task arguments)")
-    config.output_dir.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
     reserve = _reserve_space(audit_path)
