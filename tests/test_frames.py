@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pixel_images import dataset as image_dataset
+from pixel_images import decoded_frames, encode, ink, speckle, stored_values
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import pixel_array
+from pydicom.pixels import convert_color_space, pixel_array
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -369,3 +371,40 @@ def test_blanked_outputs_stay_valid(tmp_path: Path, name: str) -> None:
     out = tmp_path / name
     ds.save_as(out, enforce_file_format=True)
     assert errors(dciodvfy, out) - errors(dciodvfy, Path(_path(name))) == set()
+
+
+def _generated(photometric: str, bits: int, frames: int, syntax: str = "explicit",
+               ) -> tuple[Dataset, np.ndarray]:
+    """An image with text drawn by Pillow, frames over different backgrounds, as written
+    and read back; and the text's coverage."""
+    coverage = ink((48, 64), [(2, 2, "MRN 1234")], size=12)
+    grey = np.stack([speckle(48, 64, seed=seed) for seed in range(frames)])
+    pixels = stored_values(grey, np.repeat(coverage[None], frames, axis=0), photometric, bits)
+    return _saved(encode(image_dataset(pixels), pixels, syntax)), coverage
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "bigendian"])
+def test_native_ybr_full_422_frames_are_read_from_their_own_place(tmp_path: Path,
+                                                                 syntax: str) -> None:
+    """pydicom's decoder takes the frames after the first it expands from YBR_FULL_422
+    as YBR_FULL (3 samples a pixel, not 2) and reads them from the wrong offset. Read as
+    the pipeline reads (little endian native data stays in the file's bytes, decoded
+    from a stream)."""
+    ds, _ = _generated("YBR_FULL_422", 8, 3, syntax)
+    expected = decoded_frames(ds)
+    assert not np.array_equal(expected[1], expected[2])
+    ds.save_as(tmp_path / "in.dcm", enforce_file_format=True)
+    read = read_dataset(tmp_path / "in.dcm")
+    try:
+        assert (read.dataset._dict[0x7FE00010].value is None) == (syntax == "explicit")
+        shown = dict(display_frames(read.dataset, [0, 1, 2]))
+        for index in range(3):
+            rgb = convert_color_space(expected[index], "YBR_FULL", "RGB")
+            assert np.array_equal(shown[index], rgb), index
+        assert blank_regions(read.dataset, {2: [Box(0, 0, 4, 4)]}) == 1
+        after = decoded_frames(_saved(read.dataset))
+    finally:
+        read.close()
+    assert np.array_equal(after[0], expected[0]) and np.array_equal(after[1], expected[1])
+    assert (after[2][:4, :4] == [0, 128, 128]).all()
+    assert np.array_equal(after[2][4:], expected[2][4:])

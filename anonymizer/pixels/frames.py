@@ -268,7 +268,7 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
         raise PixelDataError(f"Image Pixel elements unreadable: {_one_line(exc)}") from exc
     rows, columns = _integer(view, "Rows"), _integer(view, "Columns")
     with _value_source(ds) as source:
-        frames = decoder.iter_array(source, indices=list(indices), raw=raw, **options)
+        frames = _iter_array(decoder, source, syntax, indices, raw, options)
         for index in indices:
             try:
                 arr, properties = next(frames)
@@ -283,6 +283,17 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
                 raise PixelDataError(f"frame {index} decoded as {arr.shape}, not "
                                      f"{rows}x{columns}")
             yield index, arr, properties
+
+
+def _iter_array(decoder: Any, source: bytes | BinaryIO, syntax: UID, indices: Sequence[int],
+                raw: bool, options: dict[str, Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """pydicom's frames ``indices`` of ``source``, one call per frame for native
+    YBR_FULL_422: once pydicom has expanded a frame of it, it takes the data for YBR_FULL
+    (3 samples a pixel, not 2) and reads every later frame from the wrong place."""
+    if syntax.is_encapsulated or options.get("photometric_interpretation") != "YBR_FULL_422":
+        return decoder.iter_array(source, indices=list(indices), raw=raw, **options)
+    return (frame for index in indices
+            for frame in decoder.iter_array(source, indices=[index], raw=raw, **options))
 
 
 def _one_line(exc: BaseException) -> str:
