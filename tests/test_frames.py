@@ -408,3 +408,18 @@ def test_native_ybr_full_422_frames_are_read_from_their_own_place(tmp_path: Path
     assert np.array_equal(after[0], expected[0]) and np.array_equal(after[1], expected[1])
     assert (after[2][:4, :4] == [0, 128, 128]).all()
     assert np.array_equal(after[2][4:], expected[2][4:])
+
+
+@pytest.mark.parametrize("photometric", ["YBR_FULL", "YBR_FULL_422"])
+def test_16bit_ybr_is_shown_as_rgb(photometric: str) -> None:
+    """pydicom converts YBR to RGB for 8-bit samples only (PS3.5 allows YBR_FULL at 16
+    bits in JPEG lossless and JPEG 2000, and native data at any depth)."""
+    ds, coverage = _generated(photometric, 16, 2)
+    (_, image), = display_frames(ds, [1])
+    assert image.dtype == np.uint8 and image.shape == (48, 64, 3)
+    text = coverage >= 255
+    assert (image[text] >= 250).all()  # white text
+    assert image[~text].mean() < 120  # over a dark background
+    reference = convert_color_space((decoded_frames(ds)[1] >> 8).astype(np.uint8),
+                                    "YBR_FULL", "RGB")
+    assert np.array_equal(image, reference)

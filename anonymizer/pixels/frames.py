@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
+from pydicom.pixels import apply_color_lut, as_pixel_options, convert_color_space, get_decoder
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -340,8 +340,8 @@ def display_frames(ds: Dataset, indices: Sequence[int],
 
     Text drawn into an image is usually at its brightest value: MONOCHROME1 is inverted
     so that text reads light on dark as in MONOCHROME2; PALETTE COLOR is looked up;
-    YBR is converted to RGB; anything but unsigned 8-bit is scaled to 0-255 from the
-    frame's own minimum and maximum.
+    YBR is converted to RGB (from its top 8 bits when wider); anything else but unsigned
+    8-bit is scaled to 0-255 from the frame's own minimum and maximum.
 
     Parameters
     ----------
@@ -366,10 +366,17 @@ def display_frames(ds: Dataset, indices: Sequence[int],
     np = _numpy()
     view = _pixel_view(ds)
     palette: numpy.ndarray | None = None
+    # pydicom converts YBR to RGB for 8-bit samples only: wider ones are decoded as
+    # stored and converted below
+    wide_ybr = _integer(view, "BitsAllocated") > 8 and text_value(
+        view, "PhotometricInterpretation").strip() in ("YBR_FULL", "YBR_FULL_422")
     # each frame once: pydicom reads a repeated index of YBR_FULL_422 data wrongly
-    for index, arr, properties in _decoded(ds, list(dict.fromkeys(indices)), raw=False):
+    for index, arr, properties in _decoded(ds, list(dict.fromkeys(indices)), raw=wide_ybr):
         photometric = properties["photometric_interpretation"]
-        if photometric == "PALETTE COLOR":
+        if wide_ybr and photometric in ("YBR_FULL", "YBR_FULL_422"):
+            top_bits = (arr >> max(int(properties["bits_stored"]) - 8, 0)).astype(np.uint8)
+            image = convert_color_space(top_bits, "YBR_FULL", "RGB")
+        elif photometric == "PALETTE COLOR":
             if palette is None:
                 palette = _palette(view, int(properties["bits_stored"]))[0]
             image = palette[np.clip(arr, 0, len(palette) - 1)]
