@@ -239,6 +239,13 @@ def dataset(pixels: Pixels, **values: object) -> Dataset:
     return ds
 
 
+def grey_dataset(frames: np.ndarray, **values: object) -> Dataset:
+    """:func:`dataset` of 8-bit MONOCHROME2 frames, (rows, columns) or
+    (frames, rows, columns)."""
+    frames = frames if frames.ndim == 3 else frames[None]
+    return dataset(Pixels(frames, "MONOCHROME2", 8, 8, False), **values)
+
+
 # ------------------------------------------------------------------ encoders
 #: Transfer syntaxes of the matrix: short name -> (UID, lossy).
 SYNTAXES: dict[str, tuple[UID, bool]] = {
