@@ -17,6 +17,7 @@ number of files:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import get_private_entry, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -52,6 +53,8 @@ MAX_FLAGGED_IMAGES = 200
 MAX_LISTED_PROBLEMS = 50
 THUMBNAIL_SIZE = 160
 FLAGGED_SIZE = 384
+#: Binary numbers: a private one is shown as its numbers (public ones are not listed).
+_NUMBER_VRS = frozenset({"AT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV"})
 #: Private elements that are not text are shown by size; shorter ones that decode to
 #: printable text are shown as that text.
 _PRINTABLE_EXTRA = frozenset("\t\n\r")
@@ -405,7 +408,16 @@ def _path_part(tag: int, elements: Mapping[int, Any], ds: Dataset
         texts = element_strings(creator_elem, ds)
         creator = texts[0].strip() if texts and texts[0].strip() else "(empty private creator)"
     part = f"({group:04X},xx{element & 0xFF:02X})" if element > 0x00FF else format_tag(tag)
-    return part, part, creator
+    return part, _private_name(tag, creator) or part, creator
+
+
+@functools.lru_cache(maxsize=4096)
+def _private_name(tag: int, creator: str) -> str | None:
+    """What pydicom's private dictionary calls an element of a creator's block."""
+    try:
+        return get_private_entry(tag, creator)[2] or None
+    except KeyError:
+        return None
 
 
 def _items(elem: DataElement | RawDataElement, ds: Dataset, tag: int,
@@ -424,12 +436,13 @@ def _items(elem: DataElement | RawDataElement, ds: Dataset, tag: int,
 def _value(elem: DataElement | RawDataElement, ds: Dataset, vr: str) -> str | None:
     """The value of an element as the page shows it, or None when it is not listed.
 
-    Text VRs give their text (values joined with a backslash, as stored); a private
-    element of another VR is shown by size, or as text when its bytes are printable
+    Text VRs give their text (values joined with a backslash, as stored), and so do the
+    numbers of a private element; a private element of another VR (OB, UN...) is shown
+    by size, or as text when its bytes are printable
     (a vendor's text stored as UN or OB is still text a reviewer must read).
     """
     private = elem.tag >> 16 & 1
-    if vr in TEXT_VRS:
+    if vr in TEXT_VRS or private and vr in _NUMBER_VRS:
         try:
             value = "\\".join(element_strings(elem, ds))
         except Exception:  # noqa: BLE001 - shown as such, never fatal
