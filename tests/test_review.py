@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KEY_A, SAMPLE_DATA, dcmread_quiet, one_line_error
+from conftest import SAMPLE_DATA, dcmread_quiet, one_line_error, required_tool
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -118,13 +117,6 @@ class Release:
     @property
     def html(self) -> str:
         return self.page.read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("key") / "secret.key"
-    path.write_bytes(KEY_A)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -542,16 +534,6 @@ def test_a_missing_extra_is_one_line_naming_it(release, tmp_path: Path) -> None:
 # In a real browser
 # ----------------------------------------------------------------------------------
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        message = "chromium is not installed: apt-get install chromium"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 def _browser(chromium: str, profile_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # --no-sandbox: tests run as root in CI; a profile folder of its own, so that runs
     # beside each other (or a desktop Chromium) do not share one
@@ -563,7 +545,7 @@ def _browser(chromium: str, profile_dir: Path, *args: str) -> subprocess.Complet
 
 def test_chromium_renders_the_page(release, ultrasound_release: Release,
                                    tmp_path: Path) -> None:
-    chromium = _chromium()
+    chromium = required_tool("chromium", "chromium-browser", package="chromium")
     made = release("research")
     proc = _browser(chromium, tmp_path / "profile", "--dump-dom", made.page.as_uri())
     assert proc.returncode == 0, proc.stderr[-2000:]
