@@ -53,6 +53,8 @@ MAX_FLAGGED_IMAGES = 200
 MAX_LISTED_PROBLEMS = 50
 THUMBNAIL_SIZE = 160
 FLAGGED_SIZE = 384
+#: Numbers written as text: read here directly (pydicom would make objects of them).
+_DECIMAL_VRS = frozenset({"DS", "IS"})
 #: Binary numbers: a private one is shown as its numbers (public ones are not listed).
 _NUMBER_VRS = frozenset({"AT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV"})
 #: Private elements that are not text are shown by size; shorter ones that decode to
@@ -313,8 +315,8 @@ def _add_dataset(stats: ReleaseStats, ds: Dataset, relative: str, size: int,
         wanted_flagged = False
     if not (wanted_in_series or wanted_flagged):
         return
-    frames = int(text_value(ds, "NumberOfFrames") or 1) \
-        if text_value(ds, "NumberOfFrames").strip().isdigit() else 1
+    frames_text = text_value(ds, "NumberOfFrames").strip()
+    frames = int(frames_text) if frames_text.isdigit() else 1
     image, error = None, None
     try:
         image = first_frame(ds)
@@ -399,7 +401,7 @@ def _path_part(tag: int, elements: Mapping[int, Any], ds: Dataset
     """(path component, label, private creator) of an element; None for a creator."""
     group, element = tag >> 16, tag & 0xFFFF
     if not group & 1:
-        return format_tag(tag), keyword_for_tag(tag) or format_tag(tag), None
+        return (*_public_part(tag), None)
     if 0x0010 <= element <= 0x00FF:
         return None, "", None
     creator_elem = elements.get((group << 16) | (element >> 8)) if element > 0x00FF else None
@@ -409,6 +411,12 @@ def _path_part(tag: int, elements: Mapping[int, Any], ds: Dataset
         creator = texts[0].strip() if texts and texts[0].strip() else "(empty private creator)"
     part = f"({group:04X},xx{element & 0xFF:02X})" if element > 0x00FF else format_tag(tag)
     return part, _private_name(tag, creator) or part, creator
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _public_part(tag: int) -> tuple[str, str]:
+    """(tag, keyword) of a public element, looked up once per tag."""
+    return format_tag(tag), keyword_for_tag(tag) or format_tag(tag)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -442,6 +450,9 @@ def _value(elem: DataElement | RawDataElement, ds: Dataset, vr: str) -> str | No
     (a vendor's text stored as UN or OB is still text a reviewer must read).
     """
     private = elem.tag >> 16 & 1
+    raw = elem.value
+    if vr in _DECIMAL_VRS and isinstance(raw, bytes):  # ASCII digits: read as stored
+        return _cut("\\".join(v.strip(" \x00") for v in raw.decode("latin-1").split("\\")))
     if vr in TEXT_VRS or private and vr in _NUMBER_VRS:
         try:
             value = "\\".join(element_strings(elem, ds))
@@ -450,7 +461,6 @@ def _value(elem: DataElement | RawDataElement, ds: Dataset, vr: str) -> str | No
         return _cut(value)
     if not private:
         return None
-    raw = elem.value
     if not isinstance(raw, bytes | bytearray):
         return None  # numbers of a known VR: nothing a reader of text must see
     text = bytes(raw).rstrip(b"\x00 ").decode("latin-1")

@@ -43,7 +43,9 @@ def windowed(image: numpy.ndarray) -> numpy.ndarray:
     """An 8-bit image stretched between its low and high percentiles (grey or RGB)."""
     import numpy as np
 
-    low, high = np.percentile(image, _WINDOW)
+    # every 4th pixel of a large image says as much about its histogram, 16 times faster
+    sample = image[::4, ::4] if image.shape[0] * image.shape[1] > 1 << 20 else image
+    low, high = np.percentile(sample, _WINDOW)
     if high <= low:
         return image
     scaled = (image.astype(np.float32) - np.float32(low)) * np.float32(255 / (high - low))
@@ -62,7 +64,7 @@ def png_data_uri(image: numpy.ndarray, size: int) -> str:
         picture = picture.resize((picture.width * factor, picture.height * factor),
                                  Image.Resampling.NEAREST)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
+    picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
