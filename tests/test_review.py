@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -483,6 +484,22 @@ def test_the_page_may_live_in_out_and_is_not_read_as_part_of_the_release(release
     assert "not DICOM" not in dom.text_by_id["summary"]
     assert not [p for p in made.out.iterdir() if p.name.startswith(".anonymizer-tmp-")]
     page.unlink()
+
+
+def test_a_folder_without_audit_log_is_described_as_it_is(release, tmp_path: Path) -> None:
+    """Files from anywhere (here a run's output without its log, and a stray text file):
+    the page says what was done is unknown, and lists what is not DICOM."""
+    out = tmp_path / "out"
+    shutil.copytree(release("default").out, out)
+    (out / "audit.jsonl").unlink()
+    (out / "notes.txt").write_text("a note someone left")
+    page = tmp_path / "page.html"
+    result = write_review(ReviewOptions(out, page))
+    assert result.files == 12 and result.findings is None
+    dom = Dom(page.read_text(encoding="utf-8"))
+    assert "No audit log" in dom.text_by_id["runs"]
+    assert dom.number("count-files") == 12
+    assert "notes.txt" in dom.text_by_id["notes"]
 
 
 @pytest.mark.parametrize("case", ["no OUT", "audit log", "foreign file", "folder",

@@ -305,7 +305,8 @@ def _preview(values: list[_ValueView]) -> str:
     """The most frequent values, short, for the folded attribute's one line."""
     parts = []
     for value in values[:_PREVIEW_VALUES]:
-        text = "".join(segment for segment, _ in value.segments) or "(empty)"
+        text = " ".join("".join(segment for segment, _ in value.segments).split()) \
+            or "(empty)"  # on one line: newlines and runs of spaces become one space
         parts.append(text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…")
     more = ", …" if len(values) > _PREVIEW_VALUES else ""
     return ", ".join(parts) + more

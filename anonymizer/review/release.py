@@ -46,7 +46,7 @@ TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN"
 MAX_VALUE_CHARS = 4000
 #: Attribute paths tabulated; a release with more (deep SR trees) counts the rest.
 MAX_ATTRIBUTES = 4000
-MAX_SERIES = 500
+MAX_SERIES = 200
 MAX_CHART_PATIENTS = 200
 MAX_STUDIES_PER_PATIENT = 100
 MAX_FLAGGED_IMAGES = 200
