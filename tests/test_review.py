@@ -487,19 +487,24 @@ def test_the_page_may_live_in_out_and_is_not_read_as_part_of_the_release(release
 
 
 def test_a_folder_without_audit_log_is_described_as_it_is(release, tmp_path: Path) -> None:
-    """Files from anywhere (here a run's output without its log, and a stray text file):
-    the page says what was done is unknown, and lists what is not DICOM."""
+    """Files from anywhere (here a run's output without its log, a stray text file and a
+    truncated DICOM file): the page says what was done is unknown, and lists what is not
+    DICOM and what cannot be read."""
     out = tmp_path / "out"
     shutil.copytree(release("default").out, out)
     (out / "audit.jsonl").unlink()
     (out / "notes.txt").write_text("a note someone left")
+    whole = next(out.rglob("*.dcm")).read_bytes()
+    (out / "cut.dcm").write_bytes(whole[:len(whole) // 2])
     page = tmp_path / "page.html"
     result = write_review(ReviewOptions(out, page))
-    assert result.files == 12 and result.findings is None
+    assert result.files == 12 and result.findings is None and result.unreadable == 1
     dom = Dom(page.read_text(encoding="utf-8"))
     assert "No audit log" in dom.text_by_id["runs"]
     assert dom.number("count-files") == 12
     assert "notes.txt" in dom.text_by_id["notes"]
+    [(name, reason)] = [tuple(row) for row in dom.tables["unreadable"][1:]]
+    assert name == "cut.dcm" and reason.startswith("read: truncated")
 
 
 @pytest.mark.parametrize("case", ["no OUT", "audit log", "foreign file", "folder",

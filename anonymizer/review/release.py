@@ -169,6 +169,7 @@ class ReleaseStats:
     top: int
     thumbnails_per_series: int
     files: int = 0
+    serial: int = 0  # files tried (the serial of the next): tells files apart when counting
     total_bytes: int = 0
     attributes: dict[tuple[str | None, str], AttributeStats] = field(default_factory=dict)
     untabulated_values: int = 0
@@ -224,14 +225,11 @@ def scan_release(out_dir: Path, stats: ReleaseStats, exclude: frozenset[Path],
         if path.resolve() in exclude:
             continue
         record = flagged.get(relative)
-        if _scan_file(stats, path, relative, record):
-            if record is not None:
-                seen_flagged += 1
-            if logged is not None:
-                if relative in logged:
-                    seen_logged += 1
-                else:
-                    stats.unlogged += 1
+        seen_flagged += record is not None
+        listed = logged is not None and relative in logged
+        seen_logged += listed
+        if _scan_file(stats, path, relative, record) and logged is not None and not listed:
+            stats.unlogged += 1
     stats.flagged_missing = len(flagged) - seen_flagged
     if logged is not None:
         stats.missing = len(logged) - seen_logged
@@ -273,15 +271,14 @@ def _unreadable(stats: ReleaseStats, relative: str, reason: str) -> None:
 
 def _add_dataset(stats: ReleaseStats, ds: Dataset, relative: str, size: int,
                  flagged: Mapping[str, Any] | None) -> None:
-    serial = stats.files
-    stats.files += 1
-    stats.total_bytes += size
+    serial = stats.serial  # every attempt: a file that fails half-way leaves no count
+    stats.serial += 1
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        syntax = text_value(meta, "TransferSyntaxUID")
-        stats.transfer_syntaxes[_uid_name(syntax) if syntax else "(none)"] += 1
         _walk(stats, meta, (), (), None, serial)
     _walk(stats, ds, (), (), None, serial)
+    syntax = text_value(meta, "TransferSyntaxUID") if meta is not None else ""
+    stats.transfer_syntaxes[_uid_name(syntax) if syntax else "(none)"] += 1
 
     patient = text_value(ds, "PatientID")
     study = text_value(ds, "StudyInstanceUID")
@@ -294,6 +291,8 @@ def _add_dataset(stats: ReleaseStats, ds: Dataset, relative: str, size: int,
     stats.modalities[modality] += 1
     stats.sop_classes[_uid_name(sop_class) if sop_class else "(none)"] += 1
     _add_study_date(stats, patient, study, text_value(ds, "StudyDate"))
+    stats.files += 1
+    stats.total_bytes += size
 
     series = stats.series.get(series_uid)
     if series is None and len(stats.series) < MAX_SERIES:
