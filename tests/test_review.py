@@ -203,16 +203,32 @@ def test_every_kept_value_is_listed_with_counts_and_files(release) -> None:
     assert "No private attribute is left in the release." in dom.text_by_id["private"]
 
 
-def test_private_values_kept_are_listed_by_creator(release) -> None:
-    """research keeps the safe private attributes: GEMS_IDEN_01's are not among them, so
-    what the page lists by creator is exactly what the outputs still hold."""
-    made = release("research")
-    outputs = _outputs(made.out)
-    creators = {ds[tag].value for ds in outputs for tag in ds.keys()
-                if tag.is_private and 0x10 <= tag.element <= 0xFF}
-    dom = Dom(made.html)
+def test_private_values_kept_are_listed_by_creator(tmp_path: Path, key_path: Path) -> None:
+    """A profile keeping two creators' blocks (at their usual slots, an unusual one, inside
+    a sequence item): the page lists exactly the creators and every value the outputs hold."""
+    profile = tmp_path / "keep-private.yaml"
+    profile.write_text("name: keep-private\nextends: basic\nprivate:\n"
+                       '  keep_creators: [GEMS_IDEN_01, "ACME HOSPITAL PHI 1.0"]\n')
+    out, page = tmp_path / "out", tmp_path / "page.html"
+    assert cli("run", "-p", profile, "--key-file", key_path, "--no-progress", SAMPLE_DATA,
+               out).returncode == 0
+    assert cli("review", out, "--html", page).returncode == 0
+    creators: set[str] = set()
+    values: set[str] = set()
+    for ds in _outputs(out):
+        for elem in ds.iterall():
+            if not elem.tag.is_private or elem.VR == "SQ":
+                continue
+            value = elem.value.decode("latin-1") if isinstance(elem.value, bytes) \
+                else str(elem.value)
+            (creators if elem.tag.element <= 0xFF else values).add(value.strip(" \x00"))
+    assert creators == {"GEMS_IDEN_01", "ACME HOSPITAL PHI 1.0"}
+    dom = Dom(page.read_text(encoding="utf-8"))
     headings = {dom.text_by_id[f"private-{i}"].split(" (")[0] for i in range(len(creators))}
     assert headings == creators
+    listed = {row[0] for table, rows in dom.tables.items() if not table
+              for row in rows[1:] if len(row) == 4}
+    assert values and values <= listed, values - listed
 
 
 def test_values_that_look_like_identifiers_are_marked(tmp_path: Path, key_path: Path) -> None:
@@ -586,6 +602,9 @@ def test_chromium_renders_the_page(release, ultrasound_release: Release,
             if name in attrs:
                 assert attrs[name].startswith(("#", "data:image/png;base64,")), (tag, attrs)
     assert not dom.all("script") and not dom.all("link")
+    [policy] = [a["content"] for a in dom.all("meta")
+                if a.get("http-equiv") == "Content-Security-Policy"]
+    assert policy.startswith("default-src 'none'; img-src data:")
 
     shot = tmp_path / "page.png"
     proc = _browser(chromium, tmp_path / "profile", f"--screenshot={shot}",

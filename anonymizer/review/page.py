@@ -283,12 +283,12 @@ def _value_view(value: ValueCount) -> _ValueView:
     return _ValueView(tuple(segments), value.count, value.files, labels, value.value == "")
 
 
-def _attribute_view(attribute: AttributeStats, top: int, number: int) -> _AttributeView:
+def _attribute_view(attribute: AttributeStats, top: int, anchor: str) -> _AttributeView:
     values = [_value_view(v) for v in attribute.values.top(top)]
     marked = sum(1 for v in values if v.looks_like)
     listed = sum(v.count for v in values)
     return _AttributeView(
-        anchor=f"attr-{number}", label=attribute.label, path=attribute.path, vr=attribute.vr,
+        anchor=anchor, label=attribute.label, path=attribute.path, vr=attribute.vr,
         preview=_preview(values),
         files=attribute.files, total=attribute.values.total,
         distinct=attribute.values.distinct, pruned_max=attribute.values.pruned_max,
@@ -320,7 +320,7 @@ def _public_groups(stats: ReleaseStats, top: int) -> list[dict[str, Any]]:
         views = []
         for attribute in attributes:
             if attribute.vr in vrs:
-                views.append(_attribute_view(attribute, top, number))
+                views.append(_attribute_view(attribute, top, f"attr-{number}"))
                 number += 1
         groups.append({"anchor": f"public-{anchor}", "title": title, "attributes": views,
                        "marked": sum(v.marked for v in views)})
@@ -330,7 +330,7 @@ def _public_groups(stats: ReleaseStats, top: int) -> list[dict[str, Any]]:
 def _private_groups(stats: ReleaseStats, top: int) -> list[dict[str, Any]]:
     groups = []
     for index, (creator, attributes) in enumerate(by_creator(stats).items()):
-        views = [_attribute_view(a, top, 100000 + index * 1000 + n)
+        views = [_attribute_view(a, top, f"attr-private-{index}-{n}")
                  for n, a in enumerate(attributes)]
         groups.append({"anchor": f"private-{index}", "creator": creator, "attributes": views,
                        "files": max((a.files for a in attributes), default=0),
