@@ -266,6 +266,10 @@ def test_no_identifier_of_the_inputs_is_on_the_page(release, profile: str) -> No
     released = {value.value for path in sorted(made.out.rglob("*.dcm"))
                 for value in scrub.collect(dcmread_quiet(path)).values}
     assert (profile == "research") == bool(released & {"SGH-CT01", "GE-CT-0000123"})
+    # every input's identifiers at once: one search of the page instead of twelve
+    values: set[scrub.Identifier] = set()
+    dates: set[bytes] = set()
+    uids: set[str] = set()
     checked = 0
     for path in sorted(SAMPLE_DATA.rglob("*")):
         if not path.is_file():
@@ -276,14 +280,17 @@ def test_no_identifier_of_the_inputs_is_on_the_page(release, profile: str) -> No
             continue
         identifiers = scrub.collect(result.dataset)
         result.close()
-        leaks = [(f.label, text[f.start:f.end]) for f in identifiers.find(text)
-                 if f.identifier is not None and f.identifier.value not in released
-                 or f.kind == scrub.UID
-                 or f.kind == scrub.DATE and f.date is not None
-                 and f.date.date in identifiers.dates]
-        assert leaks == [], (path.name, leaks)
+        values |= identifiers.values
+        dates |= {day.strftime("%Y%m%d").encode() for day in identifiers.dates}
+        uids |= identifiers.uids
         checked += 1
-    assert checked == 12
+    assert checked == 12 and values and dates and uids
+    inputs = scrub.Identifiers(frozenset(values), frozenset(dates))
+    leaks = [(f.label, text[f.start:f.end]) for f in inputs.find(text)
+             if f.identifier is not None and f.identifier.value not in released
+             or f.kind == scrub.DATE and f.date is not None and f.date.date in inputs.dates]
+    assert leaks == []
+    assert [uid for uid in uids if uid in text] == []
     for value in SAMPLE_PHI:  # as a word, in any case ("does" is not "DOE")
         word = rf"(?<![^\W_]){re.escape(value)}(?![^\W_])"
         assert re.search(word, text, re.IGNORECASE) is None, value
