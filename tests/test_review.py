@@ -143,6 +143,20 @@ def release(tmp_path_factory: pytest.TempPathFactory,
     return make
 
 
+def _run_and_review(folder: Path, source: Path, key_path: Path, profile: str,
+                    *review_options: str) -> tuple[Path, Path]:
+    """``anonymizer run`` with a profile written into ``folder``, then ``anonymizer review``;
+    returns OUT and the page."""
+    profile_path = folder / "profile.yaml"
+    profile_path.write_text(profile)
+    out, page = folder / "out", folder / "review.html"
+    proc = cli("run", "-p", profile_path, "--key-file", key_path, "--no-progress", source, out)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("review", out, "--html", page, *review_options)
+    assert proc.returncode == 0, proc.stderr
+    return out, page
+
+
 def _outputs(out: Path) -> list[Dataset]:
     return [dcmread_quiet(p) for p in sorted(out.rglob("*.dcm"))]
 
@@ -206,13 +220,9 @@ def test_every_kept_value_is_listed_with_counts_and_files(release) -> None:
 def test_private_values_kept_are_listed_by_creator(tmp_path: Path, key_path: Path) -> None:
     """A profile keeping two creators' blocks (at their usual slots, an unusual one, inside
     a sequence item): the page lists exactly the creators and every value the outputs hold."""
-    profile = tmp_path / "keep-private.yaml"
-    profile.write_text("name: keep-private\nextends: basic\nprivate:\n"
-                       '  keep_creators: [GEMS_IDEN_01, "ACME HOSPITAL PHI 1.0"]\n')
-    out, page = tmp_path / "out", tmp_path / "page.html"
-    assert cli("run", "-p", profile, "--key-file", key_path, "--no-progress", SAMPLE_DATA,
-               out).returncode == 0
-    assert cli("review", out, "--html", page).returncode == 0
+    out, page = _run_and_review(tmp_path, SAMPLE_DATA, key_path, (
+        "name: keep-private\nextends: basic\nprivate:\n"
+        '  keep_creators: [GEMS_IDEN_01, "ACME HOSPITAL PHI 1.0"]\n'))
     creators: set[str] = set()
     values: set[str] = set()
     for ds in _outputs(out):
@@ -239,13 +249,8 @@ def test_values_that_look_like_identifiers_are_marked(tmp_path: Path, key_path: 
     ds = dcmread_quiet(SAMPLE_DATA / "ROE^RICHARD_99887766" / "20220911_CT_HEAD" / "IM0001.dcm")
     ds.ImageComments = "ask Dr Hibbert, hibbert@example.org or +1 555 010 0199"
     ds.save_as(source / "one.dcm")
-    profile = tmp_path / "keep-comments.yaml"
-    profile.write_text("name: keep-comments\nextends: basic\nactions:\n"
-                       "  ImageComments: keep\n")
-    out, page = tmp_path / "out", tmp_path / "page.html"
-    assert cli("run", "-p", profile, "--key-file", key_path, "--no-progress", source,
-               out).returncode == 0
-    assert cli("review", out, "--html", page).returncode == 0
+    _, page = _run_and_review(tmp_path, source, key_path, (
+        "name: keep-comments\nextends: basic\nactions:\n  ImageComments: keep\n"))
     html = page.read_text(encoding="utf-8")
     marks = re.findall(r'<mark title="([^"]+)">([^<]+)</mark>', html)
     assert ("titled name", "Hibbert") in marks
@@ -354,15 +359,10 @@ def ultrasound_release(tmp_path_factory: pytest.TempPathFactory, key_path: Path)
         draw.text((6, rows - 22), "12345678", fill=255, font=font)
         _ultrasound_with_text(np.asarray(canvas), instance).save_as(
             source / f"US{instance}.dcm", enforce_file_format=True)
-    profile = root / "blank-top.yaml"
-    profile.write_text("name: blank-top\nextends: basic\npixels:\n  ocr: \"off\"\n  regions:\n"
-                       "    - name: top bar\n      match: {Modality: US, Rows: 200}\n"
-                       "      blank: [[0, 0, 240, 26]]\n")
-    out, page = root / "out", root / "review.html"
-    proc = cli("run", "-p", profile, "--key-file", key_path, "--no-progress", source, out)
-    assert proc.returncode == 0, proc.stderr
-    proc = cli("review", out, "--html", page, "--thumbnails", "2")
-    assert proc.returncode == 0, proc.stderr
+    out, page = _run_and_review(root, source, key_path, (
+        "name: blank-top\nextends: basic\npixels:\n  ocr: \"off\"\n  regions:\n"
+        "    - name: top bar\n      match: {Modality: US, Rows: 200}\n"
+        "      blank: [[0, 0, 240, 26]]\n"), "--thumbnails", "2")
     return Release(source, out, page)
 
 
