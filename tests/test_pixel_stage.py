@@ -266,3 +266,30 @@ def test_no_text_found_on_ct_and_mr_test_images(detector) -> None:
         if found:
             false_alarms.append(path.name)
     assert false_alarms == []
+
+
+def test_ocr_blank_is_byte_identical_serial_and_parallel(tmp_path: Path) -> None:
+    """OCR and blanking give the same boxes in every worker process: a nightly rerun or
+    a run with more processes writes the same bytes."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for number in range(4):
+        lines = [(8, 6, f"DOE JOHN {number}"), (8, 30, f"MRN {MRN}")]
+        image = blend(speckle(120, 200, seed=number), ink((120, 200), lines))
+        grey_dataset(image, SOPInstanceUID=f"1.2.826.0.1.3680043.10.1234.9.{number}") \
+            .save_as(source / f"us{number}.dcm", enforce_file_format=True)
+    key = tmp_path / "key"
+    key.write_bytes(KEY_A)
+    trees = []
+    for jobs in (1, 2):
+        out = tmp_path / f"out-j{jobs}"
+        summary = run(RunConfig(input_dir=source, output_dir=out, profile="research-ocr-blank",
+                                key_file=str(key), jobs=jobs, batch_size=1, progress=False))
+        assert summary.counts.get("written", 0) == 4, summary.failures
+        records = sorted((r["input"], json.dumps(r["pixels"], sort_keys=True))
+                         for r in map(json.loads, (out / "audit.jsonl").read_text().splitlines())
+                         if r["type"] == "file")
+        assert all(json.loads(p)["blanked"] >= 2 for _, p in records)
+        trees.append(({p.relative_to(out).as_posix(): p.read_bytes()
+                       for p in out.rglob("*.dcm")}, records))
+    assert trees[0] == trees[1]
