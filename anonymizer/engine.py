@@ -378,7 +378,7 @@ class Engine:
         self.profile = profile
         self.keyed = keyed
         #: the same element objects stamped into every file (so writers can encode them once)
-        self.stamp = _stamp_elements(profile)
+        self.stamp = stamp_elements(profile)
         #: burned-in text: searched for, cleaned, or the file failed
         self.pixels = PixelStage(profile.settings.pixels)
 
@@ -541,7 +541,7 @@ class Engine:
             ds[tag] = elem  # the same immutable objects in every file (encoded once)
 
 
-def _stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:
+def stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:
     """PatientIdentityRemoved, DeidentificationMethod (+ Code Sequence), Longitudinal..."""
     stamp = Dataset()
     stamp.PatientIdentityRemoved = "YES"

@@ -119,7 +119,8 @@ def _fresh_workers_if_key_changed(fingerprint: str) -> None:
     _worker_key[:] = [fingerprint]
 
 
-def _inside(child: Path, parent: Path) -> bool:
+def inside(child: Path, parent: Path) -> bool:
+    """Whether ``child`` is ``parent`` or lies under it (both resolved by the caller)."""
     try:
         child.relative_to(parent)
     except ValueError:
@@ -141,18 +142,18 @@ def check_paths(config: RunConfig) -> None:
         raise UsageError(f"{config.input_dir}: input folder does not exist")
     if source == target:
         raise UsageError("OUT must differ from IN")
-    if _inside(target, source):
+    if inside(target, source):
         raise UsageError("OUT must not be inside IN")
-    if _inside(source, target):
+    if inside(source, target):
         raise UsageError("IN must not be inside OUT")
-    if config.audit_path is not None and _inside(config.audit_path.resolve(), source):
+    if config.audit_path is not None and inside(config.audit_path.resolve(), source):
         raise UsageError("--audit must not be inside IN")
     for what, path in (("--manifest", config.manifest_path),
                        ("--crosswalk", config.crosswalk_path),
                        ("--quarantine", config.quarantine_dir)):
-        if path is not None and _inside(path.resolve(), target):
+        if path is not None and inside(path.resolve(), target):
             raise UsageError(f"{what} holds PHI and must be outside OUT")
-        if path is not None and _inside(path.resolve(), source):
+        if path is not None and inside(path.resolve(), source):
             raise UsageError(f"{what} must not be inside IN")
 
 
