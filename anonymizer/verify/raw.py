@@ -56,7 +56,8 @@ def file_text_runs(path: Path, data: bytes | None, skipped: list[tuple[int, int]
     """The text runs of a whole file outside the byte ranges ``skipped``.
 
     ``data`` is the file's content when it is held in memory; otherwise the file is read
-    in chunks (a run that spans two chunks is carried over whole, up to one chunk).
+    in chunks of :data:`CHUNK` bytes: a run that goes on into the next chunk is carried
+    over to it, unless it is a chunk long already (text values are far shorter).
     """
     if data is not None:
         for start, end in _kept_ranges(skipped, len(data)):
@@ -74,7 +75,8 @@ def file_text_runs(path: Path, data: bytes | None, skipped: list[tuple[int, int]
                 remaining -= len(block)
                 chunk, carry, last_end = carry + block, b"", 0
                 for match in _TEXT_RUN.finditer(chunk):
-                    if remaining and match.end() == len(chunk) and match.start() > 0:
+                    if remaining and match.end() == len(chunk) \
+                            and match.end() - match.start() < CHUNK:
                         carry = match.group()  # it may go on in the next block
                     else:
                         yield _read(match.group())
