@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 from conftest import KEY_A, SAMPLE_DATA, dcmread_quiet, one_line_error
 from pydicom.data import get_charset_files, get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
-from test_pixel_stage import NAMED, _ultrasound
+from test_pixel_stage import MRN, NAME, NAMED, _ultrasound
 
 from anonymizer.cli import main
 from anonymizer.keyed import load_key
@@ -31,8 +30,7 @@ from anonymizer.profiles import load_profile
 from anonymizer.verify import AuditPairs, Finding, Pair, manifest_pairs, raw, verify_pairs
 from anonymizer.verify.check import Checker
 
-NAME, MRN, BIRTH, STUDY_DATE = "DOE^JOHN", "12345678", "19650412", "20190305"
-STUDY_UID = "1.2.826.0.1.3680043.10.1234.1.5"
+BIRTH, STUDY_DATE = "19650412", "20190305"
 SOP_UID = "1.2.826.0.1.3680043.10.1234.3.7"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 SR_DOCUMENT = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -41,30 +39,10 @@ VALUES = ("DOE", "JOHN", MRN, STUDY_DATE, SOP_UID, "MÜLLER", "99887766", "ROE")
 
 
 def _ct() -> Dataset:
-    """A small CT with a patient, dates and UIDs of its own, saved as Part 10."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE
-    ds.file_meta.MediaStorageSOPInstanceUID = SOP_UID
-    ds.SOPClassUID = CT_IMAGE
-    ds.SOPInstanceUID = SOP_UID
-    ds.StudyInstanceUID = STUDY_UID
-    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.2.5"
-    ds.Modality = "CT"
-    ds.PatientName = NAME
-    ds.PatientID = MRN
-    ds.PatientBirthDate = BIRTH
-    ds.StudyDate = STUDY_DATE
-    ds.StudyDescription = "CT CHEST"
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes(64)
-    return ds
+    """A small CT with a patient, dates and UIDs of its own (those of the ultrasound
+    images of test_pixel_stage: the same patient)."""
+    return _ultrasound(np.zeros((8, 8), np.uint8), SOPClassUID=CT_IMAGE, Modality="CT",
+                       SOPInstanceUID=SOP_UID, StudyDescription="CT CHEST")
 
 
 def _weakly(ds: Dataset) -> Dataset:
