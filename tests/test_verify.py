@@ -477,3 +477,35 @@ def test_a_checker_without_a_profile_reads_no_pixels(tmp_path: Path) -> None:
     pair = Pair("out.dcm", paths[1] / "out.dcm", paths[0] / "in.dcm")
     assert Checker().check(pair).clean
     assert not Checker(load_profile("default")).check(pair).clean
+
+
+def test_an_ids_digits_inside_a_number_are_chance(tmp_path: Path) -> None:
+    """Patient ID 6542 and a Pixel Spacing of 0.6542: numbers are not read for IDs, in
+    the elements or in the bytes; a private value without a VR that is the ID is."""
+    source = _ct()
+    source.PatientID = "6542"
+    output = _weakly(source)
+    output.PixelSpacing = ["0.6542", "1.6542"]
+    output.SliceThickness = "6542.5"
+    paths = _release(tmp_path, source, output, "out.dcm")
+    [result] = verify_pairs(manifest_pairs(paths[2], paths[0], paths[1]))
+    assert result.clean, result
+    output.private_block(0x0009, "ACME 1.0", create=True).add_new(0x02, "UN", b"6542")
+    paths = _release(tmp_path / "id", source, output, "out.dcm")
+    [result] = verify_pairs(manifest_pairs(paths[2], paths[0], paths[1]))
+    assert _triples(list(result.findings)) == [("private", "(0009,1002)", "PatientID digits")]
+
+
+def test_pixels_blanked_by_the_profile_verify_clean(tmp_path: Path) -> None:
+    """research-ocr-blank paints over the text OCR finds: OCR finds none in its output."""
+    source = tmp_path / "in"
+    source.mkdir()
+    _ultrasound(NAMED).save_as(source / "named.dcm", enforce_file_format=True)
+    key = tmp_path / "key"
+    key.write_bytes(KEY_A)
+    out = tmp_path / "out"
+    assert main(["run", "--no-progress", "-j", "1", "-p", "research-ocr-blank", "--key-file",
+                 str(key), str(source), str(out)]) == 0
+    code, lines, err = _verify("--key-file", key, source, out)
+    assert (code, lines) == (0, []), err
+    assert "1 frames read by OCR" in err

@@ -25,6 +25,7 @@ profile's choice, not a residual: it is listed apart (:attr:`PairResult.kept`).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
@@ -66,6 +67,9 @@ _OPAQUE_VRS = frozenset({"UN", "OB"})
 #: The path is searched as written and with underscores read as spaces: layouts and
 #: exports join a name's parts with them, and ``_`` is a word character to the matcher.
 _PATH_JOINERS = str.maketrans("_", " ")
+#: A decimal number: an ID's digits read in one are chance (Patient ID 6542 in a Pixel
+#: Spacing of 0.6542 or 1.6542, bytes read as text).
+_DECIMAL = re.compile(r"[+\-]?\d*\.\d+")
 _NAME_PARTS = ("surname", "given name", "middle name", "name prefix", "name suffix")
 
 
@@ -157,13 +161,23 @@ def _letters(text: str) -> str:
     return "".join(c for c in scrub.fold(text) if c.isalnum())
 
 
+def _inside_a_number(text: str, finding: scrub.Finding, matched: str) -> bool:
+    """Whether an ID found in text read from bytes is part of a decimal number."""
+    if finding.kind != scrub.ID:
+        return False
+    start, end = finding.start, finding.end
+    return _DECIMAL.fullmatch(matched) is not None \
+        or text[start - 2:start - 1].isdigit() and text[start - 1:start] == "." \
+        or text[end:end + 1] in (".", "e", "E") and text[end + 1:end + 2].isdigit()
+
+
 class _Seen:
     """The findings of one output, and how often the element walk saw each identifier.
 
     Parameters
     ----------
     output : str
-        The output as findings name it.
+        The output's path relative to OUT (redacted by :meth:`path`).
     identifiers : Identifiers
         The input's.
     source : Dataset
@@ -242,7 +256,7 @@ class _Seen:
         if vr == "UI":
             uid = text.strip("\x00 ")
             if uid in self.identifiers.uids:
-                self.add(value.where, value.tag_path, "UID", uid, self._kept_as_is(value))
+                self.add(value.where, value.tag_path, "UID", uid, self._kept(value, text))
                 self.walked[(scrub.UID, scrub.fold(uid))] += 1
             return
         if vr in _DATE_VRS:
@@ -251,26 +265,48 @@ class _Seen:
             if day is not None and day in self.identifiers.dates:
                 kind = "PatientBirthDate" if day in self.identifiers.birth_dates \
                     else keyword_for_tag(value.tag) or "date"
-                self.add(value.where, value.tag_path, kind, written, self._kept_as_is(value))
+                self.add(value.where, value.tag_path, kind, written, self._kept(value, text))
                 if len(written) == 8:  # as the bytes read it (a DT has digits after its date)
                     self.walked[(scrub.DATE, day.isoformat())] += 1
             return
         for finding, matched in self.found(text):
+            if vr in _OPAQUE_VRS and _inside_a_number(text, finding, matched):
+                continue
             kept = self._written(text, finding.start, finding.end) or self._kept_as_is(value)
             self.add(value.where, value.tag_path, describe(finding, matched), matched, kept)
             self.walked[identity(finding, matched)] += 1
 
+    def _kept(self, value: Value, text: str) -> bool:
+        """A whole value kept by the profile, or the tool's own (a dummy date)."""
+        stripped = text.strip("\x00 ")
+        return self._kept_as_is(value) or self._written(stripped, 0, len(stripped))
+
     def path(self, relative: str) -> None:
-        """Identifiers in the output's path: read with ``_`` as spaces, then as written
-        for what that reading did not find (no span reported twice)."""
-        spans: list[tuple[int, int]] = []
+        """Identifiers in the output's path; called first, as it names the output.
+
+        The path is read with ``_`` as spaces, then as written for what that reading did
+        not find (no span reported twice). Unless values are shown, each identifier that
+        is not the tool's own text becomes ``[kind]`` in the name every finding of this
+        output gives (naming the file would disclose it).
+        """
+        spans: list[tuple[int, int, str, bool]] = []
         for text in (relative.translate(_PATH_JOINERS), relative):
             for finding, matched in self.found(text):
-                if not any(finding.start < end and start < finding.end for start, end in spans):
-                    spans.append((finding.start, finding.end))
-                    self.add(PATH, "", describe(finding, matched), relative[finding.start:
-                                                                             finding.end],
-                             self._written(text, finding.start, finding.end))
+                start, end = finding.start, finding.end
+                if not any(start < other_end and other_start < end
+                           for other_start, other_end, _, _ in spans):
+                    spans.append((start, end, describe(finding, matched),
+                                  self._written(text, start, end)))
+        spans.sort()
+        if not self.show_values:
+            parts, position = [], 0
+            for start, end, kind, written in spans:
+                if not written:
+                    parts += [relative[position:start], f"[{kind}]"]
+                    position = end
+            self.output = "".join(parts) + relative[position:]
+        for start, end, kind, written in spans:
+            self.add(PATH, "", kind, relative[start:end], written)
 
     def raw_bytes(self, runs: Iterable[str]) -> None:
         """Identifiers in the file's bytes beyond what the element walk saw: for each
@@ -278,6 +314,8 @@ class _Seen:
         occurrences: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
         for text in runs:
             for finding, matched in self.found(text):
+                if _inside_a_number(text, finding, matched):
+                    continue
                 occurrences.setdefault(identity(finding, matched), []).append(
                     (describe(finding, matched), matched,
                      self._written(text, finding.start, finding.end)))
@@ -339,8 +377,7 @@ class Checker:
 
     def _check_output(self, pair: Pair, identifiers: scrub.Identifiers, source: Dataset,
                       search: bool) -> PairResult:
-        output = _redacted(pair.output, identifiers, self.show_values)
-        seen = _Seen(output, identifiers, source, self.show_values, self.intent)
+        seen = _Seen(pair.output, identifiers, source, self.show_values, self.intent)
         seen.path(pair.output)
         error = None
         frames = 0
@@ -396,18 +433,3 @@ class Checker:
 
 def _result(seen: _Seen, error: str | None, frames: int) -> PairResult:
     return PairResult(seen.output, tuple(seen.findings), error, frames, tuple(seen.kept))
-
-
-def _redacted(relative: str, identifiers: scrub.Identifiers, show_values: bool) -> str:
-    """The output's path as findings name it: an identifier in it becomes ``[kind]``
-    unless values are shown (naming the file would disclose it)."""
-    if show_values:
-        return relative
-    text = relative.translate(_PATH_JOINERS)
-    found = [f for f in identifiers.find(text)
-             if f.kind != scrub.DATE or f.date is not None and f.date.date in identifiers.dates]
-    if not found:
-        return relative
-    return scrub.replace_findings(relative, found,
-                                  lambda f, matched: f"[{describe(f, text[f.start:f.end])}]")
-
