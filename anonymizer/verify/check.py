@@ -32,11 +32,10 @@ from itertools import chain
 from typing import TYPE_CHECKING, NamedTuple
 
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from anonymizer import scrub
-from anonymizer.elements import element_strings, stored, undeclared_items
+from anonymizer.elements import element_strings, stored
 from anonymizer.engine import judged_vr
 from anonymizer.io import NotDicomError, ReadResult, read_dataset, read_input
 from anonymizer.pipeline.audit import safe_reason
@@ -95,10 +94,9 @@ def values(ds: Dataset, prefix: str = "", where: str = ELEMENT) -> Iterator[Valu
         place = PRIVATE if tag >> 16 & 1 and where == ELEMENT else where
         tag_path = f"{prefix}{format_tag(tag)}"
         vr = judged_vr(tag, elem.VR)
-        undeclared = undeclared_items(elem) if vr in _OPAQUE_VRS else None
-        if vr == "SQ" or undeclared is not None:
-            items = undeclared if undeclared is not None else _sequence(ds, tag, elem)
-            for number, item in enumerate(items or ()):
+        items = raw.sequence_items(ds, tag, elem, vr)
+        if items is not None:
+            for number, item in enumerate(items):
                 yield from values(item, f"{tag_path}[{number}].", place)
         elif vr in _OPAQUE_VRS and place == PRIVATE:
             if isinstance(elem.value, bytes):
@@ -111,13 +109,6 @@ def values(ds: Dataset, prefix: str = "", where: str = ELEMENT) -> Iterator[Valu
                 continue
             for text in texts:
                 yield Value(place, tag_path, tag, vr, text)
-
-
-def _sequence(ds: Dataset, tag: int, elem: DataElement | RawDataElement) -> Iterable[Dataset]:
-    try:
-        return elem.value if isinstance(elem, DataElement) else ds[tag].value
-    except Exception:  # noqa: BLE001 - a sequence pydicom cannot parse: the raw bytes show it
-        return ()
 
 
 def header_free(finding: scrub.Finding) -> bool:

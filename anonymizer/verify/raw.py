@@ -10,7 +10,7 @@ their bytes are numbers, and read as text they would match short names by chance
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydicom.dataelem import DataElement, RawDataElement
@@ -109,9 +109,8 @@ def bulk_ranges(ds: Dataset, spans: dict[int, tuple[int, int]] | None,
     for tag, elem in stored(ds).items():
         tag = int(tag)
         if not _is_bulk(tag, elem):
-            if _vr(tag, elem) == "SQ" or undeclared_items(elem) is not None:
-                for item in _items(ds, tag, elem):
-                    ranges.extend(_nested_bulk(item, data))
+            for item in sequence_items(ds, tag, elem, _vr(tag, elem)) or ():
+                ranges.extend(_nested_bulk(item, data))
             continue
         span = spans.get(tag) if spans is not None else None
         if span is None:
@@ -131,8 +130,8 @@ def _nested_bulk(ds: Dataset, data: bytes | None) -> Iterator[tuple[int, int]]:
                 while at >= 0:
                     yield at, at + len(value)
                     at = data.find(value, at + len(value))
-        elif _vr(tag, elem) == "SQ" or undeclared_items(elem) is not None:
-            for item in _items(ds, tag, elem):
+        else:
+            for item in sequence_items(ds, tag, elem, _vr(tag, elem)) or ():
                 yield from _nested_bulk(item, data)
 
 
@@ -144,15 +143,19 @@ def _is_bulk(tag: int, elem: DataElement | RawDataElement) -> bool:
     return not tag >> 16 & 1 and tag not in _TEXT_BEARING and _vr(tag, elem) in _BULK_VRS
 
 
-def _items(ds: Dataset, tag: int, elem: DataElement | RawDataElement) -> list[Dataset]:
-    undeclared = undeclared_items(elem)
-    if undeclared is not None:
-        return list(undeclared)
+def sequence_items(ds: Dataset, tag: int, elem: DataElement | RawDataElement,
+                   vr: str | None) -> Iterable[Dataset] | None:
+    """The items of an element of ``ds`` that is a sequence (``vr`` SQ, or a private
+    sequence read without its VR), else None; none when pydicom cannot parse them (their
+    bytes are still read as text)."""
+    if vr in ("UN", "OB", None):
+        return undeclared_items(elem) if tag >> 16 & 1 else None
+    if vr != "SQ":
+        return None
     try:
-        value = elem.value if isinstance(elem, DataElement) else ds[tag].value
-    except Exception:  # noqa: BLE001 - a sequence pydicom cannot parse: its bytes are read raw
-        return []
-    return list(value or ())
+        return elem.value if isinstance(elem, DataElement) else ds[tag].value
+    except Exception:  # noqa: BLE001 - unparsable: the raw bytes show what it holds
+        return ()
 
 
 def _value_range(elem: DataElement | RawDataElement) -> tuple[int, int] | None:
