@@ -1,11 +1,12 @@
-"""Command line: ``anonymizer run | profiles | keygen | report | review``.
+"""Command line: ``anonymizer run | verify | review | profiles | keygen | report``.
 
-Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed (``review``:
-residual identifiers found), 2 usage, profile or key error (one line on stderr, no
-traceback), 3 the run stopped because OUT cannot be written (disk full, read-only,
-permission), 4 another run holds OUT (one run per output folder; ``--wait-lock`` waits for
-it), 130 interrupted by SIGINT, 141 the reader of the output closed it early (``| head``),
-143 stopped by SIGTERM.
+Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed (for
+``verify``: an identifier of an input found in its output, or a pair not checked; for
+``review``: residual identifiers found with ``--input``), 2 usage, profile or key error
+(one line on stderr, no traceback), 3 the run stopped because OUT cannot be written (disk
+full, read-only, permission), 4 another run holds OUT (one run per output folder;
+``--wait-lock`` waits for it), 130 interrupted by SIGINT, 141 the reader of the output
+closed it early (``| head``), 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import argparse
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from anonymizer import __version__
 from anonymizer.errors import AnonymizerError, OutputInUseError
@@ -65,6 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="Dask scheduler address for --backend dask (e.g. tcp://host:8786)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    verify = commands.add_parser(
+        "verify", help="look for each input's identifiers in its output (exit 1 if found)")
+    verify.add_argument("input", type=Path, metavar="IN")
+    verify.add_argument("output", type=Path, metavar="OUT")
+    verify.add_argument("--key-file", help="the run's secret key, to pair outputs with their "
+                        "inputs through the audit log (else $ANONYMIZER_KEY)")
+    verify.add_argument("--audit", type=Path, help="audit log (default: OUT/audit.jsonl)")
+    verify.add_argument("--manifest", type=Path,
+                        help="pair through this CSV (input,output columns) instead of the "
+                        "audit log: for the output of any tool")
+    verify.add_argument("--profile", "-p",
+                        help="profile the outputs were made with (default: the one the "
+                        "audit log records; with --manifest: none, pixels are not read)")
+    verify.add_argument("--show-values", action="store_true",
+                        help="print the identifiers found (the output is then PHI)")
+    verify.add_argument("--report", type=Path, metavar="FILE",
+                        help="write findings as JSON Lines to FILE instead of stdout")
+    verify.add_argument("--strict", action="store_true",
+                        help="also count identifiers in elements the profile keeps on purpose")
+    verify.add_argument("--jobs", "-j", type=int, default=0,
+                        help="worker processes (0: all cores)")
+    verify.add_argument("--batch-size", type=int, default=8, help="pairs per joblib task")
+    verify.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds allowed per pair (0: no limit; default 600)")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     profiles = commands.add_parser("profiles", help="list, check or show profiles")
     sub = profiles.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
@@ -123,6 +152,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "profiles":
             return _profiles(args)
         if args.command == "keygen":
@@ -171,6 +202,56 @@ def _run(args: argparse.Namespace) -> int:
     for reason, number in summary.failures.most_common():
         print(f"  failed x{number}: {reason}", file=sys.stderr)
     return summary.exit_code
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from anonymizer.keyed import load_key
+    from anonymizer.pixels.stage import check_pixel_extras
+    from anonymizer.profiles import load_profile
+    from anonymizer.verify import AuditPairs, manifest_pairs, verify_pairs
+    from anonymizer.verify.report import Report, Totals
+
+    if args.jobs < 0 or args.batch_size < 1:
+        raise _usage("--jobs must be >= 0 and --batch-size >= 1")
+    for what, folder in (("IN", args.input), ("OUT", args.output)):
+        if not folder.is_dir():
+            raise _usage(f"{folder}: {what} folder does not exist")
+    profile = args.profile
+    if args.manifest is not None:
+        pairs = manifest_pairs(args.manifest, args.input, args.output)
+    else:
+        audit = AuditPairs(args.input, args.output, load_key(args.key_file), args.audit)
+        pairs = audit
+        profile = profile or audit.run.builtin_profile()
+    if profile is not None:
+        check_pixel_extras(load_profile(profile).settings.pixels)  # one line, before any pair
+    report = Report(sys.stdout, args.report, args.show_values, args.output, args.strict)
+    totals = Totals()
+    started = time.monotonic()
+    bar = tqdm(unit="file", disable=args.no_progress or not sys.stderr.isatty(),
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        for result in verify_pairs(pairs, profile, show_values=args.show_values,
+                                   n_jobs=args.jobs, batch_size=args.batch_size,
+                                   timeout=args.timeout):
+            totals.add(result, args.strict)
+            for line in report.add(result):
+                bar.write(line, file=sys.stdout)
+            bar.update(1)
+    except BaseException:
+        report.abandon()
+        raise
+    finally:
+        bar.close()
+    elapsed = time.monotonic() - started
+    report.close(totals, elapsed)
+    saved = f"; report: {args.report}" if args.report is not None else ""
+    print(totals.line(elapsed) + saved, file=sys.stderr)
+    return EXIT_OK if totals.clean else EXIT_FAILED
 
 
 def _usage(message: str) -> AnonymizerError:
@@ -266,11 +347,20 @@ def _check_review_input(args: argparse.Namespace) -> None:
         raise _usage("--html must not be inside IN")
 
 
-def _verify_findings(args: argparse.Namespace) -> list:
-    """The findings of ``anonymizer verify IN OUT`` for the page.
+def _verify_findings(args: argparse.Namespace) -> Iterator[Any]:
+    """``anonymizer verify IN OUT``'s findings for the page (no values: the page may be
+    kept with the release); an output that could not be checked is a finding too."""
+    from anonymizer.keyed import load_key
+    from anonymizer.pixels.stage import check_pixel_extras
+    from anonymizer.profiles import load_profile
+    from anonymizer.verify import AuditPairs, Finding, verify_pairs
 
-    The review page renders any sequence of findings with the fields of
-    :class:`anonymizer.review.ReviewFinding`; ``verify`` is built apart and is wired
-    here once both are merged.
-    """
-    raise _usage("--input needs 'anonymizer verify', which this build does not have yet")
+    pairs = AuditPairs(args.input, args.output, load_key(args.key_file), args.audit)
+    profile = pairs.run.builtin_profile()
+    if profile is not None:
+        check_pixel_extras(load_profile(profile).settings.pixels)
+    for result in verify_pairs(pairs, profile, n_jobs=os.cpu_count() or 1):
+        yield from result.findings
+        if result.error is not None:
+            yield Finding(output=result.output, where="not checked", tag_path="",
+                          kind=result.error)

@@ -386,7 +386,7 @@ class Engine:
         self.profile = profile
         self.keyed = keyed
         #: the same element objects stamped into every file (so writers can encode them once)
-        self.stamp = _stamp_elements(profile)
+        self.stamp = stamp_elements(profile)
         #: burned-in text: searched for, cleaned, or the file failed
         self.pixels = PixelStage(profile.settings.pixels)
 
@@ -600,7 +600,7 @@ def _reads_as_text(data: bytes) -> bool:
     return bool(body) and all(byte >= 0x20 or byte in _TEXT_CONTROLS for byte in body)
 
 
-def _stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:
+def stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:
     """PatientIdentityRemoved, DeidentificationMethod (+ Code Sequence), Longitudinal..."""
     stamp = Dataset()
     stamp.PatientIdentityRemoved = "YES"

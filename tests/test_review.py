@@ -22,6 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from conftest import SAMPLE_DATA, dcmread_quiet, one_line_error, required_tool
 from PIL import Image, ImageDraw, ImageFont
@@ -433,6 +434,35 @@ def test_no_findings_says_so_and_no_verify_says_it_was_not_run(release, tmp_path
     assert "Not checked" in Dom(made.html).text_by_id["verify"]
 
 
+def test_input_runs_verify_and_shows_its_findings(release, tmp_path: Path, key_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--input IN --key-file K``: verify pairs OUT with IN through the audit log; a
+    clean release says so (exit 0), a name written back into an output is listed by
+    kind, never by value (exit 1)."""
+    monkeypatch.delenv("ANONYMIZER_KEY", raising=False)
+    made = release("default")
+    clean_page = tmp_path / "clean.html"
+    assert main(["review", str(made.out), "--html", str(clean_page), "--input",
+                 str(SAMPLE_DATA), "--key-file", str(key_path)]) == 0
+    assert "verify-clean" in Dom(clean_page.read_text(encoding="utf-8")).text_by_id
+    leaky = tmp_path / "leaky"
+    shutil.copytree(made.out, leaky)
+    for output in leaky.rglob("*.dcm"):
+        ds = pydicom.dcmread(output)
+        ds.StudyDescription = "follow-up DOE JOHN ROE RICHARD MULLER ANNA"
+        ds.save_as(output)
+    page = tmp_path / "leaky.html"
+    assert main(["review", str(leaky), "--html", str(page), "--input", str(SAMPLE_DATA),
+                 "--key-file", str(key_path)]) == 1
+    html = page.read_text(encoding="utf-8")
+    dom = Dom(html)
+    assert dom.number("findings-total") >= 12
+    assert "StudyDescription" in dom.text_by_id["findings"] or \
+        "(0008,1030)" in dom.text_by_id["findings"]
+    for value in ("RICHARD", "MULLER", "ANNA"):  # the findings name kinds, not values
+        assert value not in dom.text_by_id["findings"]
+
+
 def test_findings_with_values_make_the_page_phi(release, tmp_path: Path) -> None:
     made = release("default")
     with_value = [ReviewFinding("A/1.dcm", "element", "(0008,1030)", "PatientName surname",
@@ -532,7 +562,7 @@ def test_a_folder_without_audit_log_is_described_as_it_is(release, tmp_path: Pat
 
 @pytest.mark.parametrize("case", ["no OUT", "audit log", "foreign file", "folder",
                                   "key without input", "negative thumbnails", "top 0",
-                                  "input missing", "input not wired", "audit missing"])
+                                  "input missing", "input without key", "audit missing"])
 def test_one_line_errors(release, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                          case: str) -> None:
     made = release("default")
@@ -548,8 +578,8 @@ def test_one_line_errors(release, tmp_path: Path, capsys: pytest.CaptureFixture[
         "top 0": [made.out, "--html", tmp_path / "p.html", "--top", "0"],
         "input missing": [made.out, "--html", tmp_path / "p.html", "--input",
                           tmp_path / "nothing"],
-        "input not wired": [made.out, "--html", tmp_path / "p.html", "--input",
-                            SAMPLE_DATA],
+        "input without key": [made.out, "--html", tmp_path / "p.html", "--input",
+                              SAMPLE_DATA],
         "audit missing": [made.out, "--html", tmp_path / "p.html", "--audit",
                           tmp_path / "none.jsonl"],
     }[case]

@@ -10,20 +10,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import itertools
 import os
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from joblib import Parallel, delayed, parallel_config
+from joblib import parallel_config
 from joblib.externals.loky import get_reusable_executor
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from tqdm import tqdm
@@ -37,6 +35,7 @@ from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout, with_suffix_token
 from anonymizer.pipeline.lock import exclusive_output
+from anonymizer.pipeline.parallel import batches, ordered_results
 from anonymizer.pipeline.resume import PreviousRuns, compact, sweep_temporaries
 from anonymizer.pipeline.worker import (
     FATAL_WRITE_ERRNOS,
@@ -124,7 +123,8 @@ def _fresh_workers_if_key_changed(fingerprint: str) -> None:
     _worker_key[:] = [fingerprint]
 
 
-def _inside(child: Path, parent: Path) -> bool:
+def inside(child: Path, parent: Path) -> bool:
+    """Whether ``child`` is ``parent`` or lies under it (both resolved by the caller)."""
     try:
         child.relative_to(parent)
     except ValueError:
@@ -146,25 +146,19 @@ def check_paths(config: RunConfig) -> None:
         raise UsageError(f"{config.input_dir}: input folder does not exist")
     if source == target:
         raise UsageError("OUT must differ from IN")
-    if _inside(target, source):
+    if inside(target, source):
         raise UsageError("OUT must not be inside IN")
-    if _inside(source, target):
+    if inside(source, target):
         raise UsageError("IN must not be inside OUT")
-    if config.audit_path is not None and _inside(config.audit_path.resolve(), source):
+    if config.audit_path is not None and inside(config.audit_path.resolve(), source):
         raise UsageError("--audit must not be inside IN")
     for what, path in (("--manifest", config.manifest_path),
                        ("--crosswalk", config.crosswalk_path),
                        ("--quarantine", config.quarantine_dir)):
-        if path is not None and _inside(path.resolve(), target):
+        if path is not None and inside(path.resolve(), target):
             raise UsageError(f"{what} holds PHI and must be outside OUT")
-        if path is not None and _inside(path.resolve(), source):
+        if path is not None and inside(path.resolve(), source):
             raise UsageError(f"{what} must not be inside IN")
-
-
-def _batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
 
 
 @contextlib.contextmanager
@@ -275,7 +269,7 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
                 raise RunStopped(f"output not writable: {os.strerror(outcome.fatal_errno)}",
                                  EXIT_OUTPUT_UNWRITABLE)
 
-    pending = _batches(work_items(), config.batch_size)
+    pending = batches(work_items(), config.batch_size)
     try:
         with _stop_on_signals(), _backend(config) as (backend_jobs, worker_died):
             _process(pending, worker_config, backend_jobs or jobs, consume,
@@ -340,41 +334,16 @@ def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, job
              worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)) -> None:
     """Run batches through joblib, committing in order; survive dying worker processes.
 
-    When a worker process dies (killed, out of memory, a crash in a C extension), joblib
-    stops the whole call. The batches dispatched but not yet committed are then run one
-    file at a time in a fresh single-process executor, so the file that kills its
-    worker is identified and failed, and the run continues with a new pool.
+    A file that kills its worker process is failed on its own
+    (:func:`~anonymizer.pipeline.parallel.ordered_results`) and the run continues with a
+    new pool. When ``consume`` stops the run, the results generator is closed at once:
+    joblib aborts and the workers are killed now, rather than finishing their batches
+    into OUT after the run has swept its temporaries and written its last record.
     """
-    # joblib warns about cancelled tasks when a run stops early; that is the point.
-    warnings.filterwarnings("ignore", message=".*tasks have been successfully executed")
-    while True:
-        dispatched: list[list[WorkItem]] = []
-
-        def tasks(dispatched: list[list[WorkItem]] = dispatched):
-            for batch in pending:
-                dispatched.append(batch)
-                yield delayed(process_batch)(worker_config, batch)
-
-        committed = 0
-        try:
-            with Parallel(n_jobs=jobs, return_as="generator") as parallel:
-                results = parallel(tasks())
-                try:
-                    for outcomes in results:
-                        consume(outcomes)
-                        committed += 1
-                        flush()
-                except RunStopped:
-                    # Closing the generator makes joblib abort: the workers are killed
-                    # now, rather than finishing their batches into OUT after the run
-                    # has swept its temporaries and written its last record.
-                    results.close()
-                    raise
-            return
-        except worker_died:
-            suspects = [item for batch in dispatched[committed:] for item in batch]
-            for item in suspects:
-                consume([_isolated(worker_config, item)])
+    with contextlib.closing(ordered_results(process_batch, worker_config, pending, jobs,
+                                            _died, worker_died)) as results:
+        for outcomes in results:
+            consume(outcomes)
             flush()
 
 
@@ -412,15 +381,11 @@ def _flush(audit: AuditLog) -> None:
         raise
 
 
-def _isolated(worker_config: WorkerConfig, item: WorkItem) -> FileOutcome:
-    """Process one file in its own worker process; a dead worker fails only this file."""
-    executor = get_reusable_executor(max_workers=1)
-    try:
-        return executor.submit(process_batch, worker_config, [item]).result()[0]
-    except TerminatedWorkerError:
-        assert item.token is not None  # the runner names every input
-        return FileOutcome(item.relative, item.token, "failed",
-                           reason="de-identify: the worker process died on this file")
+def _died(item: WorkItem) -> FileOutcome:
+    """The outcome of a file whose worker process died on it."""
+    assert item.token is not None  # the runner names every input
+    return FileOutcome(item.relative, item.token, "failed",
+                       reason="de-identify: the worker process died on this file")
 
 
 def _sync_error(path: str) -> OSError | None:

@@ -78,7 +78,7 @@ class FileTimeout(BaseException):
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float) -> Iterator[None]:
     """Raise :class:`FileTimeout` after ``seconds`` (main thread only; else no limit)."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
@@ -96,7 +96,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """In a worker process: exit when the process that started it is gone.
 
     A killed main process would otherwise leave workers finishing queued batches into
@@ -151,7 +151,7 @@ def _load(profile: str, key_file: str | None, key_fingerprint: str,
     changed between two runs in one process is never served from a stale cache.
     """
     quiet_pydicom()
-    _exit_with_parent()
+    exit_with_parent()
     keyed = load_key(key_file)
     engine = Engine(load_profile(profile), keyed)
     if key_fingerprint and keyed.fingerprint != key_fingerprint:
@@ -186,7 +186,7 @@ def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutco
     outcomes = []
     for item in items:
         try:
-            with _time_limit(config.timeout):
+            with time_limit(config.timeout):
                 outcomes.append(process_file(config, loaded, item))
         except FileTimeout as exc:
             # write_temporary removes its partial file on any exception, this one included

@@ -1,0 +1,82 @@
+"""Batches of work through joblib, results in submission order, surviving dying workers.
+
+``run`` and ``verify`` both stream their inputs in batches to worker processes and
+take the results back in the order the batches were made, so their output does not
+depend on the number of jobs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+Config = TypeVar("Config")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def ordered_results(function: Callable[[Config, list[Item]], list[Result]], config: Config,
+                    pending: Iterator[list[Item]], jobs: int,
+                    died: Callable[[Item], Result],
+                    worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,),
+                    ) -> Iterator[list[Result]]:
+    """``function(config, batch)`` for every batch of ``pending``, results in order.
+
+    Batches are taken from ``pending`` only as workers are ready for them (joblib's
+    pre-dispatch), so memory does not grow with the number of items. When a worker
+    process dies (killed, out of memory, a crash in a C extension), joblib stops the
+    whole call: the batches dispatched but not yet yielded are then run one item at a
+    time in a fresh single-process executor, so the item that kills its worker gets
+    ``died(item)`` and the rest go on with a new pool.
+
+    Closing the returned generator early (the caller stops) aborts the joblib call:
+    its workers are stopped rather than left finishing their batches.
+    """
+    # joblib warns about cancelled tasks when a caller stops early; that is the point.
+    warnings.filterwarnings("ignore", message=".*tasks have been successfully executed")
+    while True:
+        dispatched: list[list[Item]] = []
+
+        def tasks(dispatched: list[list[Item]] = dispatched):
+            for batch in pending:
+                dispatched.append(batch)
+                yield delayed(function)(config, batch)
+
+        done = 0
+        try:
+            with Parallel(n_jobs=jobs, return_as="generator") as parallel:
+                results = parallel(tasks())
+                try:
+                    for outcomes in results:
+                        yield outcomes
+                        done += 1
+                finally:
+                    results.close()
+            return
+        except worker_died:
+            suspects = [item for batch in dispatched[done:] for item in batch]
+            for item in suspects:
+                yield [_isolated(function, config, item, died)]
+
+
+def _isolated(function: Callable[[Config, list[Item]], list[Result]], config: Config,
+              item: Item, died: Callable[[Item], Result]) -> Result:
+    """Run one item in its own worker process; a dead worker fails only this item."""
+    executor = get_reusable_executor(max_workers=1)
+    try:
+        return executor.submit(function, config, [item]).result()[0]
+    except TerminatedWorkerError:
+        return died(item)
