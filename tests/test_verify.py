@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import KEY_A, SAMPLE_DATA, dcmread_quiet, one_line_error
+from pixel_images import MRN, NAME
+from pixel_images import grey_dataset as _ultrasound
 from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from test_pixel_stage import MRN, NAME, NAMED, _ultrasound
+from test_pixel_stage import NAMED
 
 from anonymizer.cli import main
 from anonymizer.keyed import load_key
