@@ -122,6 +122,8 @@ def _meta(path: Path) -> tuple[str, str, str]:
 
 def associate(port: int, files: list[Path], calling: str = "SENDER", tls_args=None):
     ae = AE(ae_title=calling)
+    # an answer that never comes (the gateway was killed) costs this, not pynetdicom's 30 s
+    ae.dimse_timeout = ae.acse_timeout = 10
     for sop_class, syntax in sorted({_meta(path)[:2] for path in files}):
         ae.add_requested_context(sop_class, syntax)
     ae.add_requested_context(Verification)
@@ -356,7 +358,6 @@ def _check_exactly_once(dest: Path, acknowledged: list[Path]) -> None:
     names = {Path(name).name for name in outputs(dest)}
     assert {expected_output_name(path) for path in acknowledged} <= names
     assert len(names) == len(records)
-    assert not [p for p in dest.rglob(".anonymizer-tmp-*") if "reserve" not in p.name]
 
 
 def test_kill_9_then_restart_forwards_every_acknowledged_instance_once(
@@ -367,12 +368,11 @@ def test_kill_9_then_restart_forwards_every_acknowledged_instance_once(
     files = instances(tmp_path, 60)
     gateway = start_gateway(tmp_path, key_file)
     acknowledged: list[Path] = []
-    sender = _sustained_send(gateway.port, files, acknowledged)
+    _sustained_send(gateway.port, files, acknowledged)
     _wait_acknowledged(acknowledged, 25)
     gateway.process.kill()
     gateway.process.wait(timeout=30)
-    sender.join(timeout=60)
-    before_restart = list(acknowledged)
+    before_restart = list(acknowledged)  # no answer comes after the kill
     assert 25 <= len(before_restart) < len(files)
     restarted = start_gateway(tmp_path, key_file, name="gw2")
     try:
@@ -384,6 +384,8 @@ def test_kill_9_then_restart_forwards_every_acknowledged_instance_once(
         _check_exactly_once(restarted.dest, files)
     finally:
         assert restarted.stop() == 143
+    # a killed gateway's worker may finish its file after the restart swept: swept at exit
+    assert not list(restarted.dest.rglob(".anonymizer-tmp-*"))
 
 
 def test_sigterm_finishes_in_flight_and_exits_143(tmp_path: Path, key_file: Path) -> None:
@@ -393,10 +395,9 @@ def test_sigterm_finishes_in_flight_and_exits_143(tmp_path: Path, key_file: Path
     files = instances(tmp_path, 40)
     gateway = start_gateway(tmp_path, key_file)
     acknowledged: list[Path] = []
-    sender = _sustained_send(gateway.port, files, acknowledged)
+    _sustained_send(gateway.port, files, acknowledged)
     _wait_acknowledged(acknowledged, 15)
-    assert gateway.stop() == 143
-    sender.join(timeout=60)
+    assert gateway.stop() == 143  # no answer comes after this: acknowledged is final
     stderr = gateway.stderr.read_text()
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
     footer = audit_records(gateway.dest)[-1]
@@ -423,7 +424,8 @@ def test_tls(tmp_path: Path, key_file: Path) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     gateway = start_gateway(tmp_path, key_file, "--tls-cert", str(cert), "--tls-key", str(key))
