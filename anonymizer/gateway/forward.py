@@ -65,8 +65,10 @@ from anonymizer.pipeline.runner import (
     _isolated,
     _reserve_space,
     finish_audit,
+    make_worker_config,
+    refuse_other_settings,
 )
-from anonymizer.pipeline.worker import FileOutcome, WorkerConfig, WorkItem, process_batch
+from anonymizer.pipeline.worker import FileOutcome, WorkItem, process_batch
 from anonymizer.pixels.stage import check_pixel_extras
 from anonymizer.profiles import load_profile
 from anonymizer.rules import CompiledProfile
@@ -179,22 +181,14 @@ class _Gateway:
         self.previous = PreviousRuns.load(self.audit_path)
         self.settings = {"profile_sha256": profile.fingerprint(),
                          "key_fingerprint": keyed.fingerprint, "layout": layout}
-        changed = self.previous.mismatch(self.settings)
-        if changed and not config.force:
-            raise UsageError(f"{destination} holds a run with another "
-                             f"{' and '.join(k.split('_')[0] for k in changed)}; use a new "
-                             "DEST, or --force to reprocess everything")
+        self.forced = bool(refuse_other_settings(self.previous, self.settings, destination,
+                                                 config.force))
         self.profile = profile
         self.destination = destination
         self.spool = Spool(spool_dir)
-        profile_ref = config.profile
-        if Path(profile_ref).is_file():
-            profile_ref = str(Path(profile_ref).resolve())
-        self.worker_config = WorkerConfig(
-            profile=profile_ref,
-            key_file=str(Path(config.key_file).resolve()) if config.key_file else None,
-            input_dir=str(spool_dir.resolve()), output_dir=str(destination.resolve()),
-            layout=layout, want_crosswalk=config.crosswalk_path is not None,
+        self.worker_config = make_worker_config(
+            config.profile, config.key_file, spool_dir, destination, layout=layout,
+            want_crosswalk=config.crosswalk_path is not None,
             timeout=config.timeout, key_fingerprint=keyed.fingerprint,
             profile_sha256=self.settings["profile_sha256"])
         self.counts: Counter[str] = Counter()
@@ -219,7 +213,7 @@ class _Gateway:
             "profile": self.profile.name, "profile_version": self.profile.version,
             **self.settings, "options": list(self.profile.options), "jobs": self.jobs,
             "resumed": bool(self.previous.latest),
-            "forced": bool(self.config.force and self.previous.mismatch(self.settings)),
+            "forced": self.forced,
             "input": self.keyed.hexdigest(
                 "input-root", f"listen:{receiver_config.ae_title}:{receiver_config.port}", 32),
             "spooled_at_start": waiting,

@@ -209,6 +209,34 @@ def run(config: RunConfig) -> RunSummary:
         return _run_holding_output(config, profile, keyed, layout)
 
 
+def refuse_other_settings(previous: PreviousRuns, current: dict[str, str], output: Path,
+                          force: bool) -> list[str]:
+    """The settings (profile, key, layout) that differ from the earlier runs' in ``output``.
+
+    Raises
+    ------
+    UsageError
+        When some differ and ``force`` is not given.
+    """
+    changed = previous.mismatch(current)
+    if changed and not force:
+        raise UsageError(f"{output} holds a run with another "
+                         f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
+                         "--force to reprocess everything")
+    return changed
+
+
+def make_worker_config(profile: str, key_file: str | None, input_dir: Path, output_dir: Path,
+                       **options) -> WorkerConfig:
+    """A :class:`WorkerConfig` with absolute paths (and a resolvable profile path):
+    workers may run elsewhere (another working directory, a Dask worker)."""
+    if Path(profile).is_file():
+        profile = str(Path(profile).resolve())
+    return WorkerConfig(
+        profile=profile, key_file=str(Path(key_file).resolve()) if key_file else None,
+        input_dir=str(input_dir.resolve()), output_dir=str(output_dir.resolve()), **options)
+
+
 def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource,
                         layout: str) -> RunSummary:
     """The run itself, once this process holds OUT (no other run reads or writes it)."""
@@ -217,11 +245,7 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
     previous = PreviousRuns.load(audit_path)
     current = {"profile_sha256": profile.fingerprint(), "key_fingerprint": keyed.fingerprint,
                "layout": layout}
-    changed = previous.mismatch(current)
-    if changed and not config.force:
-        raise UsageError(f"{config.output_dir} holds a run with another "
-                         f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
-                         "--force to reprocess everything")
+    changed = refuse_other_settings(previous, current, config.output_dir, config.force)
     sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
     reserve = _reserve_space(audit_path)
@@ -235,14 +259,8 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
         "input": keyed.hexdigest("input-root", str(config.input_dir.resolve()), 32),
     }
     audit.write(header)
-    # Absolute paths (and a resolvable profile path): workers may run elsewhere.
-    profile_ref = config.profile
-    if Path(profile_ref).is_file():
-        profile_ref = str(Path(profile_ref).resolve())
-    worker_config = WorkerConfig(
-        profile=profile_ref,
-        key_file=str(Path(config.key_file).resolve()) if config.key_file else None,
-        input_dir=str(config.input_dir.resolve()), output_dir=str(config.output_dir.resolve()),
+    worker_config = make_worker_config(
+        config.profile, config.key_file, config.input_dir, config.output_dir,
         layout=layout, want_crosswalk=config.crosswalk_path is not None,
         timeout=config.timeout, key_fingerprint=keyed.fingerprint,
         profile_sha256=current["profile_sha256"])
