@@ -369,11 +369,11 @@ def test_kill_9_then_restart_forwards_every_acknowledged_instance_once(
     gateway = start_gateway(tmp_path, key_file)
     acknowledged: list[Path] = []
     _sustained_send(gateway.port, files, acknowledged)
-    _wait_acknowledged(acknowledged, 25)
+    _wait_acknowledged(acknowledged, 10)
     gateway.process.kill()
     gateway.process.wait(timeout=30)
     before_restart = list(acknowledged)  # no answer comes after the kill
-    assert 25 <= len(before_restart) < len(files)
+    assert 10 <= len(before_restart) < len(files)
     restarted = start_gateway(tmp_path, key_file, name="gw2")
     try:
         again = [p for p in files if p not in before_restart] + before_restart[-3:]
@@ -396,7 +396,7 @@ def test_sigterm_finishes_in_flight_and_exits_143(tmp_path: Path, key_file: Path
     gateway = start_gateway(tmp_path, key_file)
     acknowledged: list[Path] = []
     _sustained_send(gateway.port, files, acknowledged)
-    _wait_acknowledged(acknowledged, 15)
+    _wait_acknowledged(acknowledged, 10)
     assert gateway.stop() == 143  # no answer comes after this: acknowledged is final
     stderr = gateway.stderr.read_text()
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
