@@ -7,8 +7,9 @@ end), sends every file under IN (sorted) over A concurrent associations (default
 file's dataset bytes as they are (pynetdicom's chunked send), waits until the gateway's
 ``--metrics`` file counts every instance forwarded, then stops it with SIGTERM. Prints one
 line: instances/s from the first C-STORE to the last instance forwarded, the seconds the
-senders took, and the peak RSS (VmHWM) of the gateway's main process and of its largest
-worker. Exit status 0 only when every instance was forwarded and the gateway exited 143.
+senders took, the largest spool backlog seen while they sent, and the peak RSS (VmHWM) of
+the gateway's main process and of its largest worker. Exit status 0 only when every
+instance was forwarded and the gateway exited 143.
 """
 
 from __future__ import annotations
@@ -117,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                for i in range(share)]
     for sender in senders:
         sender.start()
-    for sender in senders:
-        sender.join()
+    backlog = 0  # the most instances seen waiting in the spool
+    while any(sender.is_alive() for sender in senders):
+        backlog = max(backlog, _forwarded(metrics).get("queue", 0))
+        time.sleep(0.2)
     sent = time.monotonic() - started
     deadline = time.monotonic() + TIMEOUT
     while (counts := _forwarded(metrics)).get("forwarded", 0) + counts.get("failed", 0) \
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     ok = code == 143 and not failures and counts.get("forwarded") == len(files)
     print(f"listen: {len(files)} instances in {elapsed:.2f} s: {len(files) / elapsed:.1f} "
-          f"instances/s (senders done at {sent:.2f} s); gateway peak RSS {main_kib / 1024:.0f} "
+          f"instances/s (senders done at {sent:.2f} s, spool backlog up to {backlog}); "
+          f"gateway peak RSS {main_kib / 1024:.0f} "
           f"MiB, largest worker {worker_kib / 1024:.0f} MiB; "
           f"{'ok' if ok else f'FAILED: exit {code}, {counts}, {len(failures)} refused'}",
           flush=True)
