@@ -188,9 +188,10 @@ def expected_output_name(path: Path) -> str:
 
 
 def test_forwards_what_run_writes_byte_for_byte(tmp_path: Path, key_file: Path) -> None:
-    """Sample data and pydicom test files through the gateway give the same files, bytes
-    and names as ``anonymizer run`` on them; a resend is not forwarded again; other
-    calling AE titles are refused; a second gateway on the same DEST is refused."""
+    """Sample data and pydicom test files, sent over two concurrent associations, give the
+    same files, bytes and names as ``anonymizer run`` on them; a resend is not forwarded
+    again; other calling AE titles are refused; a second gateway on the same DEST is
+    refused."""
     inputs = tmp_path / "in"
     shutil.copytree(SAMPLE_DATA, inputs / "sample", ignore=shutil.ignore_patterns("*.txt"))
     for name in PYDICOM_FILES:
@@ -200,7 +201,14 @@ def test_forwards_what_run_writes_byte_for_byte(tmp_path: Path, key_file: Path) 
     try:
         refused = associate(gateway.port, files[:1], calling="INTRUDER")
         assert refused.is_rejected
-        assert send(gateway.port, files) == [0] * len(files)
+        # two associations at once, each with half of the files
+        other_half: list[int | None] = []
+        concurrent = threading.Thread(
+            target=lambda: other_half.extend(send(gateway.port, files[1::2], calling="OTHER")))
+        concurrent.start()
+        assert send(gateway.port, files[::2]) == [0] * len(files[::2])
+        concurrent.join(timeout=WAIT_TIMEOUT)
+        assert other_half == [0] * len(files[1::2])
         counts = gateway.wait_idle(len(files))
         assert (counts["forwarded"], counts["failed"]) == (len(files), 0)
         forwarded = outputs(gateway.dest)
