@@ -73,18 +73,28 @@ def _start(arguments: argparse.Namespace, out: Path, spool: Path, metrics: Path,
 
 def _send(port: int, files: list[Path], contexts: set[tuple[str, str]],
           failures: list[str]) -> None:
+    """Send ``files`` on one association; like a real sender, an instance left unanswered
+    by an association that died (pynetdicom's SCU can lose an answer to its own reactor
+    thread on a loaded machine) is sent again on a new one."""
     ae = AE(ae_title="BENCH")
     for sop_class, syntax in sorted(contexts):
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate("127.0.0.1", port, ae_title="GATEWAY")
-    if not assoc.is_established:
-        failures.append("association refused")
-        return
+    assoc = None
     for path in files:
-        answer = assoc.send_c_store(path)
-        if "Status" not in answer or answer.Status != 0:
+        answer = None
+        for _ in range(3):
+            if assoc is None or not assoc.is_established:
+                assoc = ae.associate("127.0.0.1", port, ae_title="GATEWAY")
+            try:
+                answer = assoc.send_c_store(path)
+            except RuntimeError:  # not established, or gone
+                continue
+            if "Status" in answer:
+                break
+        if answer is None or "Status" not in answer or answer.Status != 0:
             failures.append(path.name)
-    assoc.release()
+    if assoc is not None and assoc.is_established:
+        assoc.release()
 
 
 def _forwarded(metrics: Path) -> dict:

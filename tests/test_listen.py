@@ -132,24 +132,38 @@ def associate(port: int, files: list[Path], calling: str = "SENDER", tls_args=No
 
 def send(port: int, files: list[Path], acknowledged: list[Path] | None = None,
          **kwargs) -> list[int | None]:
-    """C-STORE every file on one association; the statuses (None: no answer).
-    ``acknowledged`` gets each file answered with Success as the answer comes in."""
-    assoc = associate(port, files, **kwargs)
-    assert assoc.is_established
+    """C-STORE every file; the statuses (None: no answer). ``acknowledged`` gets each file
+    answered with Success as the answer comes in.
+
+    Like a real sender, an instance left unanswered by an association that died is sent
+    again on a new one (pynetdicom's SCU can lose an answer to its own reactor thread on
+    a loaded machine, time out and abort); when no new association can be made (the
+    gateway is gone), the rest are left unanswered.
+    """
     statuses: list[int | None] = []
-    try:
-        for path in files:
+    assoc = None
+    for path in files:
+        status = None
+        for _ in range(3):
+            if assoc is None or not assoc.is_established:
+                assoc = associate(port, files, **kwargs)
+                if not assoc.is_established:
+                    break
             try:
                 answer = assoc.send_c_store(path)
-            except RuntimeError:  # the association is gone (the gateway was killed)
-                answer = None
-            status = int(answer.Status) if answer is not None and "Status" in answer else None
-            statuses.append(status)
-            if status == 0 and acknowledged is not None:
-                acknowledged.append(path)
-    finally:
-        if assoc.is_established:
-            assoc.release()
+            except RuntimeError:  # the association is gone
+                continue
+            if "Status" in answer:
+                status = int(answer.Status)
+                break
+        statuses.append(status)
+        if status == 0 and acknowledged is not None:
+            acknowledged.append(path)
+        if status is None and (assoc is None or not assoc.is_established):
+            statuses += [None] * (len(files) - len(statuses))
+            break
+    if assoc is not None and assoc.is_established:
+        assoc.release()
     return statuses
 
 
@@ -216,7 +230,8 @@ def test_forwards_what_run_writes_byte_for_byte(tmp_path: Path, key_file: Path) 
         # the same instances again (a sender that never saw our answers): not forwarded
         assert send(gateway.port, files[:3], calling="OTHER") == [0] * 3
         counts = gateway.wait_idle(len(files) + 3)
-        assert (counts["duplicates"], counts["forwarded"]) == (3, len(files)), counts
+        # (more duplicates if a sender had to send an instance again)
+        assert counts["duplicates"] >= 3 and counts["forwarded"] == len(files), counts
         assert file_records(gateway.dest) == records
         second = subprocess.run(
             [sys.executable, "-m", "anonymizer", "listen", "--key-file", str(key_file),
@@ -330,7 +345,8 @@ def test_dropped_association_forwards_nothing(tmp_path: Path, key_file: Path) ->
         counts = gateway.wait_idle(1)
     finally:
         assert gateway.stop() == 143
-    assert (counts["received"], counts["forwarded"]) == (1, 1)
+    # the dropped instance was never received (a resent one counts as a duplicate)
+    assert counts["forwarded"] == 1 and counts["received"] == 1 + counts["duplicates"]
     assert list(outputs(gateway.dest)) and all(
         name.endswith(expected_output_name(other[0])) for name in outputs(gateway.dest))
     assert len(file_records(gateway.dest)) == 1
