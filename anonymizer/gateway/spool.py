@@ -177,15 +177,6 @@ class Spool:
             self._taken.discard(name)
             self.waiting -= 1
 
-    def put_back(self, name: str) -> None:
-        """Keep ``name`` waiting (it could not be forwarded now); it comes first again."""
-        with self._lock:
-            self._taken.discard(name)
-            self._pending = {name: None, **self._pending}
-            if len(self._pending) > self.capacity:
-                self._pending.popitem()
-                self._overflow = True
-
     def sweep_stale_incoming(self, older_than: float) -> int:
         """Remove partial files of associations that died (untouched for ``older_than``
         seconds: a live transfer writes every PDU); return how many."""
