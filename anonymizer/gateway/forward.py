@@ -56,6 +56,7 @@ from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.resume import Done, PreviousRuns, sweep_temporaries
 from anonymizer.pipeline.runner import (
     AUDIT_NAME,
+    EXIT_OUTPUT_UNWRITABLE,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     Committer,
@@ -237,9 +238,9 @@ class _Gateway:
                 # a stop was asked for: nothing new comes in, what is in flight finishes
                 receiver.stop()
                 self._drain()
-            summary.exit_code = EXIT_SIGTERM if self.stop_signal == signal.SIGTERM \
-                else EXIT_SIGINT
-            summary.stopped = f"stopped by {signal.Signals(self.stop_signal or 2).name}"
+            stop_signal = self.stop_signal or signal.SIGINT  # the loop ends on a signal
+            summary.exit_code = EXIT_SIGTERM if stop_signal == signal.SIGTERM else EXIT_SIGINT
+            summary.stopped = f"stopped by {signal.Signals(stop_signal).name}"
         except RunStopped as stop:
             summary.stopped, summary.exit_code = stop.reason, stop.exit_code
         finally:
@@ -370,7 +371,7 @@ class _Gateway:
         if recorded:
             sync_directory(self.spool.folder)
         if fatal is not None:
-            raise RunStopped(f"DEST not writable: {os.strerror(fatal)}", 3)
+            raise RunStopped(f"DEST not writable: {os.strerror(fatal)}", EXIT_OUTPUT_UNWRITABLE)
 
     def _drain(self) -> None:
         """Finish and record every batch in flight (a graceful stop)."""
