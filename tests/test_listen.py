@@ -488,3 +488,39 @@ def test_missing_net_extra_is_one_line(tmp_path: Path, key_file: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert "pip install 'anonymizer[net]'" in one_line_error(done)
+
+
+def test_spool_hands_out_every_instance_once_in_arrival_order(tmp_path: Path) -> None:
+    """With more instances waiting than names held in memory, every one still comes out
+    once, oldest first; an instance sent twice waits until its first copy is released;
+    a restart finds what was not released."""
+    from anonymizer.gateway.spool import Spool, token_of
+
+    spool = Spool(tmp_path / "spool", capacity=3)
+    assert spool.open() == 0
+    tokens = [f"{n:032x}" for n in range(8)] + [f"{2:032x}"]  # the third sent again
+    names = []
+    for token in tokens:
+        received = spool.incoming / "tmp-arriving.dcm"
+        received.write_bytes(token.encode())
+        names.append(spool.accept(received, token))
+        received.unlink()
+    assert names == sorted(names) and spool.waiting == 9
+    handed: list[str] = []
+    busy: set[str] = set()
+    while batch := spool.take(2, busy):
+        assert not busy & {token_of(name) for name in batch}
+        handed += batch
+        busy |= {token_of(name) for name in batch}
+        if token_of(batch[0]) != f"{2:032x}" or len(handed) > 8:
+            for name in batch:  # released, except the first copy of the third, for now
+                spool.release(name)
+                busy.discard(token_of(name))
+        if len(handed) == 8:  # only the second copy of the third waits: blocked
+            assert spool.take(2, busy) == []
+            first = names[2]
+            spool.release(first)
+            busy.discard(token_of(first))
+    assert handed == names and spool.waiting == 0
+    again = Spool(tmp_path / "spool", capacity=3)
+    assert again.open() == 0
