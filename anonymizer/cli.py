@@ -1,10 +1,11 @@
-"""Command line: ``anonymizer run | listen | profiles | keygen | report``.
+"""Command line: ``anonymizer run | listen | profiles | keygen | report | review``.
 
-Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed,
-2 usage, profile or key error (one line on stderr, no traceback), 3 the run stopped
-because OUT cannot be written (disk full, read-only, permission), 4 another run holds
-OUT (one run per output folder; ``--wait-lock`` waits for it), 130 interrupted by
-SIGINT, 141 the reader of the output closed it early (``| head``), 143 stopped by SIGTERM.
+Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed (``review``:
+residual identifiers found), 2 usage, profile or key error (one line on stderr, no
+traceback), 3 the run stopped because OUT cannot be written (disk full, read-only,
+permission), 4 another run holds OUT (one run per output folder; ``--wait-lock`` waits for
+it), 130 interrupted by SIGINT, 141 the reader of the output closed it early (``| head``),
+143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -89,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="totals and failures of an audit log")
     report.add_argument("audit", type=Path)
+
+    review = commands.add_parser("review", help="write an HTML page of what a release kept, "
+                                 "for a curator to review")
+    review.add_argument("output", type=Path, metavar="OUT")
+    review.add_argument("--html", type=Path, required=True, metavar="FILE",
+                        help="the page to write (replaces only a page this command wrote)")
+    review.add_argument("--input", type=Path, metavar="IN",
+                        help="check OUT against its input (anonymizer verify) and show the "
+                        "findings")
+    review.add_argument("--key-file", help="secret key of the run, with --input (else "
+                        "$ANONYMIZER_KEY)")
+    review.add_argument("--audit", type=Path, help="audit log (default: OUT/audit.jsonl)")
+    review.add_argument("--thumbnails", type=int, default=3, metavar="N",
+                        help="thumbnails per series (default 3; 0: none)")
+    review.add_argument("--top", type=int, default=20, metavar="N",
+                        help="most frequent values listed per attribute (default 20)")
     return parser
 
 
@@ -146,6 +163,8 @@ def _main(argv: list[str] | None) -> int:
             return _profiles(args)
         if args.command == "keygen":
             return _keygen(args)
+        if args.command == "review":
+            return _review(args)
         return _report(args)
     except OutputInUseError as exc:
         print(f"anonymizer: error: {exc}", file=sys.stderr)
@@ -279,3 +298,45 @@ def _report(args: argparse.Namespace) -> int:
     for reason, number in reasons.most_common():
         print(f"  {number:6}  {reason}")
     return EXIT_FAILED if totals["failed"] else EXIT_OK
+
+
+def _review(args: argparse.Namespace) -> int:
+    from anonymizer.review import ReviewOptions, write_review
+
+    if args.thumbnails < 0 or args.top < 1:
+        raise _usage("--thumbnails must be >= 0 and --top >= 1")
+    if args.key_file is not None and args.input is None:
+        raise _usage("--key-file is used only with --input")
+    findings = None
+    if args.input is not None:
+        _check_review_input(args)
+        findings = _verify_findings(args)
+    result = write_review(ReviewOptions(
+        out_dir=args.output, html_path=args.html, audit_path=args.audit,
+        thumbnails=args.thumbnails, top=args.top), findings)
+    found = "" if result.findings is None else f", {result.findings} residual identifier(s)"
+    unread = f", {result.unreadable} file(s) unreadable" if result.unreadable else ""
+    print(f"anonymizer: review of {result.files} file(s){found}{unread} written to "
+          f"{result.path} in {result.elapsed:.1f}s", file=sys.stderr)
+    return EXIT_FAILED if result.findings else EXIT_OK
+
+
+def _check_review_input(args: argparse.Namespace) -> None:
+    """IN must be a folder apart from OUT, and the page is never written into it."""
+    source, target = args.input.resolve(), args.output.resolve()
+    if not source.is_dir():
+        raise _usage(f"{args.input}: input folder does not exist")
+    if source == target or source in target.parents or target in source.parents:
+        raise _usage("IN and OUT must be separate folders")
+    if source in args.html.resolve().parents:
+        raise _usage("--html must not be inside IN")
+
+
+def _verify_findings(args: argparse.Namespace) -> list:
+    """The findings of ``anonymizer verify IN OUT`` for the page.
+
+    The review page renders any sequence of findings with the fields of
+    :class:`anonymizer.review.ReviewFinding`; ``verify`` is built apart and is wired
+    here once both are merged.
+    """
+    raise _usage("--input needs 'anonymizer verify', which this build does not have yet")

@@ -16,6 +16,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pydicom.charset import decode_bytes, encode_string
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import PIXEL_KEYWORDS, Dataset
@@ -23,7 +24,13 @@ from pydicom.sequence import Sequence
 
 from anonymizer import __version__, scrub, standard
 from anonymizer.actions import TEXT_VRS, Keep, Remove, set_value
-from anonymizer.elements import element_strings, stored, text_value, undeclared_items
+from anonymizer.elements import (
+    element_strings,
+    set_encoded,
+    stored,
+    text_value,
+    undeclared_items,
+)
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.pixels.stage import PixelOutcome, PixelStage
@@ -505,16 +512,50 @@ class Engine:
             if vr == "SQ":
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
                 continue
-            value_rule = policy.value_rules.get(vr)  # type: ignore[arg-type]
-            if value_rule is not None:  # text VRs are cleaned (their UIDs remapped too)
-                code = value_rule.action.apply(ds, tag, ctx)
-                if code != "K":
-                    self._record(ctx, path, tag, code)
+            if vr in (None, "UN"):  # the file does not say what the value is
+                code = self._clean_undeclared_private(ds, tag, ctx)
+            else:
+                value_rule = policy.value_rules.get(vr)
+                # text VRs are cleaned (their UIDs remapped too)
+                code = "K" if value_rule is None else value_rule.action.apply(ds, tag, ctx)
+            if code != "K":
+                self._record(ctx, path, tag, code)
         for group, block in creators:
             if (group, block) not in kept_blocks:
                 tag = group << 16 | block
                 del ds[tag]
                 self._record(ctx, path, tag, "X")
+
+    def _clean_undeclared_private(self, ds: Dataset, tag: int, ctx: FileContext) -> str:
+        """De-identify a kept private value read without its VR (implicit VR, or UN).
+
+        pydicom's private dictionary may know the element: it is then treated as that
+        VR. Otherwise a value that reads as text is cleaned as text (kept as UN bytes in
+        the file's character set); a binary value in which the file's identifiers
+        appear cannot be cleaned, so it is removed. Returns the action code.
+        """
+        elem = ds[tag]  # decoded: the VR from pydicom's private dictionary, else UN
+        value_rule = self.profile.private.value_rules.get(elem.VR)
+        if value_rule is not None:
+            return value_rule.action.apply(ds, tag, ctx)
+        data = elem.value
+        if not isinstance(data, bytes) or not data:
+            return "K"
+        if _reads_as_text(data):
+            charset = ds._character_set  # Python codec names: one, or a list
+            encodings = [charset] if isinstance(charset, str) else list(charset)
+            text = decode_bytes(data, encodings, set())
+            cleaned = ctx.clean_text(text)
+            if cleaned == text:
+                return "K"
+            encoded = encode_string(cleaned, encodings)
+            set_encoded(ds, tag, elem.VR, encoded + b" " * (len(encoded) % 2))
+            return "C"
+        if any(finding.kind in _IDENTIFIERS_IN_BINARY
+               for finding in ctx.identifiers.find(data.decode("latin-1"))):
+            del ds[tag]
+            return "X"
+        return "K"
 
     def _clean_file_meta(self, ds: Dataset, ctx: FileContext) -> None:
         meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
@@ -544,6 +585,19 @@ class Engine:
     def _stamp(self, ds: Dataset) -> None:
         for tag, elem in self.stamp.items():
             ds[tag] = elem  # the same immutable objects in every file (encoded once)
+
+
+#: What found in a binary value removes it (shapes such as e-mail addresses are chance
+#: in arbitrary bytes; the file's names, IDs, UIDs and dates are not).
+_IDENTIFIERS_IN_BINARY = frozenset({scrub.NAME, scrub.ID, scrub.UID, scrub.DATE})
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\x1b")
+
+
+def _reads_as_text(data: bytes) -> bool:
+    """Whether a value of unknown VR is text: no control bytes but the ones text uses
+    (trailing NUL or space padding allowed)."""
+    body = data.rstrip(b"\x00 ")
+    return bool(body) and all(byte >= 0x20 or byte in _TEXT_CONTROLS for byte in body)
 
 
 def _stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:

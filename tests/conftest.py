@@ -33,6 +33,27 @@ def other_keyed() -> KeyedSource:
     return KeyedSource(KEY_B)
 
 
+@pytest.fixture(scope="module")
+def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key file shared by the tests of one module (KEY_A)."""
+    path = tmp_path_factory.mktemp("key") / "secret.key"
+    path.write_bytes(KEY_A)
+    return path
+
+
+def required_tool(*names: str, package: str) -> str:
+    """The path of the first of ``names`` on PATH; without any, the test is skipped
+    locally and fails in CI (``CI`` set), where ``.ci/run`` installs ``package``."""
+    for name in names:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    message = f"{names[0]} is not installed: apt-get install {package}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture()
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "secret.key"

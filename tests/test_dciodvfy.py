@@ -17,8 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-from conftest import KEY_A
+from conftest import KEY_A, required_tool
 
 PROFILES = ("basic", "default", "research")
 
@@ -49,13 +48,7 @@ _UID = re.compile(r"\b\d+(?:\.\d+){2,}\b|(?<=UID )[0-9.]+$")
 
 
 def _dciodvfy() -> str:
-    found = shutil.which("dciodvfy")
-    if found is None:
-        message = "dciodvfy is not installed: apt-get install dicom3tools"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return required_tool("dciodvfy", package="dicom3tools")
 
 
 def normalise(line: str, name: str) -> str:

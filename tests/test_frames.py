@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pixel_images import darkest, decoded_frames, encode, ink, speckle, stored_values
+from pixel_images import dataset as image_dataset
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import pixel_array
+from pydicom.pixels import convert_color_space, pixel_array
 from pydicom.uid import (
     ExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -86,33 +87,10 @@ LOSSY = {"JPGExtended.dcm", "JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_sampl
          "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_dcmtk_+eb+cy+n1.dcm", "examples_ybr_color.dcm"}
 
 
-def _decoded(ds: Dataset) -> list[np.ndarray]:
-    """Every frame as a reader sees it: pydicom's own decoding of the whole dataset, in
-    stored values (YBR kept as YBR, except lossy JPEG, which decodes to RGB)."""
-    syntax = ds.file_meta.TransferSyntaxUID
-    raw = syntax not in (JPEGBaseline8Bit, "1.2.840.10008.1.2.4.51")
-    return [pixel_array(ds, index=i, raw=raw) for i in range(frame_count(ds))]
-
-
 def _saved(ds: Dataset) -> Dataset:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
-
-
-def _darkest(ds: Dataset) -> object:
-    photometric = ds.PhotometricInterpretation
-    bits, signed = ds.BitsStored, ds.PixelRepresentation == 1
-    if photometric == "MONOCHROME2":
-        return -(1 << bits - 1) if signed else 0
-    if photometric == "MONOCHROME1":
-        return (1 << bits - 1) - 1 if signed else (1 << bits) - 1
-    if photometric == "YBR_FULL":
-        return [0, 1 << bits - 1, 1 << bits - 1]
-    if photometric == "RGB":
-        return [0, 0, 0]
-    lut = pydicom.pixels.apply_color_lut(np.arange(1 << bits), ds).astype(float)
-    return int(np.argmin(lut @ [0.299, 0.587, 0.114]))
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
@@ -120,7 +98,7 @@ def test_blank_paints_exactly_the_boxes(name: str) -> None:
     """Outside the boxes every decoded value is kept; inside, the darkest; all frames
     kept; the output reads back with pydicom in a native syntax."""
     ds = pydicom.dcmread(_path(name))
-    before = _decoded(pydicom.dcmread(_path(name)))
+    before = decoded_frames(pydicom.dcmread(_path(name)))
     count = len(before)
     last = count - 1
     rows, columns = before[0].shape[:2]
@@ -131,11 +109,11 @@ def test_blank_paints_exactly_the_boxes(name: str) -> None:
     assert not out.file_meta.TransferSyntaxUID.is_encapsulated
     assert out.BurnedInAnnotation == "NO"
     assert frame_count(out) == count
-    after = _decoded(out)
+    after = decoded_frames(out)
     inside = np.zeros((rows, columns), bool)
     inside[1:7, 0:6] = True  # grown by the margin
     inside[rows - 3:, columns - 4:] = True  # clipped to the frame
-    dark = np.asarray(_darkest(out))
+    dark = np.asarray(darkest(out))
     for index, (old, new) in enumerate(zip(before, after, strict=True)):
         assert new.shape == old.shape
         if index != last:
@@ -216,14 +194,14 @@ def test_generated_text_shows_bright_and_is_blanked(photometric: str, bits: int,
     grey = image if image.ndim == 2 else image.mean(axis=2)
     assert grey[10:20, 5:45].mean() > 200  # the text block is bright (MONOCHROME1 inverted)
     assert grey[25:, :].mean() < 80
-    before = _decoded(_drawn(photometric, bits, signed))
+    before = decoded_frames(_drawn(photometric, bits, signed))
     assert blank_regions(ds, {1: [Box(5, 10, 45, 20)]}) == 1
-    after = _decoded(_saved(ds))
+    after = decoded_frames(_saved(ds))
     assert np.array_equal(after[0], before[0]) and np.array_equal(after[2], before[2])
     keep = np.ones((40, 60), bool)
     keep[10:20, 5:45] = False
     assert np.array_equal(after[1][keep], before[1][keep])
-    assert (after[1][~keep] == np.asarray(_darkest(ds))).all()
+    assert (after[1][~keep] == np.asarray(darkest(ds))).all()
     (_, shown), = display_frames(ds, [1])
     grey = shown if shown.ndim == 2 else shown.mean(axis=2)
     assert grey[10:20, 5:45].max() == 0  # no text left to read
@@ -248,7 +226,7 @@ def test_blank_through_the_projects_reader_and_writer(tmp_path: Path, name: str,
     read = read_dataset(source)
     try:
         assert (read.dataset._dict[0x7FE00010].value is None) == left_in_place
-        expected = _decoded(pydicom.dcmread(source))
+        expected = decoded_frames(pydicom.dcmread(source))
         last = len(expected) - 1
         assert blank_regions(read.dataset, {last: [Box(0, 0, 8, 8)]},
                              scratch_dir=tmp_path) == 1
@@ -260,8 +238,8 @@ def test_blank_through_the_projects_reader_and_writer(tmp_path: Path, name: str,
     out = pydicom.dcmread(written)
     assert not out.file_meta.TransferSyntaxUID.is_encapsulated
     assert out.BurnedInAnnotation == "NO"
-    frames = _decoded(out)
-    assert (frames[last][:8, :8] == np.asarray(_darkest(out))).all()
+    frames = decoded_frames(out)
+    assert (frames[last][:8, :8] == np.asarray(darkest(out))).all()
     frames[last][:8, :8] = expected[last][:8, :8]
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
 
@@ -334,9 +312,9 @@ def test_unsupported_and_bad_requests_fail() -> None:
 
 def test_box_outside_the_frame_is_not_counted() -> None:
     ds = pydicom.dcmread(_path("CT_small.dcm"))
-    before = _decoded(pydicom.dcmread(_path("CT_small.dcm")))
+    before = decoded_frames(pydicom.dcmread(_path("CT_small.dcm")))
     assert blank_regions(ds, {0: [Box(500, 500, 600, 600)]}) == 0
-    assert np.array_equal(_decoded(_saved(ds))[0], before[0])
+    assert np.array_equal(decoded_frames(_saved(ds))[0], before[0])
 
 
 def test_sampled_frames() -> None:
@@ -380,3 +358,55 @@ def test_blanked_outputs_stay_valid(tmp_path: Path, name: str) -> None:
     out = tmp_path / name
     ds.save_as(out, enforce_file_format=True)
     assert errors(dciodvfy, out) - errors(dciodvfy, Path(_path(name))) == set()
+
+
+def _generated(photometric: str, bits: int, frames: int, syntax: str = "explicit",
+               ) -> tuple[Dataset, np.ndarray]:
+    """An image with text drawn by Pillow, frames over different backgrounds, as written
+    and read back; and the text's coverage."""
+    coverage = ink((48, 64), [(2, 2, "MRN 1234")], size=12)
+    grey = np.stack([speckle(48, 64, seed=seed) for seed in range(frames)])
+    pixels = stored_values(grey, np.repeat(coverage[None], frames, axis=0), photometric, bits)
+    return _saved(encode(image_dataset(pixels), pixels, syntax)), coverage
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "bigendian"])
+def test_native_ybr_full_422_frames_are_read_from_their_own_place(tmp_path: Path,
+                                                                 syntax: str) -> None:
+    """pydicom's decoder takes the frames after the first it expands from YBR_FULL_422
+    as YBR_FULL (3 samples a pixel, not 2) and reads them from the wrong offset. Read as
+    the pipeline reads (little endian native data stays in the file's bytes, decoded
+    from a stream)."""
+    ds, _ = _generated("YBR_FULL_422", 8, 3, syntax)
+    expected = decoded_frames(ds)
+    assert not np.array_equal(expected[1], expected[2])
+    ds.save_as(tmp_path / "in.dcm", enforce_file_format=True)
+    read = read_dataset(tmp_path / "in.dcm")
+    try:
+        assert (read.dataset._dict[0x7FE00010].value is None) == (syntax == "explicit")
+        shown = dict(display_frames(read.dataset, [0, 1, 2]))
+        for index in range(3):
+            rgb = convert_color_space(expected[index], "YBR_FULL", "RGB")
+            assert np.array_equal(shown[index], rgb), index
+        assert blank_regions(read.dataset, {2: [Box(0, 0, 4, 4)]}) == 1
+        after = decoded_frames(_saved(read.dataset))
+    finally:
+        read.close()
+    assert np.array_equal(after[0], expected[0]) and np.array_equal(after[1], expected[1])
+    assert (after[2][:4, :4] == [0, 128, 128]).all()
+    assert np.array_equal(after[2][4:], expected[2][4:])
+
+
+@pytest.mark.parametrize("photometric", ["YBR_FULL", "YBR_FULL_422"])
+def test_16bit_ybr_is_shown_as_rgb(photometric: str) -> None:
+    """pydicom converts YBR to RGB for 8-bit samples only (PS3.5 allows YBR_FULL at 16
+    bits in JPEG lossless and JPEG 2000, and native data at any depth)."""
+    ds, coverage = _generated(photometric, 16, 2)
+    (_, image), = display_frames(ds, [1])
+    assert image.dtype == np.uint8 and image.shape == (48, 64, 3)
+    text = coverage >= 255
+    assert (image[text] >= 250).all()  # white text
+    assert image[~text].mean() < 120  # over a dark background
+    reference = convert_color_space((decoded_frames(ds)[1] >> 8).astype(np.uint8),
+                                    "YBR_FULL", "RGB")
+    assert np.array_equal(image, reference)

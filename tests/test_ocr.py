@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import one_line_error
-from PIL import Image, ImageDraw, ImageFont
+from pixel_images import blend, gradient, ink, noise
 
 from anonymizer.pixels.ocr import TextBox, TextDetector, default_detector, normalise_ocr_text
 
@@ -25,28 +25,15 @@ def detector() -> TextDetector:
     return default_detector()
 
 
-def _font(size: int | None) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Fonts Pillow itself ships: Aileron (FreeType) at ``size``, or its ~11 px bitmap font."""
-    if size is None:
-        return ImageFont.load_default_imagefont()
-    return ImageFont.load_default(size=size)
-
-
 def _draw(background: np.ndarray, size: int | None, origin: tuple[int, int],
           fill: int = 255) -> tuple[np.ndarray, np.ndarray]:
     """Draw LINES on ``background``; return the frame and a mask of the text's own pixels."""
-    font = _font(size)
     step = (size or 11) + 8
-    ink = Image.new("L", background.shape[1::-1], 0)
-    for i, line in enumerate(LINES):
-        ImageDraw.Draw(ink).text((origin[0], origin[1] + i * step), line, fill=255, font=font)
-    # Blend by the glyphs' anti-aliased coverage, as a renderer would; the mask counts the
-    # pixels at least a quarter covered (fainter fringes can lie outside an engine's box).
-    alpha = np.array(ink, np.float64) / 255
-    if background.ndim == 3:
-        alpha = alpha[:, :, None]
-    frame = (background * (1 - alpha) + fill * alpha).round().astype(np.uint8)
-    return frame, np.array(ink) >= 64
+    lines = [(origin[0], origin[1] + i * step, line) for i, line in enumerate(LINES)]
+    coverage = ink(background.shape[:2], lines, size)
+    # the mask counts the pixels at least a quarter covered (fainter fringes can lie
+    # outside an engine's box)
+    return blend(background, coverage, fill), coverage >= 64
 
 
 def _uncovered(mask: np.ndarray, boxes: list[TextBox]) -> int:
@@ -57,15 +44,6 @@ def _uncovered(mask: np.ndarray, boxes: list[TextBox]) -> int:
     return int((mask & ~covered).sum())
 
 
-def _gradient(height: int, width: int) -> np.ndarray:
-    return np.linspace(0, 140, width, dtype=np.float64)[None, :].repeat(height, 0).astype(np.uint8)
-
-
-def _noise(height: int, width: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(rng.normal(50, 20, (height, width)), 0, 255).astype(np.uint8)
-
-
 @pytest.mark.parametrize(("size", "background", "shape"), [
     (11, "black", (384, 512)),      # small text on a small frame: upscaled before OCR
     (16, "gradient", (384, 512)),
@@ -74,8 +52,8 @@ def _noise(height: int, width: int, seed: int = 1) -> np.ndarray:
 ])
 def test_drawn_text_is_found_and_read(detector: TextDetector, size: int | None, background: str,
                                       shape: tuple[int, int]) -> None:
-    make = {"black": lambda h, w: np.zeros((h, w), np.uint8), "gradient": _gradient,
-            "noise": _noise}[background]
+    make = {"black": lambda h, w: np.zeros((h, w), np.uint8), "gradient": gradient,
+            "noise": noise}[background]
     frame, mask = _draw(make(*shape), size, origin=(shape[1] // 8, shape[0] // 6))
     boxes = detector.detect(frame)
     assert _uncovered(mask, boxes) == 0
@@ -106,9 +84,9 @@ def test_text_in_rotated_frames_is_read(detector: TextDetector, turns: int) -> N
 
 @pytest.mark.parametrize("frame", [
     np.zeros((512, 512), np.uint8),
-    _gradient(480, 640),
-    _noise(512, 512, seed=7),
-    np.dstack([_gradient(300, 400), _noise(300, 400), _gradient(300, 400)[:, ::-1]]),
+    gradient(480, 640),
+    noise(512, 512, seed=7),
+    np.dstack([gradient(300, 400), noise(300, 400), gradient(300, 400)[:, ::-1]]),
 ], ids=["black", "gradient", "noise", "rgb"])
 def test_frames_without_text_give_no_boxes(detector: TextDetector, frame: np.ndarray) -> None:
     assert detector.detect(frame) == []

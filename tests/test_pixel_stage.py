@@ -13,10 +13,10 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import KEY_A, dcmread_quiet
-from PIL import Image, ImageDraw, ImageFont
+from pixel_images import MRN, blend, grey_dataset, ink, speckle
 from pydicom.data import get_testdata_files
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from anonymizer.engine import Engine
 from anonymizer.errors import DeidentificationError
@@ -27,55 +27,11 @@ from anonymizer.pixels import frames
 from anonymizer.pixels.ocr import default_detector, normalise_ocr_text
 from anonymizer.profiles import load_profile
 
-US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-NAME, MRN = "DOE^JOHN", "12345678"
-
-
-def _background(rows: int, columns: int, seed: int = 7) -> np.ndarray:
-    """Speckle and a smooth blob, like an ultrasound sector (no text)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:rows, 0:columns]
-    blob = 90 * np.exp(-(((x - columns / 2) / (columns / 4)) ** 2
-                         + ((y - rows / 1.8) / (rows / 4)) ** 2))
-    return np.clip(blob + rng.normal(0, 12, (rows, columns)) + 20, 0, 200).astype(np.uint8)
 
 
 def _draw(image: np.ndarray, lines: list[tuple[int, int, str]], size: int = 18) -> np.ndarray:
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=size)
-    for x, y, text in lines:
-        draw.text((x, y), text, fill=255, font=font)
-    return np.asarray(canvas)
-
-
-def _ultrasound(pixels: np.ndarray, *, frames_: int = 1, **values: object) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = US_IMAGE
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(pixels.sum()), str(frames_)])
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1234.1.5"
-    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.2.5"
-    ds.Modality = "US"
-    ds.PatientName = NAME
-    ds.PatientID = MRN
-    ds.PatientBirthDate = "19650412"
-    ds.StudyDate = "20190305"
-    ds.Manufacturer = "ACME"
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    if frames_ > 1:
-        ds.NumberOfFrames = frames_
-    ds.PixelData = pixels.tobytes()
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    return ds
+    return blend(image, ink(image.shape, lines, size))
 
 
 def _engine(profile: str) -> Engine:
@@ -94,9 +50,9 @@ def detector():
     return default_detector()
 
 
-NAMED = _draw(_background(480, 640), [(12, 8, "DOE JOHN"), (12, 34, f"MRN {MRN}"),
+NAMED = _draw(speckle(480, 640), [(12, 8, "DOE JOHN"), (12, 34, f"MRN {MRN}"),
                                       (440, 8, "05/03/2019")])
-LABELLED = _draw(_background(480, 640), [(12, 8, "ADULT ECHO"), (500, 440, "GEN 3.5MHz")])
+LABELLED = _draw(speckle(480, 640), [(12, 8, "ADULT ECHO"), (500, 440, "GEN 3.5MHz")])
 
 
 def test_the_detector_reads_drawn_identifiers(detector) -> None:
@@ -106,13 +62,13 @@ def test_the_detector_reads_drawn_identifiers(detector) -> None:
 
 
 def test_default_fails_a_file_with_an_identifier_in_its_pixels(tmp_path: Path) -> None:
-    ds = _roundtrip(_ultrasound(NAMED), tmp_path)
+    ds = _roundtrip(grey_dataset(NAMED), tmp_path)
     with pytest.raises(DeidentificationError, match="identifier in pixels"):
         _engine("default").deidentify(ds)
 
 
 def test_default_fails_text_that_is_not_an_identifier(tmp_path: Path) -> None:
-    ds = _roundtrip(_ultrasound(LABELLED), tmp_path)
+    ds = _roundtrip(grey_dataset(LABELLED), tmp_path)
     with pytest.raises(DeidentificationError, match="burned-in text detected"):
         _engine("research").deidentify(ds)
 
@@ -120,16 +76,16 @@ def test_default_fails_text_that_is_not_an_identifier(tmp_path: Path) -> None:
 def test_text_identifiers_policy_writes_text_without_identifiers(tmp_path: Path) -> None:
     profile = tmp_path / "p.yaml"
     profile.write_text("name: p\nextends: research\npixels:\n  text: identifiers\n")
-    ds = _roundtrip(_ultrasound(LABELLED), tmp_path)
+    ds = _roundtrip(grey_dataset(LABELLED), tmp_path)
     result = Engine(load_profile(str(profile)), KeyedSource(KEY_A)).deidentify(ds)
     assert result.pixels.text_boxes >= 1 and result.pixels.identifier_boxes == 0
-    named = _roundtrip(_ultrasound(NAMED), tmp_path)
+    named = _roundtrip(grey_dataset(NAMED), tmp_path)
     with pytest.raises(DeidentificationError, match="identifier in pixels"):
         Engine(load_profile(str(profile)), KeyedSource(KEY_A)).deidentify(named)
 
 
 def test_ocr_blank_cleans_the_text_and_nothing_else(tmp_path: Path, detector) -> None:
-    ds = _roundtrip(_ultrasound(NAMED), tmp_path)
+    ds = _roundtrip(grey_dataset(NAMED), tmp_path)
     before = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640).copy()
     result = _engine("research-ocr-blank").deidentify(ds)
     assert result.pixels.blanked >= 2 and result.pixels.identifier_boxes >= 2
@@ -145,9 +101,9 @@ def test_ocr_blank_cleans_the_text_and_nothing_else(tmp_path: Path, detector) ->
 
 def test_ocr_blank_cleans_every_frame_of_a_cine_loop(tmp_path: Path) -> None:
     first = NAMED
-    plain = _background(480, 640, seed=9)
+    plain = speckle(480, 640, seed=9)
     stack = np.stack([first, plain, plain, plain])
-    ds = _roundtrip(_ultrasound(stack, frames_=4), tmp_path)
+    ds = _roundtrip(grey_dataset(stack), tmp_path)
     result = _engine("research-ocr-blank").deidentify(ds)
     assert result.pixels.searched_frames == 2  # first and last (every 10th: none between)
     after = np.frombuffer(ds.PixelData, np.uint8).reshape(4, 480, 640)
@@ -156,8 +112,8 @@ def test_ocr_blank_cleans_every_frame_of_a_cine_loop(tmp_path: Path) -> None:
 
 
 def test_burned_in_annotation_yes_fails_unless_a_rule_cleaned_it(tmp_path: Path) -> None:
-    plain = _background(256, 256)
-    ct = _ultrasound(plain, SOPClassUID=CT_IMAGE, Modality="CT", BurnedInAnnotation="YES")
+    plain = speckle(256, 256)
+    ct = grey_dataset(plain, SOPClassUID=CT_IMAGE, Modality="CT", BurnedInAnnotation="YES")
     with pytest.raises(DeidentificationError, match="burned-in annotation"):
         _engine("basic").deidentify(_roundtrip(ct, tmp_path))
     profile = tmp_path / "region.yaml"
@@ -173,13 +129,13 @@ def test_burned_in_annotation_yes_fails_unless_a_rule_cleaned_it(tmp_path: Path)
 
 
 def test_ct_and_mr_are_not_searched_by_default(tmp_path: Path) -> None:
-    ct = _ultrasound(NAMED, SOPClassUID=CT_IMAGE, Modality="CT")
+    ct = grey_dataset(NAMED, SOPClassUID=CT_IMAGE, Modality="CT")
     result = _engine("default").deidentify(_roundtrip(ct, tmp_path))
     assert result.pixels.audit() is None
 
 
 def test_a_compressed_input_is_cleaned_and_written_uncompressed(tmp_path: Path) -> None:
-    ds = _ultrasound(NAMED)
+    ds = grey_dataset(NAMED)
     ds.compress(RLELossless)
     ds = _roundtrip(ds, tmp_path)
     _engine("research-ocr-blank").deidentify(ds)
@@ -191,8 +147,8 @@ def test_a_compressed_input_is_cleaned_and_written_uncompressed(tmp_path: Path) 
 def test_the_pipeline_records_counts_never_text(tmp_path: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()
-    _ultrasound(NAMED).save_as(source / "named.dcm", enforce_file_format=True)
-    _ultrasound(LABELLED, SOPInstanceUID="1.2.3.4.5").save_as(source / "labelled.dcm",
+    grey_dataset(NAMED).save_as(source / "named.dcm", enforce_file_format=True)
+    grey_dataset(LABELLED, SOPInstanceUID="1.2.3.4.5").save_as(source / "labelled.dcm",
                                                              enforce_file_format=True)
     key = tmp_path / "key"
     key.write_bytes(KEY_A)
@@ -310,3 +266,30 @@ def test_no_text_found_on_ct_and_mr_test_images(detector) -> None:
         if found:
             false_alarms.append(path.name)
     assert false_alarms == []
+
+
+def test_ocr_blank_is_byte_identical_serial_and_parallel(tmp_path: Path) -> None:
+    """OCR and blanking give the same boxes in every worker process: a nightly rerun or
+    a run with more processes writes the same bytes."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for number in range(4):
+        lines = [(8, 6, f"DOE JOHN {number}"), (8, 30, f"MRN {MRN}")]
+        image = blend(speckle(120, 200, seed=number), ink((120, 200), lines))
+        grey_dataset(image, SOPInstanceUID=f"1.2.826.0.1.3680043.10.1234.9.{number}") \
+            .save_as(source / f"us{number}.dcm", enforce_file_format=True)
+    key = tmp_path / "key"
+    key.write_bytes(KEY_A)
+    trees = []
+    for jobs in (1, 2):
+        out = tmp_path / f"out-j{jobs}"
+        summary = run(RunConfig(input_dir=source, output_dir=out, profile="research-ocr-blank",
+                                key_file=str(key), jobs=jobs, batch_size=1, progress=False))
+        assert summary.counts.get("written", 0) == 4, summary.failures
+        records = sorted((r["input"], json.dumps(r["pixels"], sort_keys=True))
+                         for r in map(json.loads, (out / "audit.jsonl").read_text().splitlines())
+                         if r["type"] == "file")
+        assert all(json.loads(p)["blanked"] >= 2 for _, p in records)
+        trees.append(({p.relative_to(out).as_posix(): p.read_bytes()
+                       for p in out.rglob("*.dcm")}, records))
+    assert trees[0] == trees[1]

@@ -375,3 +375,62 @@ def test_add_private_replaces_existing_and_survives_default_remove(tmp_path: Pat
     Engine(profile, keyed).deidentify(ds)
     assert _private_tags(ds) == {0x000B0010, 0x000B1001}
     assert ds[0x000B1001].value == "PROJ1"
+
+
+# ------------------------------------------------------------- kept values without a VR
+
+
+ACME = "ACME HOSPITAL PHI 1.0"
+ROE_IMPLICIT = "ROE^RICHARD_99887766/20180220_CT_ABDOMEN/IM0002.dcm"
+
+
+def test_kept_private_text_read_without_its_vr_is_cleaned(tmp_path: Path,
+                                                          keyed: KeyedSource) -> None:
+    """The sample's Implicit VR file keeps ACME's block by profile: its values have no
+    VR (pydicom's dictionary does not know the creator), and the text in them held the
+    patient's name, MRN and birth date as written (found by the review page)."""
+    from conftest import SAMPLE_DATA
+
+    source = SAMPLE_DATA / ROE_IMPLICIT
+    original = dcmread_quiet(source)
+    assert original.is_implicit_VR
+    block = original.private_block(0x0029, ACME)
+    assert b"ROE^RICHARD" in block[0x01].value and b"99887766" in block[0x02].value
+    profile = _profile(tmp_path, f"name: t\nversion: '1'\nextends: research\nprivate:\n"
+                                 f"  keep_creators: ['{ACME}']\n")
+    ds = dcmread_quiet(source)
+    Engine(profile, keyed).deidentify(ds)
+    written, _ = write_temporary(ds, tmp_path / "out", "t")
+    out = dcmread_quiet(written)
+    block = out.private_block(0x0029, ACME)
+    raw = Path(written).read_bytes()
+    for value in (b"ROE", b"RICHARD", b"99887766", b"19500606"):
+        assert value not in raw
+    assert b"MRN" in bytes(block[0x02].value)  # cleaned, not emptied
+
+
+def _implicit_with_private(value: bytes) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    ds.SOPClassUID, ds.SOPInstanceUID = CT, "1.2.826.0.1.3680043.10.1234.77"
+    ds.PatientName, ds.PatientID = "ROE^RICHARD", "99887766"
+    ds.private_block(0x0029, ACME, create=True).add_new(0x02, "UN", value)
+    ds.set_original_encoding(True, True, None)
+    return ds
+
+
+@pytest.mark.parametrize(("value", "kept"), [
+    (b"\x01\x00\x02\x00ROE^RICHARD\x00\x07\x00", False),  # the name inside binary data
+    (b"\x01\x00\x02\x0099887766\x00\x07\x00", False),  # ... or the MRN's digits
+    (b"\x01\x00\x02\x00\x03\x00\x04\x00", True),  # plain binary: kept byte for byte
+])
+def test_kept_private_binary_without_vr_goes_only_when_it_holds_an_identifier(
+        tmp_path: Path, keyed: KeyedSource, value: bytes, kept: bool) -> None:
+    profile = _profile(tmp_path, f"name: t\nversion: '1'\nextends: research\nprivate:\n"
+                                 f"  keep_creators: ['{ACME}']\n")
+    ds = _implicit_with_private(value)
+    Engine(profile, keyed).deidentify(ds)
+    assert (0x00291002 in ds) == kept
+    if kept:
+        assert bytes(ds[0x00291002].value) == value

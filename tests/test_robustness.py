@@ -191,13 +191,6 @@ class _Run:
 
 
 @pytest.fixture(scope="module")
-def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("key") / "secret.key"
-    path.write_bytes(KEY_A)
-    return path
-
-
-@pytest.fixture(scope="module")
 def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """300 distinct DICOM files (sample_data x 25, each with its own SOPInstanceUID) in
     nested folders, plus the 25 copies of sample_data's notes.txt (skipped)."""

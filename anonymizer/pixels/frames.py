@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
+from pydicom.pixels import apply_color_lut, as_pixel_options, convert_color_space, get_decoder
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -273,7 +273,7 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
         raise PixelDataError(f"Image Pixel elements unreadable: {_one_line(exc)}") from exc
     rows, columns = _integer(view, "Rows"), _integer(view, "Columns")
     with _value_source(ds) as source:
-        frames = decoder.iter_array(source, indices=list(indices), raw=raw, **options)
+        frames = _iter_array(decoder, source, syntax, indices, raw, options)
         for index in indices:
             try:
                 arr, properties = next(frames)
@@ -288,6 +288,17 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
                 raise PixelDataError(f"frame {index} decoded as {arr.shape}, not "
                                      f"{rows}x{columns}")
             yield index, arr, properties
+
+
+def _iter_array(decoder: Any, source: bytes | BinaryIO, syntax: UID, indices: Sequence[int],
+                raw: bool, options: dict[str, Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """pydicom's frames ``indices`` of ``source``, one call per frame for native
+    YBR_FULL_422: once pydicom has expanded a frame of it, it takes the data for YBR_FULL
+    (3 samples a pixel, not 2) and reads every later frame from the wrong place."""
+    if syntax.is_encapsulated or options.get("photometric_interpretation") != "YBR_FULL_422":
+        return decoder.iter_array(source, indices=list(indices), raw=raw, **options)
+    return (frame for index in indices
+            for frame in decoder.iter_array(source, indices=[index], raw=raw, **options))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -334,8 +345,8 @@ def display_frames(ds: Dataset, indices: Sequence[int],
 
     Text drawn into an image is usually at its brightest value: MONOCHROME1 is inverted
     so that text reads light on dark as in MONOCHROME2; PALETTE COLOR is looked up;
-    YBR is converted to RGB; anything but unsigned 8-bit is scaled to 0-255 from the
-    frame's own minimum and maximum.
+    YBR is converted to RGB (from its top 8 bits when wider); anything else but unsigned
+    8-bit is scaled to 0-255 from the frame's own minimum and maximum.
 
     Parameters
     ----------
@@ -360,10 +371,17 @@ def display_frames(ds: Dataset, indices: Sequence[int],
     np = _numpy()
     view = _pixel_view(ds)
     palette: numpy.ndarray | None = None
+    # pydicom converts YBR to RGB for 8-bit samples only: wider ones are decoded as
+    # stored and converted below
+    wide_ybr = _integer(view, "BitsAllocated") > 8 and text_value(
+        view, "PhotometricInterpretation").strip() in ("YBR_FULL", "YBR_FULL_422")
     # each frame once: pydicom reads a repeated index of YBR_FULL_422 data wrongly
-    for index, arr, properties in _decoded(ds, list(dict.fromkeys(indices)), raw=False):
+    for index, arr, properties in _decoded(ds, list(dict.fromkeys(indices)), raw=wide_ybr):
         photometric = properties["photometric_interpretation"]
-        if photometric == "PALETTE COLOR":
+        if wide_ybr and photometric in ("YBR_FULL", "YBR_FULL_422"):
+            top_bits = (arr >> max(int(properties["bits_stored"]) - 8, 0)).astype(np.uint8)
+            image = convert_color_space(top_bits, "YBR_FULL", "RGB")
+        elif photometric == "PALETTE COLOR":
             if palette is None:
                 palette = _palette(view, int(properties["bits_stored"]))[0]
             image = palette[np.clip(arr, 0, len(palette) - 1)]
