@@ -1,4 +1,4 @@
-"""Command line: ``anonymizer run | verify | review | profiles | keygen | report``.
+"""Command line: ``anonymizer run | verify | review | listen | profiles | keygen | report``.
 
 Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed (for
 ``verify``: an identifier of an input found in its output, or a pair not checked; for
@@ -42,27 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="de-identify every DICOM file under IN into OUT")
     run.add_argument("input", type=Path, metavar="IN")
     run.add_argument("output", type=Path, metavar="OUT")
-    run.add_argument("--profile", "-p", default="default",
-                     help="built-in profile name or YAML path (default: default)")
-    run.add_argument("--key-file", help="secret key file (else $ANONYMIZER_KEY)")
-    run.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (0: all cores)")
-    run.add_argument("--batch-size", type=int, default=32, help="files per joblib task")
-    run.add_argument("--layout", help="output path template, or 'mirror' to keep input paths")
-    run.add_argument("--audit", type=Path, help="audit log path (default: OUT/audit.jsonl)")
+    _add_deidentify_options(run, "OUT", batch_size=32)
     run.add_argument("--manifest", type=Path,
                      help="write input->output paths here (PHI: must be outside OUT)")
-    run.add_argument("--crosswalk", type=Path,
-                     help="write original->pseudonym table here (PHI: must be outside OUT)")
-    run.add_argument("--quarantine", type=Path, metavar="DIR",
-                     help="list failed inputs in DIR/failed-inputs.csv (PHI: outside OUT)")
-    run.add_argument("--force", action="store_true",
-                     help="reprocess everything even if OUT holds a run with another "
-                     "profile, key or layout")
-    run.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
-                     help="wait up to SECONDS for another run on the same OUT to finish "
-                          "(default: stop at once, exit 4)")
-    run.add_argument("--timeout", type=float, default=600.0,
-                     help="seconds allowed per file (0: no limit; default 600)")
     run.add_argument("--backend", choices=("local", "dask"), default="local",
                      help="local worker processes (default) or a Dask distributed cluster")
     run.add_argument("--scheduler", metavar="ADDRESS",
@@ -94,6 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--timeout", type=float, default=600.0,
                         help="seconds allowed per pair (0: no limit; default 600)")
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    listen = commands.add_parser(
+        "listen", help="a de-identifying DICOM gateway: C-STORE SCP -> spool -> DEST")
+    listen.add_argument("destination", metavar="DEST",
+                        help="output folder (the same forms as run's OUT)")
+    _add_deidentify_options(listen, "DEST", batch_size=8)
+    listen.add_argument("--port", type=int, required=True,
+                        help="TCP port to listen on (0: any free port, printed at start)")
+    listen.add_argument("--ae-title", default="ANONYMIZER", help="our AE title")
+    listen.add_argument("--allow-ae", action="append", default=[], metavar="AET",
+                        help="accept associations only from this calling AE title "
+                             "(repeatable; default: any)")
+    listen.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS",
+                        help="address to listen on (default: every interface)")
+    listen.add_argument("--spool", type=Path, metavar="DIR",
+                        help="where received instances wait (PHI; default: DEST.spool "
+                             "beside DEST)")
+    listen.add_argument("--metrics", type=Path, metavar="FILE",
+                        help="rewrite FILE every second with received/forwarded/failed/"
+                             "queue counts (JSON)")
+    listen.add_argument("--status-interval", type=float, default=60.0, metavar="SECONDS",
+                        help="seconds between status lines on stderr (0: none; default 60)")
+    listen.add_argument("--tls-cert", type=Path, metavar="FILE",
+                        help="serve DICOM over TLS with this certificate (PEM)")
+    listen.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    listen.add_argument("--tls-ca", type=Path, metavar="FILE",
+                        help="require senders' certificates signed by this CA (PEM)")
 
     profiles = commands.add_parser("profiles", help="list, check or show profiles")
     sub = profiles.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
@@ -129,6 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_deidentify_options(parser: argparse.ArgumentParser, out: str, batch_size: int) -> None:
+    """The options ``run`` and ``listen`` share: how to de-identify and what to record."""
+    parser.add_argument("--profile", "-p", default="default",
+                        help="built-in profile name or YAML path (default: default)")
+    parser.add_argument("--key-file", help="secret key file (else $ANONYMIZER_KEY)")
+    parser.add_argument("--jobs", "-j", type=int, default=0,
+                        help="worker processes (0: all cores)")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help=f"files per worker task (default {batch_size})")
+    parser.add_argument("--layout", help="output path template, or 'mirror' to keep input paths")
+    parser.add_argument("--audit", type=Path, help=f"audit log path (default: {out}/audit.jsonl)")
+    parser.add_argument("--crosswalk", type=Path,
+                        help=f"write original->pseudonym table here (PHI: must be outside {out})")
+    parser.add_argument("--quarantine", type=Path, metavar="DIR",
+                        help=f"list failed inputs in DIR/failed-inputs.csv (PHI: outside {out})")
+    parser.add_argument("--force", action="store_true",
+                        help=f"reprocess everything even if {out} holds a run with another "
+                        "profile, key or layout")
+    parser.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                        help=f"wait up to SECONDS for another run on the same {out} to finish "
+                             "(default: stop at once, exit 4)")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds allowed per file (0: no limit; default 600)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (see the module docstring)."""
     try:
@@ -154,6 +187,8 @@ def _main(argv: list[str] | None) -> int:
             return _run(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "listen":
+            return _listen(args)
         if args.command == "profiles":
             return _profiles(args)
         if args.command == "keygen":
@@ -252,6 +287,36 @@ def _verify(args: argparse.Namespace) -> int:
     saved = f"; report: {args.report}" if args.report is not None else ""
     print(totals.line(elapsed) + saved, file=sys.stderr)
     return EXIT_OK if totals.clean else EXIT_FAILED
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from anonymizer.gateway.forward import ListenConfig, listen
+    from anonymizer.gateway.receiver import ReceiverConfig
+
+    if args.jobs < 0 or args.batch_size < 1:
+        raise _usage("--jobs must be >= 0 and --batch-size >= 1")
+    if not 0 <= args.port <= 65535:
+        raise _usage("--port must be 0..65535")
+    for title in (args.ae_title, *args.allow_ae):
+        if not 0 < len(title.strip()) <= 16 or "\\" in title or not title.isprintable():
+            raise _usage(f"AE title {title!r}: 1 to 16 printable characters, no backslash")
+    summary = listen(ListenConfig(
+        destination=args.destination, profile=args.profile, key_file=args.key_file,
+        receiver=ReceiverConfig(ae_title=args.ae_title, port=args.port, bind=args.bind,
+                                allow_ae=tuple(args.allow_ae), tls_cert=args.tls_cert,
+                                tls_key=args.tls_key, tls_ca=args.tls_ca),
+        spool_dir=args.spool, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
+        audit_path=args.audit, crosswalk_path=args.crosswalk, quarantine_dir=args.quarantine,
+        force=args.force, wait_lock=args.wait_lock, timeout=args.timeout,
+        metrics_path=args.metrics, status_interval=args.status_interval))
+    counts = summary.counts
+    print(f"anonymizer: received {summary.received}, forwarded {counts['written']}, failed "
+          f"{counts['failed']}, duplicates {counts['duplicate']} in {summary.elapsed:.1f}s; "
+          f"{summary.waiting} waiting in the spool; audit log: {summary.audit_path}",
+          file=sys.stderr)
+    if summary.stopped:
+        print(f"anonymizer: {summary.stopped}", file=sys.stderr)
+    return summary.exit_code
 
 
 def _usage(message: str) -> AnonymizerError:

@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                              "corpora, side by side (e.g. the commit before a change)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="N, the process count of the parallel runs (default: cpu count)")
+    parser.add_argument("--listen", type=int, default=1000, metavar="N",
+                        help="send N of the single-frame files through anonymizer listen "
+                             "(default 1000; 0 = skip)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per command; the median by wall time is reported")
     args = parser.parse_args(argv)
@@ -316,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline = _baseline(args.baseline) if args.baseline else None
         rows = _single_frame_rows(single, tmp, key, jobs, repeat, baseline)
         huge_rows = _huge_rows(huge, tmp, key, repeat) if huge is not None else []
+        listen_rows = _listen_rows(single, tmp, key, jobs, args.listen, repeat) \
+            if args.listen else []
         us = corpus.ultrasound(args.ultrasound) if args.ultrasound else None
         us_rows = _mixed_rows(single, us, tmp, key, jobs, repeat, baseline) \
             if us is not None else []
@@ -331,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({huge.stamp['frames']} frames), 1 process")
         print(_table(huge_rows))
 
+    if listen_rows:
+        print()
+        print(f"gateway: {listen_rows[0].files} single-frame files sent by pynetdicom over 2 "
+              f"associations through anonymizer listen -p basic to a folder, N = {jobs} "
+              "(seconds: start-up to stop; the check column has the steady rate)")
+        print(_table(listen_rows))
     if baseline is not None:
         current = next(r for r in rows if r.name == f"anonymizer research -j{jobs}")
         before = next(r for r in rows if r.kind == "baseline")
@@ -373,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         "single_frame": [asdict(r) for r in rows],
         "multi_frame": [asdict(r) for r in huge_rows],
         "mixed": [asdict(r) for r in us_rows],
+        "listen": [asdict(r) for r in listen_rows],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1) + "\n"
@@ -381,12 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(text)
     print(f"\nwritten: {target.relative_to(REPO)} and bench/results/latest.json "
           f"(total {record['total_seconds']:.0f} s)")
-    busy = [r.name for r in rows + huge_rows + us_rows
+    busy = [r.name for r in rows + huge_rows + us_rows + listen_rows
             if r.background_cpu_s > max(0.5, 0.1 * r.seconds * (os.cpu_count() or 1))]
     if busy:
         print(f"note: other processes used over 10% of the CPUs during: {', '.join(busy)} "
               "(column 'bg CPU'): those timings are contended", file=sys.stderr)
-    failed = [r.name for r in rows + huge_rows + us_rows if not r.check.startswith("ok")]
+    failed = [r.name for r in rows + huge_rows + us_rows + listen_rows
+              if not r.check.startswith("ok")]
     if failed:
         print(f"bench: FAILED checks: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -489,6 +502,32 @@ def _mixed_rows(single: corpus.Corpus, us: corpus.Corpus, tmp: Path, key: Path, 
     print(f"measuring {len(plan)} commands on {files} files (CT/MR + {us.stamp['files']} "
           "ultrasound) ...")
     return [_run_row(row, tmp / "out-mixed", check, repeat) for row, check in plan]
+
+
+def _listen_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int, files: int,
+                 repeat: int) -> list[Row]:
+    """The first ``files`` single-frame files through ``anonymizer listen`` (bench.listen:
+    pynetdicom senders, the gateway, a folder); its own line (steady instances/s, the
+    gateway's peak RSS) is the check."""
+    tree = tmp / "listen-in"
+    chosen = sorted(p for p in single.tree.rglob("*") if p.is_file())[:files]
+    for path in chosen:
+        target = tree / path.relative_to(single.tree)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+    size = sum(path.stat().st_size for path in chosen)
+
+    def check(out: Path, log: Path) -> str:
+        line = _tail(log, 1)
+        if line.startswith("listen: ") and line.endswith("; ok"):
+            return "ok, " + line[len("listen: "):-len("; ok")]
+        return f"FAILED: {line}"
+
+    row = Row(f"anonymizer listen -j{jobs}", "listen", jobs, len(chosen), size,
+              [sys.executable, "-m", "bench.listen", "--key-file", str(key), "--jobs", str(jobs),
+               str(tree), "{out}"], profile="basic")
+    print(f"measuring anonymizer listen on {len(chosen)} files ...")
+    return [_run_row(row, tmp / "out-listen", check, repeat)]
 
 
 def _check_counts(written: int, failed: int) -> Callable[[Path, Path], str]:

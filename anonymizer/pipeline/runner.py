@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +27,12 @@ from tqdm import tqdm
 
 from anonymizer import __version__
 from anonymizer.errors import UsageError
-from anonymizer.io import file_sha256
-from anonymizer.io.writer import TEMP_PREFIX, sync_file
+from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.pipeline.audit import AuditLog
+from anonymizer.pipeline.destination import Destination, FolderDestination
 from anonymizer.pipeline.discovery import discover
-from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout, with_suffix_token
+from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout
 from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.parallel import batches, ordered_results
 from anonymizer.pipeline.resume import PreviousRuns, compact, sweep_temporaries
@@ -204,6 +203,34 @@ def run(config: RunConfig) -> RunSummary:
         return _run_holding_output(config, profile, keyed, layout)
 
 
+def refuse_other_settings(previous: PreviousRuns, current: dict[str, str], output: Path,
+                          force: bool) -> list[str]:
+    """The settings (profile, key, layout) that differ from the earlier runs' in ``output``.
+
+    Raises
+    ------
+    UsageError
+        When some differ and ``force`` is not given.
+    """
+    changed = previous.mismatch(current)
+    if changed and not force:
+        raise UsageError(f"{output} holds a run with another "
+                         f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
+                         "--force to reprocess everything")
+    return changed
+
+
+def make_worker_config(profile: str, key_file: str | None, input_dir: Path, output_dir: Path,
+                       **options) -> WorkerConfig:
+    """A :class:`WorkerConfig` with absolute paths (and a resolvable profile path):
+    workers may run elsewhere (another working directory, a Dask worker)."""
+    if Path(profile).is_file():
+        profile = str(Path(profile).resolve())
+    return WorkerConfig(
+        profile=profile, key_file=str(Path(key_file).resolve()) if key_file else None,
+        input_dir=str(input_dir.resolve()), output_dir=str(output_dir.resolve()), **options)
+
+
 def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource,
                         layout: str) -> RunSummary:
     """The run itself, once this process holds OUT (no other run reads or writes it)."""
@@ -212,11 +239,7 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
     previous = PreviousRuns.load(audit_path)
     current = {"profile_sha256": profile.fingerprint(), "key_fingerprint": keyed.fingerprint,
                "layout": layout}
-    changed = previous.mismatch(current)
-    if changed and not config.force:
-        raise UsageError(f"{config.output_dir} holds a run with another "
-                         f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
-                         "--force to reprocess everything")
+    changed = refuse_other_settings(previous, current, config.output_dir, config.force)
     sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
     reserve = _reserve_space(audit_path)
@@ -230,19 +253,15 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
         "input": keyed.hexdigest("input-root", str(config.input_dir.resolve()), 32),
     }
     audit.write(header)
-    # Absolute paths (and a resolvable profile path): workers may run elsewhere.
-    profile_ref = config.profile
-    if Path(profile_ref).is_file():
-        profile_ref = str(Path(profile_ref).resolve())
-    worker_config = WorkerConfig(
-        profile=profile_ref,
-        key_file=str(Path(config.key_file).resolve()) if config.key_file else None,
-        input_dir=str(config.input_dir.resolve()), output_dir=str(config.output_dir.resolve()),
+    worker_config = make_worker_config(
+        config.profile, config.key_file, config.input_dir, config.output_dir,
         layout=layout, want_crosswalk=config.crosswalk_path is not None,
         timeout=config.timeout, key_fingerprint=keyed.fingerprint,
         profile_sha256=current["profile_sha256"])
     _fresh_workers_if_key_changed(keyed.fingerprint)
-    committer = _Committer(config, audit, previous)
+    committer = Committer(
+        FolderDestination(config.output_dir, previous.claims(), previous.latest), audit,
+        previous, config.manifest_path, config.crosswalk_path, config.quarantine_dir)
     summary = RunSummary(audit_path=audit_path)
     excluded = config.output_dir  # also when a symlink inside IN leads to it
 
@@ -281,23 +300,29 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
         bar.close()
         committer.close()
         sweep_temporaries(config.output_dir)
-        reserve.unlink(missing_ok=True)  # room for the footer, also on a full disk
         summary.elapsed = time.monotonic() - started
-        # records that no longer fit are dropped, so that the footer still does
-        unlogged = audit.flush_what_fits()
-        footer = {
-            "type": "run_end", "version": __version__,
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        finish_audit(audit, audit_path, reserve, {
             "elapsed_s": round(summary.elapsed, 3), "counts": dict(summary.counts),
-            "stopped": summary.stopped, "left": summary.left, "unlogged": unlogged,
-        }
-        try:
-            audit.write(footer)
-            audit.close()
-            compact(audit_path)
-        except OSError as exc:  # e.g. the disk is full: the append-only log stays valid
-            print(f"anonymizer: audit log not compacted: {exc.strerror}", file=sys.stderr)
+            "stopped": summary.stopped, "left": summary.left})
     return summary
+
+
+def finish_audit(audit: AuditLog, audit_path: Path, reserve: Path,
+                 footer: dict[str, object]) -> None:
+    """Write the ``run_end`` record (``footer`` plus time, version and ``unlogged``) and
+    compact the log; a full disk leaves the append-only log valid, with one line said."""
+    reserve.unlink(missing_ok=True)  # room for the footer, also on a full disk
+    # records that no longer fit are dropped, so that the footer still does
+    unlogged = audit.flush_what_fits()
+    record = {"type": "run_end", "version": __version__,
+              "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              **footer, "unlogged": unlogged}
+    try:
+        audit.write(record)
+        audit.close()
+        compact(audit_path)
+    except OSError as exc:  # e.g. the disk is full: the append-only log stays valid
+        print(f"anonymizer: audit log not compacted: {exc.strerror}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -388,35 +413,36 @@ def _died(item: WorkItem) -> FileOutcome:
                        reason="de-identify: the worker process died on this file")
 
 
-def _sync_error(path: str) -> OSError | None:
-    try:
-        sync_file(Path(path))
-    except OSError as exc:
-        return exc
-    return None
+class Committer:
+    """Places finished temporaries through a destination in order; writes the audit log and
+    the manifest, crosswalk and quarantine tables.
 
+    Parameters
+    ----------
+    destination : Destination
+        Where outputs go (:class:`FolderDestination` for a folder OUT).
+    audit : AuditLog
+        The log every outcome is recorded in.
+    previous : PreviousRuns
+        What earlier runs recorded (for the destination's replacing and retiring).
+    manifest_path, crosswalk_path, quarantine_dir : Path, optional
+        The PHI tables asked for (appended to, mode 0600).
+    """
 
-class _Committer:
-    """Renames finished temporaries to final names in order; writes audit/manifest/crosswalk."""
-
-    def __init__(self, config: RunConfig, audit: AuditLog, previous: PreviousRuns):
-        self.output_dir = config.output_dir
+    def __init__(self, destination: Destination, audit: AuditLog, previous: PreviousRuns,
+                 manifest_path: Path | None = None, crosswalk_path: Path | None = None,
+                 quarantine_dir: Path | None = None):
+        self.destination = destination
         self.audit = audit
-        #: output path -> input token, including what earlier runs wrote
-        self.claimed: dict[str, str] = previous.claims()
-        self.previous = previous.latest
         self.pseudonyms: dict[tuple[str, str], str] = {}
-        self.manifest = self._open_csv(config.manifest_path, ["input", "output", "status"])
-        self.crosswalk = self._open_csv(config.crosswalk_path, [
+        self.manifest = self._open_csv(manifest_path, ["input", "output", "status"])
+        self.crosswalk = self._open_csv(crosswalk_path, [
             "kind", "attribute", "original", "replacement", "date_offset_days"])
         self.crosswalk_seen: set[tuple[str, str, str]] = set()
-        #: temporary path -> the error making it durable raised (None: it is on disk)
-        self._durable: dict[str, OSError | None] = {}
-        self._syncer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
         self.quarantine = None
-        if config.quarantine_dir is not None:
-            config.quarantine_dir.mkdir(parents=True, exist_ok=True)
-            self.quarantine = self._open_csv(config.quarantine_dir / "failed-inputs.csv",
+        if quarantine_dir is not None:
+            quarantine_dir.mkdir(parents=True, exist_ok=True)
+            self.quarantine = self._open_csv(quarantine_dir / "failed-inputs.csv",
                                              ["input", "reason"])
 
     @staticmethod
@@ -440,15 +466,8 @@ class _Committer:
                 table[0].flush()
 
     def make_durable(self, outcomes: list[FileOutcome]) -> None:
-        """fsync a batch's new files together before any of them is renamed.
-
-        Concurrent fsyncs let the file system commit them in fewer journal
-        transactions: about 2.5x less waiting than one after the other. An error is
-        kept and raised when that file is placed.
-        """
-        temporaries = [o.temporary for o in outcomes if o.status == "written" and o.temporary]
-        errors = list(self._syncer.map(_sync_error, temporaries))
-        self._durable.update(zip(temporaries, errors, strict=True))
+        """Before a batch is placed (a folder fsyncs its new files together)."""
+        self.destination.prepare(outcomes)
 
     def _collision(self, outcome: FileOutcome) -> str | None:
         """A pseudonym shared by two different originals: the later file fails."""
@@ -458,58 +477,6 @@ class _Committer:
                 return (f"de-identify: pseudonym collision on {keyword} (two different values "
                         "map to one pseudonym; use a longer {hash:N})")
         return None
-
-    def _place(self, outcome: FileOutcome) -> str:
-        """Move the temporary to its final name; never overwrite another input's output.
-
-        A name held by another input gets the ``~token`` suffix. A name this input
-        already had (an earlier run, a changed input) is replaced. An unrecorded file
-        with identical bytes is the commit a killed run did not log: it is adopted.
-        """
-        assert outcome.target is not None and outcome.temporary is not None
-        name = outcome.target
-        holder = self.claimed.get(name)
-        if holder is not None and holder != outcome.token:
-            name = with_suffix_token(name, outcome.token[:12])
-        temporary = Path(outcome.temporary)
-        # complete and on disk before it gets its final name
-        if outcome.temporary not in self._durable:
-            sync_file(temporary)
-        elif (error := self._durable.pop(outcome.temporary)) is not None:
-            raise error
-        if not self._move(temporary, name, outcome):
-            name = with_suffix_token(outcome.target, outcome.token[:12])
-            if not self._move(temporary, name, outcome):
-                raise FileExistsError(f"output name taken twice: {name}")
-        done = self.previous.get(outcome.token)
-        old = done.output if done is not None else None
-        if old and old != name and self.claimed.get(old) == outcome.token:
-            (self.output_dir / old).unlink(missing_ok=True)
-            del self.claimed[old]
-        self.claimed[name] = outcome.token
-        return name
-
-    def _move(self, temporary: Path, name: str, outcome: FileOutcome) -> bool:
-        """Rename ``temporary`` to ``name`` unless another file holds it; False if one does."""
-        final = self.output_dir / name
-        if self.claimed.get(name) == outcome.token:
-            os.replace(temporary, final)
-            return True
-        try:
-            os.link(temporary, final)  # fails if the name exists: never overwrites
-        except FileExistsError:
-            if file_sha256(final) != outcome.output_sha256:
-                return False
-        temporary.unlink()
-        return True
-
-    def _retire_previous_output(self, outcome: FileOutcome) -> None:
-        """An input an earlier run wrote that now fails or is skipped (it changed) loses
-        that output: OUT holds exactly what the latest records say."""
-        done = self.previous.get(outcome.token)
-        if done is not None and done.output and self.claimed.get(done.output) == outcome.token:
-            (self.output_dir / done.output).unlink(missing_ok=True)
-            del self.claimed[done.output]
 
     def commit(self, outcome: FileOutcome) -> str:
         if outcome.status == "unchanged":
@@ -521,7 +488,7 @@ class _Committer:
                 outcome.status, outcome.reason = "failed", reason
             else:
                 try:
-                    outcome.target = self._place(outcome)
+                    outcome.target = self.destination.place(outcome)
                 except OSError as exc:
                     Path(outcome.temporary or "").unlink(missing_ok=True)
                     outcome.status = "failed"
@@ -529,7 +496,7 @@ class _Committer:
                     if exc.errno in FATAL_WRITE_ERRNOS:
                         outcome.fatal_errno = exc.errno
         if outcome.status != "written":
-            self._retire_previous_output(outcome)
+            self.destination.retire(outcome)
         record = {
             "type": "file", "input": outcome.token, "status": outcome.status,
             "reason": outcome.reason,
@@ -567,7 +534,7 @@ class _Committer:
             writer.writerow([kind, keyword, original, new, days])
 
     def close(self) -> None:
-        self._syncer.shutdown()
+        self.destination.close()
         for handle in (self.manifest, self.crosswalk, self.quarantine):
             if handle is not None:
                 handle[0].close()

@@ -1,0 +1,1 @@
+"""``anonymizer listen``: a de-identifying DICOM gateway (C-STORE SCP -> spool -> DEST)."""

@@ -1,0 +1,418 @@
+"""``anonymizer listen``: receive, spool, de-identify in worker processes, forward.
+
+The receiver (:mod:`anonymizer.gateway.receiver`) acknowledges an instance once it is in
+the spool (:mod:`anonymizer.gateway.spool`). This module's loop, in the main thread, takes
+the oldest waiting instances in small batches, runs them through the same worker code as
+``anonymizer run`` (:func:`anonymizer.pipeline.worker.process_batch`, one engine per
+worker process) in a pool of processes, and commits each finished batch as ``run`` does
+(:class:`anonymizer.pipeline.runner.Committer` through a
+:class:`~anonymizer.pipeline.destination.Destination`): place the outputs, make them
+durable, flush the audit records, and only then delete the spooled inputs.
+
+Exactly once: the audit log, keyed by a keyed hash of the SOP Instance UID, records what
+was forwarded. After a crash anything still in the spool is processed again: an instance
+whose record says it was forwarded from the same bytes is dropped unsent; one whose output
+was placed but not yet recorded is adopted (identical bytes under its name). A failed
+instance is never forwarded: it gets a ``failed`` record and is moved to ``--quarantine``
+(or deleted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from joblib.externals.loky import get_reusable_executor
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+from anonymizer import __version__
+from anonymizer.errors import UsageError
+from anonymizer.gateway.receiver import (
+    NETWORK_TIMEOUT,
+    Receiver,
+    ReceiverConfig,
+    require_pynetdicom,
+)
+from anonymizer.gateway.spool import Spool, sync_directory, token_of
+from anonymizer.io import file_sha256
+from anonymizer.io.writer import TEMP_PREFIX
+from anonymizer.keyed import KeyedSource, load_key
+from anonymizer.pipeline.audit import AuditLog
+from anonymizer.pipeline.destination import FolderDestination, parse_destination
+from anonymizer.pipeline.layout import DEFAULT_LAYOUT, MIRROR, check_layout
+from anonymizer.pipeline.lock import exclusive_output
+from anonymizer.pipeline.resume import Done, PreviousRuns, sweep_temporaries
+from anonymizer.pipeline.runner import (
+    AUDIT_NAME,
+    EXIT_OUTPUT_UNWRITABLE,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    Committer,
+    RunStopped,
+    _flush,
+    _inside,
+    _isolated,
+    _reserve_space,
+    finish_audit,
+    make_worker_config,
+    refuse_other_settings,
+)
+from anonymizer.pipeline.worker import FileOutcome, WorkItem, process_batch
+from anonymizer.pixels.stage import check_pixel_extras
+from anonymizer.profiles import load_profile
+from anonymizer.rules import CompiledProfile
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """Options of one ``anonymizer listen``."""
+
+    destination: str
+    profile: str
+    receiver: ReceiverConfig
+    key_file: str | None = None
+    spool_dir: Path | None = None  # None: DEST's sibling DEST.spool
+    jobs: int = 0  # 0: all cores
+    batch_size: int = 8
+    layout: str | None = None
+    audit_path: Path | None = None
+    crosswalk_path: Path | None = None
+    quarantine_dir: Path | None = None
+    force: bool = False
+    wait_lock: float = 0.0
+    timeout: float = 600.0
+    metrics_path: Path | None = None
+    status_interval: float = 60.0  # seconds between status lines on stderr (0: none)
+
+
+@dataclass
+class ListenSummary:
+    """Totals of one gateway session, for the CLI's summary and exit code."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    received: int = 0
+    waiting: int = 0  # left in the spool
+    audit_path: Path | None = None
+    elapsed: float = 0.0
+    stopped: str | None = None
+    exit_code: int = 0
+
+
+def spool_folder(config: ListenConfig, destination: Path) -> Path:
+    """``--spool``, else ``DEST.spool`` beside a folder DEST."""
+    if config.spool_dir is not None:
+        return config.spool_dir
+    return destination.parent / f"{destination.name}.spool"
+
+
+def check_paths(config: ListenConfig, destination: Path, spool: Path) -> None:
+    """Refuse a spool (PHI) inside DEST or DEST inside the spool, PHI tables inside DEST.
+
+    Raises
+    ------
+    UsageError
+        One line saying which.
+    """
+    target, queue = destination.resolve(), spool.resolve()
+    if target == queue or _inside(queue, target) or _inside(target, queue):
+        raise UsageError("the spool holds PHI: it must be outside DEST, and DEST outside it")
+    for what, path in (("--crosswalk", config.crosswalk_path),
+                       ("--quarantine", config.quarantine_dir)):
+        if path is not None and _inside(path.resolve(), target):
+            raise UsageError(f"{what} holds PHI and must be outside DEST")
+    if config.quarantine_dir is not None and _inside(config.quarantine_dir.resolve(), queue):
+        raise UsageError("--quarantine must be outside the spool")
+
+
+def listen(config: ListenConfig) -> ListenSummary:
+    """Run the gateway until SIGTERM or SIGINT.
+
+    Raises
+    ------
+    UsageError, ProfileError, SecretKeyError, MissingExtraError
+        Before anything is received (one line).
+    OutputInUseError
+        Another process holds the spool or DEST.
+    """
+    spec = parse_destination(config.destination)
+    assert spec.folder is not None  # network destinations are refused by the parser
+    destination = spec.folder
+    spool_dir = spool_folder(config, destination)
+    check_paths(config, destination, spool_dir)
+    require_pynetdicom()
+    profile = load_profile(config.profile)
+    check_pixel_extras(profile.settings.pixels)
+    keyed = load_key(config.key_file)
+    try:
+        layout = check_layout(config.layout or profile.layout or DEFAULT_LAYOUT)
+    except ValueError as exc:
+        raise UsageError(f"layout: {exc}") from None
+    if layout == MIRROR:
+        raise UsageError("--layout mirror keeps input paths, and received instances have "
+                         "none: give a template")
+    destination.mkdir(parents=True, exist_ok=True)
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_output(spool_dir, config.wait_lock), \
+            exclusive_output(destination, config.wait_lock):
+        gateway = _Gateway(config, profile, keyed, layout, destination, spool_dir)
+        return gateway.serve()
+
+
+class _Gateway:
+    """One gateway session, holding the spool and DEST."""
+
+    def __init__(self, config: ListenConfig, profile: CompiledProfile, keyed: KeyedSource,
+                 layout: str, destination: Path, spool_dir: Path):
+        self.config = config
+        self.keyed = keyed
+        self.jobs = config.jobs or os.cpu_count() or 1
+        self.audit_path = config.audit_path or destination / AUDIT_NAME
+        self.previous = PreviousRuns.load(self.audit_path)
+        self.settings = {"profile_sha256": profile.fingerprint(),
+                         "key_fingerprint": keyed.fingerprint, "layout": layout}
+        self.forced = bool(refuse_other_settings(self.previous, self.settings, destination,
+                                                 config.force))
+        self.profile = profile
+        self.destination = destination
+        self.spool = Spool(spool_dir)
+        self.worker_config = make_worker_config(
+            config.profile, config.key_file, spool_dir, destination, layout=layout,
+            want_crosswalk=config.crosswalk_path is not None,
+            timeout=config.timeout, key_fingerprint=keyed.fingerprint,
+            profile_sha256=self.settings["profile_sha256"])
+        self.counts: Counter[str] = Counter()
+        self.in_flight: dict[Future, list[WorkItem]] = {}
+        self.busy: set[str] = set()  # tokens in flight
+        self.stop_signal: int | None = None
+        self.started = time.monotonic()
+
+    # -- the session --------------------------------------------------------------------
+
+    def serve(self) -> ListenSummary:
+        summary = ListenSummary(audit_path=self.audit_path)
+        sweep_temporaries(self.destination)
+        waiting = self.spool.open()
+        audit = AuditLog(self.audit_path)
+        reserve = _reserve_space(self.audit_path)
+        receiver_config = self.config.receiver
+        audit.write({
+            "type": "run_start", "tool": "anonymizer", "version": __version__,
+            "mode": "listen",
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "profile": self.profile.name, "profile_version": self.profile.version,
+            **self.settings, "options": list(self.profile.options), "jobs": self.jobs,
+            "resumed": bool(self.previous.latest),
+            "forced": self.forced,
+            "input": self.keyed.hexdigest(
+                "input-root", f"listen:{receiver_config.ae_title}:{receiver_config.port}", 32),
+            "spooled_at_start": waiting,
+        })
+        self.committer = Committer(
+            FolderDestination(self.destination, self.previous.claims(), self.previous.latest),
+            audit, self.previous, crosswalk_path=self.config.crosswalk_path,
+            quarantine_dir=self.config.quarantine_dir)
+        self.audit = audit
+        receiver = Receiver(receiver_config, self.spool, self.keyed)
+        try:
+            with self._signals():
+                receiver.start()
+                host, port = receiver.address
+                print(f"anonymizer: listening as {receiver_config.ae_title} on {host}:{port}"
+                      f"{' (TLS)' if receiver_config.tls_cert else ''}; forwarding to "
+                      f"{self.config.destination}; spool {self.spool.folder} "
+                      f"({waiting} waiting)", file=sys.stderr, flush=True)
+                self.receiver = receiver
+                self._loop()
+                # a stop was asked for: nothing new comes in, what is in flight finishes
+                receiver.stop()
+                self._drain()
+            stop_signal = self.stop_signal or signal.SIGINT  # the loop ends on a signal
+            summary.exit_code = EXIT_SIGTERM if stop_signal == signal.SIGTERM else EXIT_SIGINT
+            summary.stopped = f"stopped by {signal.Signals(stop_signal).name}"
+        except RunStopped as stop:
+            summary.stopped, summary.exit_code = stop.reason, stop.exit_code
+        finally:
+            receiver.stop()
+            self._abandon()
+            self.committer.close()
+            sweep_temporaries(self.destination)
+            summary.counts = self.counts
+            summary.received = receiver.received
+            summary.waiting = self.spool.waiting
+            summary.elapsed = time.monotonic() - self.started
+            self._write_metrics()
+            finish_audit(audit, self.audit_path, reserve, {
+                "elapsed_s": round(summary.elapsed, 3), "counts": dict(self.counts),
+                "received": receiver.received, "stopped": summary.stopped,
+                "left": self.spool.waiting})
+        return summary
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT: stop receiving and finish what is in flight; a second one
+        stops at once (the spool keeps everything not yet recorded)."""
+        def handler(signum, frame):
+            if self.stop_signal is not None:
+                raise RunStopped(f"stopped by {signal.Signals(signum).name} (twice)",
+                                 EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
+            self.stop_signal = signum
+            self.spool.arrived.set()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _loop(self) -> None:
+        next_status = time.monotonic() + (self.config.status_interval or math.inf)
+        next_metrics = 0.0
+        next_sweep = time.monotonic() + NETWORK_TIMEOUT
+        while self.stop_signal is None:
+            self.spool.arrived.clear()
+            self._dispatch()
+            if self.in_flight:
+                done, _ = wait(self.in_flight, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._commit(future)
+            else:
+                self.spool.arrived.wait(1.0)
+            now = time.monotonic()
+            if now >= next_metrics:
+                self._write_metrics()
+                next_metrics = now + 1.0
+            if now >= next_status:
+                print(f"anonymizer: {self._status()}", file=sys.stderr, flush=True)
+                next_status = now + self.config.status_interval
+            if now >= next_sweep:
+                self.spool.sweep_stale_incoming(3 * NETWORK_TIMEOUT)
+                next_sweep = now + NETWORK_TIMEOUT
+
+    # -- forwarding ---------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Fill the pool: up to two batches per worker, spread over the workers."""
+        while len(self.in_flight) < 2 * self.jobs:
+            size = max(1, min(self.config.batch_size, math.ceil(self.spool.waiting / self.jobs)))
+            names = self.spool.take(size, self.busy)
+            if not names:
+                return
+            items = [item for item in map(self._work_item, names) if item is not None]
+            if items:
+                executor = get_reusable_executor(max_workers=self.jobs)
+                self.in_flight[executor.submit(process_batch, self.worker_config, items)] = items
+
+    def _work_item(self, name: str) -> WorkItem | None:
+        """The work for one spooled instance; None for one forwarded already."""
+        token = token_of(name)
+        done = self.previous.latest.get(token)
+        if done is not None and done.status == "written" and done.input_sha256 is not None:
+            # Sent again (its sender never saw our answer), or still spooled when a
+            # crash came after its record: the same bytes are not forwarded twice.
+            try:
+                same = file_sha256(self.spool.folder / name) == done.input_sha256
+            except OSError:
+                same = False
+            if same:
+                self.spool.release(name)
+                self.counts["duplicate"] += 1
+                return None
+        self.busy.add(token)
+        return WorkItem(name, token=token)
+
+    def _commit(self, future: Future) -> None:
+        """Record a finished batch; then, and only then, let go of its spooled inputs."""
+        items = self.in_flight.pop(future)
+        try:
+            outcomes = future.result()
+        except (TerminatedWorkerError, BrokenProcessPool):
+            # a worker died: every file of the batch alone, to find the one that kills it
+            outcomes = [_isolated(self.worker_config, item) for item in items]
+        fatal: int | None = None
+        for outcome in outcomes:
+            if outcome.status == "skipped":  # a C-STORE said it was DICOM: a failure
+                outcome.status = "failed"
+        self.committer.make_durable(outcomes)
+        recorded: list[FileOutcome] = []
+        for outcome in outcomes:
+            if outcome.fatal_errno is None:
+                self.committer.commit(outcome)
+            if outcome.fatal_errno is not None:
+                # DEST cannot be written: the spooled input stays for the next start
+                Path(outcome.temporary or "").unlink(missing_ok=True)
+                fatal = outcome.fatal_errno
+                continue
+            recorded.append(outcome)
+        self.committer.destination.sync()
+        _flush(self.audit)
+        self.committer.flush()
+        quarantine = self.config.quarantine_dir
+        for item in items:
+            self.busy.discard(item.token or "")
+        for outcome in recorded:
+            self.previous.latest[outcome.token] = Done(outcome.status, outcome.input_sha256,
+                                                       outcome.target)
+            failed = outcome.status == "failed"
+            self.spool.release(outcome.relative, quarantine if failed else None)
+            self.counts["written" if outcome.status == "written" else "failed"] += 1
+        if recorded:
+            sync_directory(self.spool.folder)
+        if fatal is not None:
+            raise RunStopped(f"DEST not writable: {os.strerror(fatal)}", EXIT_OUTPUT_UNWRITABLE)
+
+    def _drain(self) -> None:
+        """Finish and record every batch in flight (a graceful stop)."""
+        while self.in_flight:
+            done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._commit(future)
+
+    def _abandon(self) -> None:
+        """After an abrupt stop: let the workers go; their inputs stay spooled."""
+        if not self.in_flight:
+            return
+        self.in_flight.clear()
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
+        sweep_temporaries(self.destination)
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def _metrics(self) -> dict[str, object]:
+        receiver = getattr(self, "receiver", None)
+        return {"received": receiver.received if receiver else 0,
+                "forwarded": self.counts["written"], "failed": self.counts["failed"],
+                "duplicates": self.counts["duplicate"],
+                "refused": receiver.refused if receiver else 0,
+                "queue": self.spool.waiting, "in_flight": sum(map(len, self.in_flight.values())),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def _status(self) -> str:
+        m = self._metrics()
+        return (f"received {m['received']}, forwarded {m['forwarded']}, failed {m['failed']}, "
+                f"duplicates {m['duplicates']}, queue {m['queue']}")
+
+    def _write_metrics(self) -> None:
+        """Rewrite ``--metrics`` atomically (counts only: no PHI)."""
+        path = self.config.metrics_path
+        if path is None:
+            return
+        temporary = path.with_name(f"{TEMP_PREFIX}{path.name}")
+        try:
+            temporary.write_text(json.dumps(self._metrics()) + "\n")
+            os.replace(temporary, path)
+        except OSError as exc:
+            print(f"anonymizer: metrics not written: {exc.strerror}", file=sys.stderr)
