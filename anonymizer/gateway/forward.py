@@ -53,6 +53,7 @@ from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.destination import FolderDestination, parse_destination
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, MIRROR, check_layout
 from anonymizer.pipeline.lock import exclusive_output
+from anonymizer.pipeline.parallel import isolated
 from anonymizer.pipeline.resume import Done, PreviousRuns, sweep_temporaries
 from anonymizer.pipeline.runner import (
     AUDIT_NAME,
@@ -62,10 +63,10 @@ from anonymizer.pipeline.runner import (
     Committer,
     RunStopped,
     _flush,
-    _inside,
-    _isolated,
     _reserve_space,
+    died_outcome,
     finish_audit,
+    inside,
     make_worker_config,
     refuse_other_settings,
 )
@@ -126,13 +127,13 @@ def check_paths(config: ListenConfig, destination: Path, spool: Path) -> None:
         One line saying which.
     """
     target, queue = destination.resolve(), spool.resolve()
-    if target == queue or _inside(queue, target) or _inside(target, queue):
+    if target == queue or inside(queue, target) or inside(target, queue):
         raise UsageError("the spool holds PHI: it must be outside DEST, and DEST outside it")
     for what, path in (("--crosswalk", config.crosswalk_path),
                        ("--quarantine", config.quarantine_dir)):
-        if path is not None and _inside(path.resolve(), target):
+        if path is not None and inside(path.resolve(), target):
             raise UsageError(f"{what} holds PHI and must be outside DEST")
-    if config.quarantine_dir is not None and _inside(config.quarantine_dir.resolve(), queue):
+    if config.quarantine_dir is not None and inside(config.quarantine_dir.resolve(), queue):
         raise UsageError("--quarantine must be outside the spool")
 
 
@@ -340,7 +341,8 @@ class _Gateway:
             outcomes = future.result()
         except (TerminatedWorkerError, BrokenProcessPool):
             # a worker died: every file of the batch alone, to find the one that kills it
-            outcomes = [_isolated(self.worker_config, item) for item in items]
+            outcomes = [isolated(process_batch, self.worker_config, item, died_outcome)
+                        for item in items]
         fatal: int | None = None
         for outcome in outcomes:
             if outcome.status == "skipped":  # a C-STORE said it was DICOM: a failure

@@ -69,10 +69,10 @@ def ordered_results(function: Callable[[Config, list[Item]], list[Result]], conf
         except worker_died:
             suspects = [item for batch in dispatched[done:] for item in batch]
             for item in suspects:
-                yield [_isolated(function, config, item, died)]
+                yield [isolated(function, config, item, died)]
 
 
-def _isolated(function: Callable[[Config, list[Item]], list[Result]], config: Config,
+def isolated(function: Callable[[Config, list[Item]], list[Result]], config: Config,
               item: Item, died: Callable[[Item], Result]) -> Result:
     """Run one item in its own worker process; a dead worker fails only this item."""
     executor = get_reusable_executor(max_workers=1)

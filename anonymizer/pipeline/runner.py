@@ -366,7 +366,7 @@ def _process(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, job
     into OUT after the run has swept its temporaries and written its last record.
     """
     with contextlib.closing(ordered_results(process_batch, worker_config, pending, jobs,
-                                            _died, worker_died)) as results:
+                                            died_outcome, worker_died)) as results:
         for outcomes in results:
             consume(outcomes)
             flush()
@@ -406,7 +406,7 @@ def _flush(audit: AuditLog) -> None:
         raise
 
 
-def _died(item: WorkItem) -> FileOutcome:
+def died_outcome(item: WorkItem) -> FileOutcome:
     """The outcome of a file whose worker process died on it."""
     assert item.token is not None  # the runner names every input
     return FileOutcome(item.relative, item.token, "failed",

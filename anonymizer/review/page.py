@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from anonymizer import __version__, scrub
 from anonymizer.errors import MissingExtraError, UsageError
 from anonymizer.io.writer import TEMP_PREFIX
+from anonymizer.pipeline.runner import inside
 from anonymizer.review.audit_summary import AuditSummary
 from anonymizer.review.chart import build_chart
 from anonymizer.review.release import (
@@ -140,7 +141,7 @@ def write_review(options: ReviewOptions,
                  audit.outputs if audit.found else None)
     verified = _Findings.collect(findings) if findings is not None else None
     holds_values = verified is not None and verified.with_values > 0
-    if holds_values and _inside(html_path.resolve(), out_dir.resolve()):
+    if holds_values and inside(html_path.resolve(), out_dir.resolve()):
         raise UsageError(f"{html_path}: the page shows identifier values (PHI): write it "
                          "outside OUT")
     context = _context(options, audit, stats, verified, holds_values)
@@ -162,10 +163,6 @@ def _environment() -> Any:
     environment.filters["by_count"] = sorted_counts
     environment.filters["size"] = _size
     return environment
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
 
 
 def _check_page_path(html_path: Path, audit_path: Path) -> None:
