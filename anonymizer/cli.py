@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="de-identify every DICOM file under IN into OUT")
-    run.add_argument("input", type=Path, metavar="IN")
-    run.add_argument("output", type=Path, metavar="OUT")
+    run.add_argument("input", metavar="IN", help="a folder, dicomweb+http(s)://HOST:PORT/PATH "
+                     "or dimse://AET@HOST:PORT")
+    run.add_argument("output", metavar="OUT", help="a folder, or a URL as IN")
     run.add_argument("--profile", "-p", default="default",
                      help="built-in profile name or YAML path (default: default)")
     run.add_argument("--key-file", help="secret key file (else $ANONYMIZER_KEY)")
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="Dask scheduler address for --backend dask (e.g. tcp://host:8786)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_network_options(run)
 
     profiles = commands.add_parser("profiles", help="list, check or show profiles")
     sub = profiles.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
@@ -75,6 +77,50 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="totals and failures of an audit log")
     report.add_argument("audit", type=Path)
     return parser
+
+
+def _add_network_options(run: argparse.ArgumentParser) -> None:
+    from anonymizer.net.options import DEFAULT_AE_TITLE
+
+    net = run.add_argument_group("network source and destination (IN or OUT a URL)")
+    net.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                     help="what to pull from a network source: QIDO/C-FIND matching, "
+                     "repeatable (e.g. StudyDate=20240101-20240131, ModalitiesInStudy=CT)")
+    net.add_argument("--studies", type=Path, metavar="FILE",
+                     help="pull these studies: Study Instance UIDs, one a line")
+    net.add_argument("--ae-title", default=DEFAULT_AE_TITLE,
+                     help=f"our calling AE title for DIMSE (default {DEFAULT_AE_TITLE})")
+    net.add_argument("--move-port", type=int, metavar="P",
+                     help="fetch by C-MOVE to our storage SCP on port P (default: C-GET)")
+    net.add_argument("--token-file", type=Path, metavar="FILE",
+                     help="DICOMweb bearer token (else HTTP basic credentials from netrc)")
+    net.add_argument("--ca-file", type=Path, metavar="FILE",
+                     help="CA certificates to verify a DICOMweb server's TLS certificate")
+
+
+def _network(args: argparse.Namespace) -> dict[str, object]:
+    """The RunConfig fields of IN and OUT: folders, or network URLs with their options."""
+    from anonymizer.io.writer import TEMP_PREFIX
+    from anonymizer.net import is_network_url
+    from anonymizer.net.options import NetOptions
+    from anonymizer.net.urls import check_ae_title
+
+    source = args.input if is_network_url(args.input) else None
+    destination = args.output if is_network_url(args.output) else None
+    output = Path(args.output)
+    if destination is not None:
+        if args.audit is None:
+            raise _usage("a network OUT needs --audit FILE: the audit log is the record that "
+                         "makes a rerun send nothing twice")
+        # the outputs pass through here on their way out; removed at the end of the run
+        output = args.audit.parent / f"{TEMP_PREFIX}work-{args.audit.name}"
+    if args.move_port is not None and not 0 < args.move_port < 65536:
+        raise _usage("--move-port must be a port number (1-65535)")
+    options = NetOptions(tuple(args.query), args.studies, check_ae_title(args.ae_title),
+                         args.move_port, args.token_file, args.ca_file)
+    return {"input_dir": Path(args.input) if source is None else Path(),
+            "output_dir": output, "source_url": source, "destination_url": destination,
+            "net": options}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise _usage(f"--layout: {exc}") from None
     summary = run(RunConfig(
-        input_dir=args.input, output_dir=args.output, profile=args.profile,
+        **_network(args), profile=args.profile,
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
         quarantine_dir=args.quarantine, force=args.force, timeout=args.timeout,

@@ -32,10 +32,13 @@ from anonymizer import __version__
 from anonymizer.errors import UsageError
 from anonymizer.io import file_sha256
 from anonymizer.io.writer import TEMP_PREFIX, sync_file
-from anonymizer.keyed import load_key
+from anonymizer.keyed import KeyedSource, load_key
+from anonymizer.net.destinations import Destination
+from anonymizer.net.options import NetOptions
 from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout, with_suffix_token
+from anonymizer.pipeline.network import NetworkEnds
 from anonymizer.pipeline.resume import PreviousRuns, compact, sweep_temporaries
 from anonymizer.pipeline.worker import (
     FATAL_WRITE_ERRNOS,
@@ -47,6 +50,7 @@ from anonymizer.pipeline.worker import (
 )
 from anonymizer.pixels.stage import check_pixel_extras
 from anonymizer.profiles import load_profile
+from anonymizer.profiles.compiler import CompiledProfile
 
 AUDIT_NAME = "audit.jsonl"
 
@@ -74,6 +78,11 @@ class RunConfig:
     progress: bool = True
     backend: str = "local"  # or "dask"
     scheduler: str | None = None  # dask scheduler address, e.g. tcp://10.0.0.5:8786
+    #: network source / destination URLs (anonymizer.net); then input_dir is unused, and
+    #: with a destination output_dir is a working folder the outputs pass through
+    source_url: str | None = None
+    destination_url: str | None = None
+    net: NetOptions | None = None
 
 
 @dataclass
@@ -104,6 +113,7 @@ class RunStopped(Exception):
         self.exit_code = exit_code
 
 
+EXIT_USAGE = 2
 EXIT_OUTPUT_UNWRITABLE = 3
 EXIT_SIGTERM = 143
 EXIT_SIGINT = 130
@@ -136,8 +146,15 @@ def check_paths(config: RunConfig) -> None:
     UsageError
         One line saying which.
     """
-    source = config.input_dir.resolve()
     target = config.output_dir.resolve()
+    if config.source_url is not None:
+        for what, path in (("--manifest", config.manifest_path),
+                           ("--crosswalk", config.crosswalk_path),
+                           ("--quarantine", config.quarantine_dir)):
+            if path is not None and _inside(path.resolve(), target):
+                raise UsageError(f"{what} holds PHI and must be outside OUT")
+        return
+    source = config.input_dir.resolve()
     if not source.is_dir():
         raise UsageError(f"{config.input_dir}: input folder does not exist")
     if source == target:
@@ -205,12 +222,25 @@ def run(config: RunConfig) -> RunSummary:
                "layout": layout}
     changed = previous.mismatch(current)
     if changed and not config.force:
-        raise UsageError(f"{config.output_dir} holds a run with another "
+        where = config.destination_url and audit_path or config.output_dir
+        raise UsageError(f"{where} holds a run with another "
                          f"{' and '.join(k.split('_')[0] for k in changed)}; use a new OUT, or "
                          "--force to reprocess everything")
     if config.backend == "dask" and (config.key_file is None or not config.scheduler):
         raise UsageError("--backend dask needs --scheduler ADDRESS and --key-file on storage "
                          "the workers can read (the key is never sent in task arguments)")
+    network = NetworkEnds.open(config, keyed, layout, jobs)  # probed: refusals show now
+    try:
+        return _run(config, profile, keyed, layout, jobs, audit_path, previous, current,
+                    changed, network)
+    finally:
+        network.close()
+
+
+def _run(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource, layout: str,
+         jobs: int, audit_path: Path,
+         previous: PreviousRuns, current: dict, changed: list[str],
+         network: NetworkEnds) -> RunSummary:
     config.output_dir.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
@@ -222,7 +252,9 @@ def run(config: RunConfig) -> RunSummary:
         "profile": profile.name, "profile_version": profile.version,
         **current, "options": list(profile.options), "jobs": jobs,
         "resumed": bool(previous.latest), "forced": bool(config.force and changed),
-        "input": keyed.hexdigest("input-root", str(config.input_dir.resolve()), 32),
+        "input": keyed.hexdigest("input-root", config.source_url
+                                 or str(config.input_dir.resolve()), 32),
+        **network.describe(keyed),
     }
     audit.write(header)
     # Absolute paths (and a resolvable profile path): workers may run elsewhere.
@@ -232,16 +264,21 @@ def run(config: RunConfig) -> RunSummary:
     worker_config = WorkerConfig(
         profile=profile_ref,
         key_file=str(Path(config.key_file).resolve()) if config.key_file else None,
-        input_dir=str(config.input_dir.resolve()), output_dir=str(config.output_dir.resolve()),
+        input_dir=str((network.spool_dir or config.input_dir).resolve()),
+        output_dir=str(config.output_dir.resolve()),
         layout=layout, want_crosswalk=config.crosswalk_path is not None,
         timeout=config.timeout, key_fingerprint=keyed.fingerprint,
-        profile_sha256=current["profile_sha256"])
+        profile_sha256=current["profile_sha256"],
+        delivered=network.destination is not None)
     _fresh_workers_if_key_changed(keyed.fingerprint)
-    committer = _Committer(config, audit, previous)
+    committer = _Committer(config, audit, previous, network.destination)
     summary = RunSummary(audit_path=audit_path)
     excluded = config.output_dir  # also when a symlink inside IN leads to it
 
     def work_items() -> Iterator[WorkItem]:
+        if network.feed is not None:
+            yield from network.feed.items(lambda token: network.done(token, previous, config))
+            return
         for relative in discover(config.input_dir, exclude=excluded):
             token = input_token(keyed, relative)  # once per input; workers reuse it
             done = None if config.force else previous.latest.get(token)
@@ -259,6 +296,8 @@ def run(config: RunConfig) -> RunSummary:
             summary.counts[status] += 1
             if status == "failed" and outcome.reason:
                 summary.failures[outcome.reason] += 1
+            if network.feed is not None:
+                network.feed.release(outcome.relative)
             bar.update(1)
             if outcome.fatal_errno is not None:
                 raise RunStopped(f"output not writable: {os.strerror(outcome.fatal_errno)}",
@@ -269,12 +308,15 @@ def run(config: RunConfig) -> RunSummary:
         with _stop_on_signals(), _backend(config) as (backend_jobs, worker_died):
             _process(pending, worker_config, backend_jobs or jobs, consume,
                      lambda: (committer.flush(), _flush(audit)), worker_died)
+        if network.feed is not None and network.feed.stopped:
+            raise RunStopped(network.feed.stopped, network.feed.exit_code or 3)
     except RunStopped as stop:
         summary.stopped, summary.exit_code_override = stop.reason, stop.exit_code
         summary.left = sum(len(batch) for batch in pending)  # discovery only, no reading
     finally:
         bar.close()
         committer.close()
+        network.close()  # before the sweep: the spool of a network source goes too
         sweep_temporaries(config.output_dir)
         reserve.unlink(missing_ok=True)  # room for the footer, also on a full disk
         summary.elapsed = time.monotonic() - started
@@ -423,9 +465,12 @@ def _sync_error(path: str) -> OSError | None:
 class _Committer:
     """Renames finished temporaries to final names in order; writes audit/manifest/crosswalk."""
 
-    def __init__(self, config: RunConfig, audit: AuditLog, previous: PreviousRuns):
+    def __init__(self, config: RunConfig, audit: AuditLog, previous: PreviousRuns,
+                 destination: Destination | None = None):
         self.output_dir = config.output_dir
         self.audit = audit
+        #: a network destination: each output is sent there instead of named in OUT
+        self.destination = destination
         #: output path -> input token, including what earlier runs wrote
         self.claimed: dict[str, str] = previous.claims()
         self.previous = previous.latest
@@ -470,6 +515,8 @@ class _Committer:
         transactions: about 2.5x less waiting than one after the other. An error is
         kept and raised when that file is placed.
         """
+        if self.destination is not None:
+            return  # sent, not kept: nothing to make durable
         temporaries = [o.temporary for o in outcomes if o.status == "written" and o.temporary]
         errors = list(self._syncer.map(_sync_error, temporaries))
         self._durable.update(zip(temporaries, errors, strict=True))
@@ -527,6 +574,25 @@ class _Committer:
         temporary.unlink()
         return True
 
+    def _deliver(self, outcome: FileOutcome) -> None:
+        """Send a written output to the network destination, then drop the temporary.
+
+        A failed send fails the instance (the next run sends it again); a refusal of our
+        credentials stops the run.
+        """
+        from anonymizer.net.errors import NetworkError, RefusedError
+
+        assert self.destination is not None and outcome.temporary is not None
+        temporary = Path(outcome.temporary)
+        try:
+            self.destination.store(temporary)
+        except RefusedError as exc:
+            raise RunStopped(str(exc), EXIT_USAGE) from None
+        except NetworkError as exc:
+            outcome.status, outcome.reason = "failed", f"send: {exc}"
+        finally:
+            temporary.unlink(missing_ok=True)
+
     def _retire_previous_output(self, outcome: FileOutcome) -> None:
         """An input an earlier run wrote that now fails or is skipped (it changed) loses
         that output: OUT holds exactly what the latest records say."""
@@ -543,6 +609,8 @@ class _Committer:
             if reason is not None:
                 Path(outcome.temporary or "").unlink(missing_ok=True)
                 outcome.status, outcome.reason = "failed", reason
+            elif self.destination is not None:
+                self._deliver(outcome)
             else:
                 try:
                     outcome.target = self._place(outcome)
@@ -565,6 +633,9 @@ class _Committer:
         if outcome.pixels is not None:
             record["pixels"] = outcome.pixels
         self.audit.write(record)
+        if self.destination is not None and outcome.status == "written":
+            self.flush()
+            _flush(self.audit)  # sent: on disk at once, so that a rerun never sends it again
         if self.quarantine is not None and outcome.status == "failed":
             self.quarantine[1].writerow([outcome.relative, outcome.reason or ""])
         if self.manifest is not None:
