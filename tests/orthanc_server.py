@@ -143,14 +143,27 @@ class Orthanc:
         return answer.json() if answer.content else []
 
     def new_instance_changes(self) -> int:
-        """How many times an instance was stored (overwrites included) since the start."""
-        count, since = 0, 0
+        """How many times an instance was stored (overwrites included)."""
+        return sum(self.new_instance_changes_by_sop().values())
+
+    def new_instance_changes_by_sop(self) -> dict[str, int]:
+        """SOP Instance UID -> how many times it was stored (overwrites included)."""
+        counts: dict[str, int] = {}
+        since = 0
         while True:
             page = self.get("/changes", params={"since": since, "limit": 1000}).json()
-            count += sum(1 for change in page["Changes"] if change["ChangeType"] == "NewInstance")
+            for change in page["Changes"]:
+                if change["ChangeType"] == "NewInstance":
+                    counts[change["ID"]] = counts.get(change["ID"], 0) + 1
             if page["Done"]:
-                return count
+                break
             since = page["Last"]
+        sops = {}
+        for orthanc_id, count in counts.items():
+            tags = self.get(f"/instances/{orthanc_id}/simplified-tags")
+            if tags.ok:
+                sops[tags.json()["SOPInstanceUID"]] = count
+        return sops
 
 
 def remove(orthanc: Orthanc) -> None:
