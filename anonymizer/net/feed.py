@@ -71,7 +71,9 @@ class NetworkFeed:
         ``done(token)`` gives the record of an instance an earlier run finished (it is not
         fetched again), or None.
         """
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        # a killed run's spool holds instances as the source sent them: never reused
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+        self.spool_dir.mkdir(mode=0o700, parents=True)
         self._thread = threading.Thread(target=self._produce, args=(done,),
                                         name="network-fetch", daemon=True)
         self._thread.start()
