@@ -1,8 +1,9 @@
 """Command line: ``anonymizer run | profiles | keygen | report``.
 
 Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed,
-2 usage, profile or key error (one line on stderr, no traceback), 3 the run stopped
-because OUT cannot be written (disk full, read-only, permission), 130 interrupted by
+2 usage, profile or key error (one line on stderr, no traceback), or a network peer that
+refuses us or cannot be reached, 3 the run stopped because OUT cannot be written (disk
+full, read-only, permission) or a network source stopped answering, 130 interrupted by
 SIGINT, 141 the reader of the output closed it early (``| head``), 143 stopped by SIGTERM.
 """
 

@@ -133,15 +133,12 @@ def orthanc_pair(tmp_path_factory: pytest.TempPathFactory):
     move_port = free_port()
     pacs = Orthanc(root / "pacs", "PACS", modalities={"ANONYMIZER": move_port})
     archive = Orthanc(root / "archive", "ARCHIVE", overwrite=True)
-    pacs.start()
     try:
+        pacs.start()
         archive.start()
-        try:
-            yield pacs, archive, move_port
-        finally:
-            remove(archive)
+        yield pacs, archive, move_port
     finally:
-        remove(pacs)
+        remove(pacs, archive)
 
 
 @pytest.fixture()

@@ -3,6 +3,8 @@ holds it, and the tree of a folder run to compare network runs with."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -10,6 +12,8 @@ import sys
 from pathlib import Path
 
 from conftest import KEY_A, SAMPLE_DATA
+
+from anonymizer.cli import main
 
 ANONYMIZER = [sys.executable, "-m", "anonymizer"]
 #: the sample data's DICOM files (notes.txt is not one)
@@ -19,10 +23,20 @@ ORIGINAL_IDS = ("12345678", "MRN-0042", "99887766", "DOE", "MÜLLER", "ROE^RICHA
 
 
 def cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``anonymizer ...`` in a subprocess with the test key (and $NETRC as set)."""
-    env = dict(os.environ, ANONYMIZER_KEY=KEY_A.decode())
-    return subprocess.run([*ANONYMIZER, *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300, check=False)
+    """``anonymizer ...`` with the test key (and $NETRC as set), run in this process: the
+    real command line, without a new interpreter and new worker processes per run."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = os.environ.get("ANONYMIZER_KEY")
+    os.environ["ANONYMIZER_KEY"] = KEY_A.decode()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main([str(arg) for arg in args])
+    finally:
+        if saved is None:
+            del os.environ["ANONYMIZER_KEY"]
+        else:
+            os.environ["ANONYMIZER_KEY"] = saved
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -166,6 +166,11 @@ class Orthanc:
         return sops
 
 
-def remove(orthanc: Orthanc) -> None:
-    orthanc.stop()
-    shutil.rmtree(orthanc.folder, ignore_errors=True)
+def remove(*servers: Orthanc) -> None:
+    """Stop the servers (together: each takes about 3 s) and delete their storage."""
+    for orthanc in servers:
+        if orthanc.process is not None and orthanc.process.poll() is None:
+            orthanc.process.send_signal(signal.SIGTERM)
+    for orthanc in servers:
+        orthanc.stop()
+        shutil.rmtree(orthanc.folder, ignore_errors=True)
