@@ -4,11 +4,15 @@ very bytes a folder run of the same instances gives."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import warnings
 
 import pytest
-from conftest import SAMPLE_DATA, dcmread_quiet, one_line_error
-from net_helpers import ORIGINAL_IDS, SAMPLE_FILES, cli, file_records, summary, tree
+from conftest import KEY_A, SAMPLE_DATA, dcmread_quiet, one_line_error
+from net_helpers import ANONYMIZER, ORIGINAL_IDS, SAMPLE_FILES, cli, file_records, summary, tree
+from orthanc_server import free_port
 from pydicom.dataelem import DataElement
 
 from anonymizer.keyed import KeyedSource
@@ -146,3 +150,34 @@ def test_corrupt_instance_in_the_source_fails_and_is_not_written(pacs, tmp_path)
     assert len(list(out.rglob("*.dcm"))) == len(SAMPLE_FILES)
     failed = [r for r in file_records(out / "audit.jsonl") if r["status"] == "failed"]
     assert len(failed) == 1 and "corrupt" in failed[0]["reason"]
+
+
+def test_killed_run_resumes_and_gives_the_same_bytes(pacs, folder_run, tmp_path):
+    out = tmp_path / "out"
+    args = ["run", "-p", "basic", "-j", "1", "--batch-size", "1", "--query", "PatientID=*",
+            pacs.dimse, str(out)]
+    env = dict(os.environ, ANONYMIZER_KEY=KEY_A.decode())
+    run = subprocess.Popen([*ANONYMIZER, *args], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.rglob("*.dcm"))) < 3 and run.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        run.kill()  # SIGKILL: no cleanup at all
+        run.wait()
+    done = len(list(out.rglob("*.dcm")))
+    assert 3 <= done < len(SAMPLE_FILES), "killed mid-run"
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    written = int(summary(proc).split()[1])
+    assert written <= len(SAMPLE_FILES) - done + 1  # at most one committed but unrecorded
+    assert tree(out) == folder_run
+    assert not list(out.rglob(".anonymizer-tmp-*")), "the killed run's spool is gone"
+
+
+def test_unreachable_source_stops_before_anything(pacs, tmp_path):
+    url = f"dimse://PACS@127.0.0.1:{free_port()}"
+    line = one_line_error(cli("run", "--query", "PatientID=*", url, tmp_path / "out"))
+    assert "cannot connect" in line
