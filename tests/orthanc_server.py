@@ -89,7 +89,11 @@ class Orthanc:
         config.write_text(json.dumps(self.config(), indent=1))
         self.process = subprocess.Popen(
             [ORTHANC, "--no-jobs", f"--logfile={self.folder / 'orthanc.log'}", str(config)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # DCMTK (Orthanc's DICOM side) leaves Nagle's algorithm on unless TCP_NODELAY
+            # is set: every DIMSE answer then waits for our delayed ACK (45 ms a C-ECHO
+            # instead of 4 ms)
+            env=dict(os.environ, TCP_NODELAY="1"))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
