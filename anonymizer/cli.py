@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="de-identify every DICOM file under IN into OUT")
     run.add_argument("input", metavar="IN", help="a folder, dicomweb+http(s)://HOST:PORT/PATH "
-                     "or dimse://AET@HOST:PORT")
+                     "or dimse[+tls]://AET@HOST:PORT")
     run.add_argument("output", metavar="OUT", help="a folder, or a URL as IN")
     run.add_argument("--profile", "-p", default="default",
                      help="built-in profile name or YAML path (default: default)")
@@ -96,7 +96,7 @@ def _add_network_options(run: argparse.ArgumentParser) -> None:
     net.add_argument("--token-file", type=Path, metavar="FILE",
                      help="DICOMweb bearer token (else HTTP basic credentials from netrc)")
     net.add_argument("--ca-file", type=Path, metavar="FILE",
-                     help="CA certificates to verify a DICOMweb server's TLS certificate")
+                     help="CA certificates to verify a dicomweb+https or dimse+tls peer")
 
 
 def _network(args: argparse.Namespace) -> dict[str, object]:

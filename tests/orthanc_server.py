@@ -9,12 +9,15 @@ destination is looked up there too; storing a SOP Instance UID twice is ignored 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,9 @@ class Orthanc:
     aet: str
     modalities: dict[str, int] = field(default_factory=dict)
     overwrite: bool = False
+    #: (CA certificate, server certificate, its key): DICOM TLS with them (Orthanc 1.10's
+    #: own HTTPS crashes on the first request here: HTTPS goes through :class:`TlsProxy`)
+    tls: tuple[Path, Path, Path] | None = None
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
@@ -60,14 +66,22 @@ class Orthanc:
     @property
     def dicomweb(self) -> str:
         """The DICOMweb root as our source/destination URL names it."""
-        return f"dicomweb+http://127.0.0.1:{self.http_port}/dicom-web"
+        return f"dicomweb+{self.url}/dicom-web"
 
     @property
     def dimse(self) -> str:
-        return f"dimse://{self.aet}@127.0.0.1:{self.dicom_port}"
+        scheme = "dimse+tls" if self.tls else "dimse"
+        return f"{scheme}://{self.aet}@127.0.0.1:{self.dicom_port}"
 
     def config(self) -> dict:
+        tls = {}
+        if self.tls is not None:
+            ca, certificate, key = self.tls
+            tls = {"DicomTlsEnabled": True, "DicomTlsCertificate": str(certificate),
+                   "DicomTlsPrivateKey": str(key), "DicomTlsTrustedCertificates": str(ca),
+                   "DicomTlsRemoteCertificateRequired": False}
         return {
+            **tls,
             "Name": self.aet, "DicomAet": self.aet,
             "StorageDirectory": str(self.folder / "storage"),
             "IndexDirectory": str(self.folder / "storage"),
@@ -121,7 +135,8 @@ class Orthanc:
         self.start()
 
     def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, auth=(USER, PASSWORD), timeout=30, **kwargs)
+        return requests.get(self.url + path, auth=(USER, PASSWORD), timeout=30,
+                            **kwargs)
 
     def upload(self, files: list[Path]) -> None:
         """Store files as they are (REST upload keeps their bytes)."""
@@ -178,3 +193,80 @@ def remove(*servers: Orthanc) -> None:
     for orthanc in servers:
         orthanc.stop()
         shutil.rmtree(orthanc.folder, ignore_errors=True)
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate it signs for 127.0.0.1: (CA, certificate, key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = folder / "ca.crt", folder / "ca.key"
+    certificate, key, request = folder / "server.crt", folder / "server.key", folder / "server.csr"
+    extensions = folder / "server.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                          "keyUsage=digitalSignature,keyEncipherment\n"
+                          "extendedKeyUsage=serverAuth,clientAuth\n")
+    for command in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=anonymizer test CA",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", certificate, "-days", "2", "-extfile", extensions],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return ca, certificate, key
+
+
+class TlsProxy:
+    """HTTPS in front of a loopback HTTP port: Python's TLS server, bytes passed through."""
+
+    def __init__(self, target_port: int, certificate: Path, key: Path):
+        self.target_port = target_port
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certificate, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(30)
+            secure = self.context.wrap_socket(client, server_side=True)
+        except (OSError, ssl.SSLError):  # the client refused our certificate
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=30)
+
+        def pump(source: socket.socket, target: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    target.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, target):
+                    with contextlib.suppress(OSError):
+                        end.shutdown(socket.SHUT_RDWR)
+
+        back = threading.Thread(target=pump, args=(upstream, secure), daemon=True)
+        back.start()
+        pump(secure, upstream)
+        back.join()
+        secure.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.listener.close()

@@ -34,7 +34,7 @@ def open_destination(url: str, options: NetOptions) -> Destination:
     if endpoint.kind == "dimse":
         from anonymizer.net.dimse import DimseDestination
 
-        return DimseDestination(endpoint, options.ae_title)
+        return DimseDestination(endpoint, options.ae_title, ca_file=options.ca_file)
     from anonymizer.net.credentials import http_settings
     from anonymizer.net.dicomweb import DicomWebClient
 

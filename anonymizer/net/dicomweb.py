@@ -86,8 +86,10 @@ class DicomWebClient:
         """One HTTP request, errors mapped to ours (no retry here)."""
         requests = _requests()
         try:
+            # verify given with each request: requests lets $REQUESTS_CA_BUNDLE override a
+            # session's CA file, and --ca-file must win
             answer = self.session.request(method, f"{self.base_url}/{path}",
-                                          timeout=TIMEOUT, **kwargs)
+                                          timeout=TIMEOUT, verify=self.session.verify, **kwargs)
         except requests.exceptions.SSLError:
             raise RefusedError(f"DICOMweb {self.what}: TLS certificate not trusted "
                                "(--ca-file for a private CA)") from None

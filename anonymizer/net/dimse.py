@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -67,11 +68,29 @@ def _status_code(status: Any) -> int | None:
     return int(status.Status) if status is not None and "Status" in status else None
 
 
+def tls_context(endpoint: Endpoint, ca_file: Path | None) -> ssl.SSLContext | None:
+    """The client TLS context of a ``dimse+tls://`` peer: its certificate and host name
+    verified, against ``ca_file`` or the system's CAs."""
+    if not endpoint.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        from anonymizer.errors import UsageError
+
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not PEM"
+        raise UsageError(f"{ca_file}: --ca-file: {reason}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 class _Peer:
     """One remote AE, our calling AE title, and one reusable association to it."""
 
-    def __init__(self, endpoint: Endpoint, ae_title: str, what: str, retry: Retry | None):
+    def __init__(self, endpoint: Endpoint, ae_title: str, what: str, retry: Retry | None,
+                 ca_file: Path | None = None):
         self.pynetdicom = _pynetdicom()
+        self.tls = tls_context(endpoint, ca_file)
         self.endpoint = endpoint
         self.ae_title = ae_title
         self.what = what
@@ -96,8 +115,11 @@ class _Peer:
         ae.network_timeout = NETWORK_TIMEOUT
         ae.requested_contexts = contexts
         handlers = [*(handlers or []), (self.pynetdicom.evt.EVT_CONN_OPEN, _no_delay)]
+        tls_args = (self.tls, self.endpoint.host) if self.tls is not None else None
         assoc = ae.associate(self.endpoint.host, self.endpoint.port, ae_title=self.endpoint.aet,
-                             ext_neg=ext_neg, evt_handlers=handlers)
+                             ext_neg=ext_neg, evt_handlers=handlers, tls_args=tls_args)
+        if not assoc.is_established and not assoc.is_rejected and self.tls is not None:
+            self._check_tls()  # pynetdicom logs a failed handshake and says no more
         if assoc.is_rejected:
             raise RefusedError(f"{self.name()} rejected the association (is our AE title "
                                f"{self.ae_title} known to it?)")
@@ -105,6 +127,20 @@ class _Peer:
             raise TransientError(f"{self.name()}: cannot connect")
         self.assoc, self._contexts = assoc, key
         return assoc
+
+    def _check_tls(self) -> None:
+        """Shake hands once more, ourselves: a certificate we do not trust is a refusal."""
+        assert self.tls is not None
+        try:
+            with socket.create_connection((self.endpoint.host, self.endpoint.port),
+                                          timeout=ACSE_TIMEOUT) as raw, \
+                    self.tls.wrap_socket(raw, server_hostname=self.endpoint.host):
+                pass
+        except ssl.SSLCertVerificationError:
+            raise RefusedError(f"{self.name()}: TLS certificate not trusted (--ca-file for a "
+                               "private CA)") from None
+        except (OSError, ssl.SSLError):
+            pass  # not a certificate matter: the caller reports a failed connection
 
     def no_answer(self, action: str) -> Exception:
         """The association ended without an answer: a refusal if nothing worked yet."""
@@ -141,8 +177,13 @@ class DimseSource:
     """A PACS that answers C-FIND and C-GET (or C-MOVE with ``move_port``)."""
 
     def __init__(self, endpoint: Endpoint, ae_title: str, move_port: int | None = None,
-                 retry: Retry | None = None):
-        self.peer = _Peer(endpoint, ae_title, "source", retry)
+                 retry: Retry | None = None, ca_file: Path | None = None):
+        if move_port is not None and endpoint.tls:
+            from anonymizer.errors import UsageError
+
+            raise UsageError("--move-port: a storage SCP of ours over TLS is not supported; "
+                             "use C-GET (the default) with dimse+tls://")
+        self.peer = _Peer(endpoint, ae_title, "source", retry, ca_file)
         self.retry = self.peer.retry
         self.move_port = move_port
         self._receiver: _MoveReceiver | None = None
@@ -393,8 +434,9 @@ class _MoveReceiver:
 class DimseDestination:
     """An archive that takes C-STORE: each file sent as it is encoded, in chunks."""
 
-    def __init__(self, endpoint: Endpoint, ae_title: str, retry: Retry | None = None):
-        self.peer = _Peer(endpoint, ae_title, "destination", retry)
+    def __init__(self, endpoint: Endpoint, ae_title: str, retry: Retry | None = None,
+                 ca_file: Path | None = None):
+        self.peer = _Peer(endpoint, ae_title, "destination", retry, ca_file)
         self.retry = self.peer.retry
         #: (SOP Class, transfer syntax) pairs the association offers, most recent last
         self._pairs: OrderedDict[tuple[str, str], None] = OrderedDict()

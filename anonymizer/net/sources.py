@@ -143,7 +143,8 @@ def open_source(url: str, options: NetOptions) -> Source:
     if endpoint.kind == "dimse":
         from anonymizer.net.dimse import DimseSource
 
-        return DimseSource(endpoint, options.ae_title, options.move_port)
+        return DimseSource(endpoint, options.ae_title, options.move_port,
+                           ca_file=options.ca_file)
     if options.move_port is not None:
         raise UsageError("--move-port is for a dimse:// source")
     from anonymizer.net.credentials import http_settings

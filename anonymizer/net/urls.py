@@ -2,7 +2,8 @@
 
 - ``dicomweb+http://host:port/path`` and ``dicomweb+https://...``: a DICOMweb root (the
   path under which ``studies`` answers);
-- ``dimse://AET@host:port``: a DICOM application entity.
+- ``dimse://AET@host:port``: a DICOM application entity; ``dimse+tls://AET@host:port`` over
+  TLS (the peer's certificate verified, against ``--ca-file`` when given).
 
 Credentials are never part of a URL (they come from netrc or ``--token-file``).
 """
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 from anonymizer.errors import UsageError
 
-_SCHEMES = ("dicomweb+http://", "dicomweb+https://", "dimse://")
+_SCHEMES = ("dicomweb+http://", "dicomweb+https://", "dimse://", "dimse+tls://")
 #: PS3.5 AE title: 1-16 characters of the default repertoire, no backslash or control.
 _AE_TITLE = re.compile(r"^[ -\[\]-~]{1,16}$")
 
@@ -32,10 +33,13 @@ class Endpoint:
     base_url: str = ""
     #: DIMSE: the peer's AE title
     aet: str = ""
+    #: DIMSE over TLS
+    tls: bool = False
 
     def __str__(self) -> str:
         if self.kind == "dimse":
-            return f"dimse://{self.aet}@{self.host}:{self.port}"
+            scheme = "dimse+tls" if self.tls else "dimse"
+            return f"{scheme}://{self.aet}@{self.host}:{self.port}"
         return f"dicomweb+{self.base_url}"
 
 
@@ -60,10 +64,11 @@ def parse_endpoint(text: str) -> Endpoint:
         One line saying what is wrong with it.
     """
     if not is_network_url(text):
-        raise UsageError(f"not a network URL (dicomweb+http://, dicomweb+https://, dimse://): "
-                         f"{text}")
-    if text.lower().startswith("dimse://"):
-        return _parse_dimse(text[len("dimse://"):])
+        raise UsageError("not a network URL (dicomweb+http://, dicomweb+https://, dimse://, "
+                         f"dimse+tls://): {text}")
+    for scheme in ("dimse://", "dimse+tls://"):
+        if text.lower().startswith(scheme):
+            return _parse_dimse(text[len(scheme):], tls=scheme == "dimse+tls://")
     parts = urlsplit(text[len("dicomweb+"):])
     if parts.username is not None or parts.password is not None:
         raise UsageError("credentials do not belong in a URL: put them in a netrc file "
@@ -83,7 +88,7 @@ def parse_endpoint(text: str) -> Endpoint:
     return Endpoint("dicomweb", parts.hostname, port, base_url=base)
 
 
-def _parse_dimse(rest: str) -> Endpoint:
+def _parse_dimse(rest: str, tls: bool) -> Endpoint:
     usage = "a DIMSE URL is dimse://AET@host:port"
     aet, at, address = rest.rpartition("@")
     if not at or not aet:
@@ -96,4 +101,4 @@ def _parse_dimse(rest: str) -> Endpoint:
     port = int(port_text)
     if not 0 < port < 65536:
         raise UsageError(f"{usage} (port out of range)")
-    return Endpoint("dimse", host.strip("[]"), port, aet=aet)
+    return Endpoint("dimse", host.strip("[]"), port, aet=aet, tls=tls)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def _kind(url: str | None) -> str:
     if url is None:
         return "folder"
-    return "dimse" if url.lower().startswith("dimse://") else "dicomweb"
+    return "dimse" if url.lower().startswith(("dimse://", "dimse+tls://")) else "dicomweb"
 
 
 @dataclass
