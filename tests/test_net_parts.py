@@ -30,6 +30,14 @@ def test_url_forms(url, kind, host, port, base, aet):
     assert (endpoint.kind, endpoint.host, endpoint.port, endpoint.base_url, endpoint.aet) == (
         kind, host, port, base, aet)
     assert is_network_url(url)
+    assert not endpoint.tls
+
+
+def test_dimse_over_tls():
+    endpoint = parse_endpoint("dimse+tls://PACS@pacs.hospital:2762")
+    assert (endpoint.kind, endpoint.tls, endpoint.aet, endpoint.port) == ("dimse", True, "PACS",
+                                                                          2762)
+    assert str(endpoint) == "dimse+tls://PACS@pacs.hospital:2762"
 
 
 @pytest.mark.parametrize(("url", "says"), [

@@ -5,6 +5,9 @@ The batch runner calls :meth:`Destination.store` with each committed output; the
 fails after its retries raises :class:`~anonymizer.net.errors.PermanentError` or
 :class:`~anonymizer.net.errors.TransientError` (the instance failed; others may not), or
 :class:`~anonymizer.net.errors.RefusedError` (credentials: nothing else will work).
+
+A destination keeps one connection (HTTP session or association) open between stores and is
+not thread-safe: a caller storing from several threads opens one destination per thread.
 """
 
 from __future__ import annotations

@@ -78,11 +78,20 @@ class NetworkFeed:
                                         name="network-fetch", daemon=True)
         self._thread.start()
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._cancel.is_set():
+                    return
+                continue
             if item is self._END:
                 return
             assert isinstance(item, WorkItem)
             yield item
+
+    def cancel(self) -> None:
+        """Stop listing and fetching: :meth:`items` ends with what is already fetched."""
+        self._cancel.set()
 
     def _put(self, item: object) -> bool:
         while not self._cancel.is_set():

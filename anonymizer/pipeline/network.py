@@ -99,6 +99,11 @@ class NetworkEnds:
             return None
         return done
 
+    def cancel(self) -> None:
+        """The run stops: a network source fetches no more."""
+        if self.feed is not None:
+            self.feed.cancel()
+
     def close(self) -> None:
         """Idempotent: stop fetching, drop the spool, close the connections."""
         feed, destination, self.feed, self.destination = self.feed, self.destination, None, None

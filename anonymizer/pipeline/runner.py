@@ -312,6 +312,7 @@ def _run(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource, layout
             raise RunStopped(network.feed.stopped, network.feed.exit_code or 3)
     except RunStopped as stop:
         summary.stopped, summary.exit_code_override = stop.reason, stop.exit_code
+        network.cancel()  # a network source fetches no more: only what it has is counted
         summary.left = sum(len(batch) for batch in pending)  # discovery only, no reading
     finally:
         bar.close()
