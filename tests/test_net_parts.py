@@ -184,3 +184,25 @@ def test_retry_backs_off_then_gives_up_at_once_while_the_peer_is_down():
         return outcome
 
     assert retry(flaky) == "done"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--query", "PatientID=1", "IN", "OUT"], "IN is a folder"),
+    (["--move-port", "11112", "IN", "OUT"], "--move-port is for a dimse:// source"),
+    (["--move-port", "0", "IN", "OUT"], "port number"),
+    (["--ae-title", "A\\B", "IN", "OUT"], "AE title"),
+    (["--query", "PatientID=1", "--move-port", "11112", "dimse+tls://PACS@127.0.0.1:1", "OUT"],
+     "not supported"),
+    (["--query", "PatientID=1", "--layout", "mirror", "dimse://PACS@127.0.0.1:1", "OUT"],
+     "mirror"),
+    (["--query", "PatientID=1", "--move-port", "11112",
+      "dicomweb+http://127.0.0.1:1/dicom-web", "OUT"], "--move-port is for a dimse:// source"),
+])
+def test_network_options_that_do_not_fit_are_one_line_errors(tmp_path, args, says):
+    from conftest import SAMPLE_DATA, one_line_error
+    from net_helpers import cli
+
+    paths = {"IN": SAMPLE_DATA, "OUT": tmp_path / "out"}
+    line = one_line_error(cli("run", "-p", "basic", *[paths.get(a, a) for a in args]))
+    assert says in line
+    assert not (tmp_path / "out").exists()

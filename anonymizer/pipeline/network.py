@@ -84,7 +84,7 @@ class NetworkEnds:
             raise
         return ends
 
-    def describe(self, keyed: KeyedSource) -> dict[str, str]:
+    def describe(self) -> dict[str, str]:
         """What the audit log's run header says of the ends: their kinds, no address."""
         return dict(self.kinds)
 

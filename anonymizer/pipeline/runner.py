@@ -254,7 +254,7 @@ def _run(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource, layout
         "resumed": bool(previous.latest), "forced": bool(config.force and changed),
         "input": keyed.hexdigest("input-root", config.source_url
                                  or str(config.input_dir.resolve()), 32),
-        **network.describe(keyed),
+        **network.describe(),
     }
     audit.write(header)
     # Absolute paths (and a resolvable profile path): workers may run elsewhere.
