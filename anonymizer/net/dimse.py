@@ -120,6 +120,8 @@ class _Peer:
                              ext_neg=ext_neg, evt_handlers=handlers, tls_args=tls_args)
         if not assoc.is_established and not assoc.is_rejected and self.tls is not None:
             self._check_tls()  # pynetdicom logs a failed handshake and says no more
+        if assoc.is_established:
+            _answers_for_the_caller(assoc)
         if assoc.is_rejected:
             raise RefusedError(f"{self.name()} rejected the association (is our AE title "
                                f"{self.ae_title} known to it?)")
@@ -159,6 +161,35 @@ class _Peer:
             self.assoc = None
 
 
+def _answers_for_the_caller(assoc: Any) -> None:
+    """Keep the association's own thread from taking answers meant for a ``send_c_*`` call.
+
+    pynetdicom's association thread serves incoming requests by polling the message queue;
+    its pause before each ``send_c_*`` has a window in which it can still take the first
+    answer, which it then drops as unexpected: a C-FIND would lose a match (seen here about
+    once in 50 runs against Orthanc). Here that thread takes requests only (the C-STORE
+    sub-operations of a C-GET); answers stay queued for the call waiting for them.
+    """
+    dimse = assoc.dimse
+    messages = dimse.msg_queue
+    take = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        if block:  # a send_c_* call waiting for its answer
+            return take(block)
+        with messages.mutex:  # the association thread: requests only
+            if not messages.queue:
+                return None, None
+            _, message = messages.queue[0]
+            if message is None or not getattr(message, "is_valid_request", False):
+                return None, None
+            item = messages.queue.popleft()
+            messages.not_full.notify()
+            return item
+
+    dimse.get_msg = get_msg
+
+
 def _no_delay(event: Any) -> None:
     """Send small PDUs at once: pynetdicom writes a command and its dataset separately,
     and Nagle's algorithm would hold the second until the peer's delayed ACK (about 40 ms
@@ -185,6 +216,9 @@ class DimseSource:
                              "use C-GET (the default) with dimse+tls://")
         self.peer = _Peer(endpoint, ae_title, "source", retry, ca_file)
         self.retry = self.peer.retry
+        #: a second association for C-GET/C-MOVE, so that listing and fetching, which
+        #: take turns, do not set up a new association at every turn
+        self.fetcher = _Peer(endpoint, ae_title, "source", self.retry, ca_file)
         self.move_port = move_port
         self._receiver: _MoveReceiver | None = None
         self._get_receiver = _Receiver()
@@ -199,7 +233,7 @@ class DimseSource:
         for _ in self._find("STUDY", {"StudyInstanceUID": _NO_STUDY}, ()):
             pass
         if self.move_port is not None:
-            self._receiver = _MoveReceiver(self.peer, self.move_port)
+            self._receiver = _MoveReceiver(self.fetcher, self.move_port)
 
     def _find(self, level: str, keys: dict[str, str], returns: tuple[str, ...]
               ) -> Iterator[Any]:
@@ -221,8 +255,11 @@ class DimseSource:
                 if code is None:
                     raise self.peer.no_answer("C-FIND")
                 if code in (0xFF00, 0xFF01):
-                    if identifier is not None:
-                        found.append(identifier)
+                    if identifier is None:  # a match pynetdicom could not decode
+                        self.peer.release()
+                        raise TransientError(f"{self.peer.name()}: C-FIND: an answer could "
+                                             "not be decoded")
+                    found.append(identifier)
                 elif code == 0x0000:
                     self.peer.worked = True
                     return found
@@ -289,26 +326,27 @@ class DimseSource:
         sop_class = instance.sop_class or _CT_IMAGE
         contexts, roles = self._get_contexts(sop_class)
         receiver = self._get_receiver
-        assoc = self.peer.associate(contexts, roles, [(evt.EVT_C_STORE, receiver.handle)])
+        assoc = self.fetcher.associate(contexts, roles, [(evt.EVT_C_STORE, receiver.handle)])
         receiver.expect(instance.sop, target)
         try:
             final = None
             for status, _ in assoc.send_c_get(_identifier(instance), Get):
                 code = _status_code(status)
                 if code is None:
-                    raise self.peer.no_answer("C-GET")
+                    raise self.fetcher.no_answer("C-GET")
                 if code != 0xFF00:
                     final = code
             if final is None:
-                raise self.peer.no_answer("C-GET")
-            self.peer.worked = True
-            receiver.check(final, self.peer.name(), "C-GET")
+                raise self.fetcher.no_answer("C-GET")
+            self.fetcher.worked = True
+            receiver.check(final, self.fetcher.name(), "C-GET")
         finally:
             receiver.expect(None, None)
 
     def close(self) -> None:
         if self._receiver is not None:
             self._receiver.close()
+        self.fetcher.release()
         self.peer.release()
 
 
