@@ -4,6 +4,7 @@ streamed multipart reading and writing, retries."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,17 @@ def test_network_options_that_do_not_fit_are_one_line_errors(tmp_path, args, say
     line = one_line_error(cli("run", "-p", "basic", *[paths.get(a, a) for a in args]))
     assert says in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("module", "url"), [
+    ("requests", "dicomweb+http://127.0.0.1:1/dicom-web"),
+    ("pynetdicom", "dimse://PACS@127.0.0.1:1"),
+])
+def test_a_missing_net_extra_is_one_line_naming_it(monkeypatch, module, url):
+    from anonymizer.errors import MissingExtraError
+    from anonymizer.net.destinations import open_destination
+    from anonymizer.net.options import NetOptions
+
+    monkeypatch.setitem(sys.modules, module, None)  # its import fails
+    with pytest.raises(MissingExtraError, match=r"pip install 'anonymizer\[net\]'"):
+        open_destination(url, NetOptions())

@@ -59,6 +59,7 @@ def test_round_trip_into_a_folder_gives_the_folder_runs_bytes(pacs, folder_run, 
     sops = {r["00080018"]["Value"][0] for r in pacs.qido("instances")}
     assert {r["input"] for r in file_records(out / "audit.jsonl")} == {
         keyed.hexdigest("input-sop", sop, 32) for sop in sops}
+    assert not any(sop in log for sop in sops)
 
 
 def test_rerun_fetches_only_what_is_missing(pacs, tmp_path):
