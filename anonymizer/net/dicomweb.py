@@ -187,6 +187,11 @@ class DicomWebClient:
                         handle.write(chunk)
                 else:
                     write_single_part(content_type, chunks, handle, self.what)
+            with open(target, "rb") as handle:  # application/dicom is a Part 10 file
+                handle.seek(128)
+                if handle.read(4) != b"DICM":
+                    raise PermanentError(f"DICOMweb {self.what}: retrieve: the answer is not "
+                                         "a DICOM file")
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             target.unlink(missing_ok=True)
