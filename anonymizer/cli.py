@@ -3,10 +3,11 @@
 Exit codes: 0 every file written (or skipped as not DICOM), 1 some files failed (for
 ``verify``: an identifier of an input found in its output, or a pair not checked; for
 ``review``: residual identifiers found with ``--input``), 2 usage, profile or key error
-(one line on stderr, no traceback), 3 the run stopped because OUT cannot be written (disk
-full, read-only, permission), 4 another run holds OUT (one run per output folder;
-``--wait-lock`` waits for it), 130 interrupted by SIGINT, 141 the reader of the output
-closed it early (``| head``), 143 stopped by SIGTERM.
+(one line on stderr, no traceback), or a network peer that refuses us or cannot be
+reached, 3 the run stopped because OUT cannot be written (disk full, read-only,
+permission) or a network source stopped answering, 4 another run holds OUT (one run per
+output folder; ``--wait-lock`` waits for it), 130 interrupted by SIGINT, 141 the reader of
+the output closed it early (``| head``), 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="de-identify every DICOM file under IN into OUT")
-    run.add_argument("input", type=Path, metavar="IN")
-    run.add_argument("output", type=Path, metavar="OUT")
+    run.add_argument("input", metavar="IN", help="a folder, dicomweb+http(s)://HOST:PORT/PATH "
+                     "or dimse[+tls]://AET@HOST:PORT")
+    run.add_argument("output", metavar="OUT", help="a folder, or a URL as IN")
     _add_deidentify_options(run, "OUT", batch_size=32)
     run.add_argument("--manifest", type=Path,
                      help="write input->output paths here (PHI: must be outside OUT)")
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="Dask scheduler address for --backend dask (e.g. tcp://host:8786)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_network_options(run)
 
     verify = commands.add_parser(
         "verify", help="look for each input's identifiers in its output (exit 1 if found)")
@@ -162,6 +165,50 @@ def _add_deidentify_options(parser: argparse.ArgumentParser, out: str, batch_siz
                         help="seconds allowed per file (0: no limit; default 600)")
 
 
+def _add_network_options(run: argparse.ArgumentParser) -> None:
+    from anonymizer.net.options import DEFAULT_AE_TITLE
+
+    net = run.add_argument_group("network source and destination (IN or OUT a URL)")
+    net.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                     help="what to pull from a network source: QIDO/C-FIND matching, "
+                     "repeatable (e.g. StudyDate=20240101-20240131, ModalitiesInStudy=CT)")
+    net.add_argument("--studies", type=Path, metavar="FILE",
+                     help="pull these studies: Study Instance UIDs, one a line")
+    net.add_argument("--ae-title", default=DEFAULT_AE_TITLE,
+                     help=f"our calling AE title for DIMSE (default {DEFAULT_AE_TITLE})")
+    net.add_argument("--move-port", type=int, metavar="P",
+                     help="fetch by C-MOVE to our storage SCP on port P (default: C-GET)")
+    net.add_argument("--token-file", type=Path, metavar="FILE",
+                     help="DICOMweb bearer token (else HTTP basic credentials from netrc)")
+    net.add_argument("--ca-file", type=Path, metavar="FILE",
+                     help="CA certificates to verify a dicomweb+https or dimse+tls peer")
+
+
+def _network(args: argparse.Namespace) -> dict[str, object]:
+    """The RunConfig fields of IN and OUT: folders, or network URLs with their options."""
+    from anonymizer.io.writer import TEMP_PREFIX
+    from anonymizer.net import is_network_url
+    from anonymizer.net.options import NetOptions
+    from anonymizer.net.urls import check_ae_title
+
+    source = args.input if is_network_url(args.input) else None
+    destination = args.output if is_network_url(args.output) else None
+    output = Path(args.output)
+    if destination is not None:
+        if args.audit is None:
+            raise _usage("a network OUT needs --audit FILE: the audit log is the record that "
+                         "makes a rerun send nothing twice")
+        # the outputs pass through here on their way out; removed at the end of the run
+        output = args.audit.parent / f"{TEMP_PREFIX}work-{args.audit.name}"
+    if args.move_port is not None and not 0 < args.move_port < 65536:
+        raise _usage("--move-port must be a port number (1-65535)")
+    options = NetOptions(tuple(args.query), args.studies, check_ae_title(args.ae_title),
+                         args.move_port, args.token_file, args.ca_file)
+    return {"input_dir": Path(args.input) if source is None else Path(),
+            "output_dir": output, "source_url": source, "destination_url": destination,
+            "net": options}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (see the module docstring)."""
     try:
@@ -219,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise _usage(f"--layout: {exc}") from None
     summary = run(RunConfig(
-        input_dir=args.input, output_dir=args.output, profile=args.profile,
+        **_network(args), profile=args.profile,
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
         quarantine_dir=args.quarantine, force=args.force, wait_lock=args.wait_lock,

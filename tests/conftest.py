@@ -129,3 +129,46 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert lines[0].startswith("anonymizer: error:"), proc.stderr
     assert "Traceback" not in proc.stderr
     return lines[0]
+
+
+# -- a real Orthanc for the network tests (tests/test_net_*.py) ------------------------------
+# One PACS and one research archive for the whole session; tests wipe what they stored.
+
+@pytest.fixture(scope="session")
+def orthanc_pair(tmp_path_factory: pytest.TempPathFactory):
+    """(pacs, archive, move_port): two real Orthanc servers on loopback.
+
+    The PACS knows our AE title ANONYMIZER (C-FIND/C-GET/C-MOVE), with ``move_port`` as
+    its C-MOVE destination; the archive overwrites instances it already has, so that
+    every store shows in its change log. Without Orthanc the tests skip, except in CI
+    (``CI`` set), where they fail: ``.ci/run`` installs it.
+    """
+    from orthanc_server import Orthanc, free_port, orthanc_missing, remove
+
+    missing = orthanc_missing()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    root = tmp_path_factory.mktemp("orthanc")
+    move_port = free_port()
+    pacs = Orthanc(root / "pacs", "PACS", modalities={"ANONYMIZER": move_port})
+    archive = Orthanc(root / "archive", "ARCHIVE", overwrite=True)
+    try:
+        pacs.start()
+        archive.start()
+        yield pacs, archive, move_port
+    finally:
+        remove(pacs, archive)
+
+
+@pytest.fixture()
+def netrc_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A netrc file (mode 0600) with the test Orthancs' credentials, as ``$NETRC``."""
+    from orthanc_server import PASSWORD, USER
+
+    path = tmp_path / "netrc"
+    path.write_text(f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
+    path.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(path))
+    return path

@@ -465,7 +465,7 @@ def test_tls(tmp_path: Path, key_file: Path) -> None:
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["dimse://PACS@127.0.0.1:11112"], "network destinations"),
+    (["dimse://PACS@127.0.0.1:11112"], "the gateway forwards to a folder"),
     (["--layout", "mirror", "{dest}"], "--layout mirror"),
     (["--spool", "{dest}/spool", "{dest}"], "spool holds PHI"),
     (["--quarantine", "{dest}/q", "{dest}"], "--quarantine holds PHI"),

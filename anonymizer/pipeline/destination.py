@@ -18,17 +18,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from anonymizer.errors import UsageError
 from anonymizer.io import file_sha256
 from anonymizer.io.writer import sync_file
+from anonymizer.net import is_network_url
 from anonymizer.pipeline.layout import with_suffix_token
 from anonymizer.pipeline.worker import FileOutcome
-
-#: URL schemes of network destinations (issue 12): recognised so that a DEST is never
-#: taken for a folder named ``dimse:``.
-NETWORK_SCHEMES = ("dicomweb+http://", "dicomweb+https://", "dimse://")
 
 
 class Destination(Protocol):
@@ -37,6 +34,9 @@ class Destination(Protocol):
     #: where workers write their temporaries (for a folder: the folder itself, so that
     #: placing an output is a rename on one file system)
     staging_dir: Path
+    #: an output placed cannot be taken back (it was sent): its audit record must reach
+    #: the disk at once, so that a rerun never sends it again
+    records_each: bool
 
     def prepare(self, outcomes: list[FileOutcome]) -> None:
         """Before a batch is placed (a folder fsyncs its new files together)."""
@@ -78,13 +78,11 @@ def parse_destination(text: str) -> DestinationSpec:
     UsageError
         For a network URL: network destinations are not wired in this version.
     """
-    if text.lower().startswith(NETWORK_SCHEMES):
-        raise UsageError(f"{text.split('@')[-1]}: network destinations "
-                         f"({', '.join(s.rstrip(':/') for s in NETWORK_SCHEMES)}) are not "
-                         "available in this version; give a folder")
+    if is_network_url(text):
+        raise UsageError(f"{text.split('@')[-1]}: the gateway forwards to a folder in this "
+                         "version (anonymizer run sends to network destinations)")
     if "://" in text:
-        raise UsageError(f"DEST: unknown URL scheme {text.split('://')[0]!r} (a folder, or "
-                         f"{', '.join(NETWORK_SCHEMES)})")
+        raise UsageError(f"DEST: unknown URL scheme {text.split('://')[0]!r} (a folder)")
     return DestinationSpec(text, Path(text))
 
 
@@ -110,6 +108,8 @@ class FolderDestination:
         Input token -> the latest record of earlier runs (``Done``), to replace or remove
         an input's earlier output.
     """
+
+    records_each = False
 
     def __init__(self, folder: Path, claimed: dict[str, str], previous: dict):
         self.staging_dir = folder
@@ -201,3 +201,59 @@ class FolderDestination:
 
     def close(self) -> None:
         self._syncer.shutdown()
+
+
+class DeliveryFailed(Exception):
+    """One output could not be delivered (after retries): that input fails, the run goes
+    on, and the next run delivers it. The message is the one-line reason."""
+
+
+class DestinationRefused(Exception):
+    """The destination refuses us (credentials, AE title, certificate): no output can get
+    through, so the run stops."""
+
+
+class NetworkDestination:
+    """A network destination (DICOMweb STOW-RS, DIMSE C-STORE) behind the committer's
+    interface: each output is sent as it is placed, and its temporary goes.
+
+    Parameters
+    ----------
+    sender : anonymizer.net.destinations.Destination
+        The opened and probed destination (``store(path)``, ``close()``).
+    staging_dir : Path
+        Where workers write the outputs on their way out (the run's working folder).
+    """
+
+    records_each = True
+
+    def __init__(self, sender: Any, staging_dir: Path):
+        self.sender = sender
+        self.staging_dir = staging_dir
+
+    def prepare(self, outcomes: list[FileOutcome]) -> None:
+        """Nothing to make durable: an output is sent, not kept."""
+
+    def place(self, outcome: FileOutcome) -> str:
+        from anonymizer.net.errors import NetworkError, RefusedError
+
+        assert outcome.target is not None and outcome.temporary is not None
+        temporary = Path(outcome.temporary)
+        try:
+            self.sender.store(temporary)
+        except RefusedError as exc:
+            raise DestinationRefused(str(exc)) from None
+        except NetworkError as exc:
+            raise DeliveryFailed(f"send: {exc}") from None
+        finally:
+            temporary.unlink(missing_ok=True)
+        return outcome.target
+
+    def retire(self, outcome: FileOutcome) -> None:
+        """What an archive holds is not withdrawn from here."""
+
+    def sync(self) -> None:
+        """The archive answered: nothing of ours to sync."""
+
+    def close(self) -> None:
+        """The run closes the sender it opened."""

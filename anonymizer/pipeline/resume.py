@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,9 +57,14 @@ class PreviousRuns:
 
 
 def sweep_temporaries(root: Path) -> int:
-    """Remove temporary files an interrupted run left under ``root``; return how many."""
+    """Remove temporary files (and folders: a network source's spool) an interrupted run
+    left under ``root``; return how many."""
     removed = 0
-    for folder, _, files in os.walk(root):
+    for folder, folders, files in os.walk(root):
+        for name in [name for name in folders if name.startswith(TEMP_PREFIX)]:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            folders.remove(name)
+            removed += 1
         for name in files:
             if name.startswith(TEMP_PREFIX):
                 try:

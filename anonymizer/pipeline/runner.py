@@ -29,11 +29,19 @@ from anonymizer import __version__
 from anonymizer.errors import UsageError
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.keyed import KeyedSource, load_key
+from anonymizer.net.options import NetOptions
 from anonymizer.pipeline.audit import AuditLog
-from anonymizer.pipeline.destination import Destination, FolderDestination
+from anonymizer.pipeline.destination import (
+    DeliveryFailed,
+    Destination,
+    DestinationRefused,
+    FolderDestination,
+    NetworkDestination,
+)
 from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, check_layout
 from anonymizer.pipeline.lock import exclusive_output
+from anonymizer.pipeline.network import NetworkEnds
 from anonymizer.pipeline.parallel import batches, ordered_results
 from anonymizer.pipeline.resume import PreviousRuns, compact, sweep_temporaries
 from anonymizer.pipeline.worker import (
@@ -76,6 +84,11 @@ class RunConfig:
     progress: bool = True
     backend: str = "local"  # or "dask"
     scheduler: str | None = None  # dask scheduler address, e.g. tcp://10.0.0.5:8786
+    #: network source / destination URLs (anonymizer.net); then input_dir is unused, and
+    #: with a destination output_dir is a working folder the outputs pass through
+    source_url: str | None = None
+    destination_url: str | None = None
+    net: NetOptions | None = None
 
 
 @dataclass
@@ -106,6 +119,7 @@ class RunStopped(Exception):
         self.exit_code = exit_code
 
 
+EXIT_USAGE = 2
 EXIT_OUTPUT_UNWRITABLE = 3
 EXIT_SIGTERM = 143
 EXIT_SIGINT = 130
@@ -139,8 +153,15 @@ def check_paths(config: RunConfig) -> None:
     UsageError
         One line saying which.
     """
-    source = config.input_dir.resolve()
     target = config.output_dir.resolve()
+    if config.source_url is not None:
+        for what, path in (("--manifest", config.manifest_path),
+                           ("--crosswalk", config.crosswalk_path),
+                           ("--quarantine", config.quarantine_dir)):
+            if path is not None and inside(path.resolve(), target):
+                raise UsageError(f"{what} holds PHI and must be outside OUT")
+        return
+    source = config.input_dir.resolve()
     if not source.is_dir():
         raise UsageError(f"{config.input_dir}: input folder does not exist")
     if source == target:
@@ -239,7 +260,22 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
     previous = PreviousRuns.load(audit_path)
     current = {"profile_sha256": profile.fingerprint(), "key_fingerprint": keyed.fingerprint,
                "layout": layout}
-    changed = refuse_other_settings(previous, current, config.output_dir, config.force)
+    # a network OUT's record of what was sent is the audit log, named by the user
+    changed = refuse_other_settings(
+        previous, current, audit_path if config.destination_url else config.output_dir,
+        config.force)
+    network = NetworkEnds.open(config, keyed, layout, jobs)  # probed: refusals show now
+    try:
+        return _run(config, profile, keyed, layout, jobs, audit_path, previous, current,
+                    changed, network)
+    finally:
+        network.close()
+
+
+def _run(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource, layout: str,
+         jobs: int, audit_path: Path,
+         previous: PreviousRuns, current: dict, changed: list[str],
+         network: NetworkEnds) -> RunSummary:
     sweep_temporaries(config.output_dir)
     audit = AuditLog(audit_path)
     reserve = _reserve_space(audit_path)
@@ -250,22 +286,32 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
         "profile": profile.name, "profile_version": profile.version,
         **current, "options": list(profile.options), "jobs": jobs,
         "resumed": bool(previous.latest), "forced": bool(config.force and changed),
-        "input": keyed.hexdigest("input-root", str(config.input_dir.resolve()), 32),
+        "input": keyed.hexdigest("input-root", config.source_url
+                                 or str(config.input_dir.resolve()), 32),
+        **network.describe(),
     }
     audit.write(header)
     worker_config = make_worker_config(
-        config.profile, config.key_file, config.input_dir, config.output_dir,
+        config.profile, config.key_file, network.spool_dir or config.input_dir,
+        config.output_dir,
         layout=layout, want_crosswalk=config.crosswalk_path is not None,
         timeout=config.timeout, key_fingerprint=keyed.fingerprint,
-        profile_sha256=current["profile_sha256"])
+        profile_sha256=current["profile_sha256"],
+        delivered=network.destination is not None)
     _fresh_workers_if_key_changed(keyed.fingerprint)
-    committer = Committer(
-        FolderDestination(config.output_dir, previous.claims(), previous.latest), audit,
-        previous, config.manifest_path, config.crosswalk_path, config.quarantine_dir)
+    destination: Destination = (
+        FolderDestination(config.output_dir, previous.claims(), previous.latest)
+        if network.destination is None
+        else NetworkDestination(network.destination, config.output_dir))
+    committer = Committer(destination, audit, previous, config.manifest_path,
+                          config.crosswalk_path, config.quarantine_dir)
     summary = RunSummary(audit_path=audit_path)
     excluded = config.output_dir  # also when a symlink inside IN leads to it
 
     def work_items() -> Iterator[WorkItem]:
+        if network.feed is not None:
+            yield from network.feed.items(lambda token: network.done(token, previous, config))
+            return
         for relative in discover(config.input_dir, exclude=excluded):
             token = input_token(keyed, relative)  # once per input; workers reuse it
             done = None if config.force else previous.latest.get(token)
@@ -283,6 +329,8 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
             summary.counts[status] += 1
             if status == "failed" and outcome.reason:
                 summary.failures[outcome.reason] += 1
+            if network.feed is not None:
+                network.feed.release(outcome.relative)
             bar.update(1)
             if outcome.fatal_errno is not None:
                 raise RunStopped(f"output not writable: {os.strerror(outcome.fatal_errno)}",
@@ -293,12 +341,16 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
         with _stop_on_signals(), _backend(config) as (backend_jobs, worker_died):
             _process(pending, worker_config, backend_jobs or jobs, consume,
                      lambda: (committer.flush(), _flush(audit)), worker_died)
+        if network.feed is not None and network.feed.stopped:
+            raise RunStopped(network.feed.stopped, network.feed.exit_code or 3)
     except RunStopped as stop:
         summary.stopped, summary.exit_code_override = stop.reason, stop.exit_code
+        network.cancel()  # a network source fetches no more: only what it has is counted
         summary.left = sum(len(batch) for batch in pending)  # discovery only, no reading
     finally:
         bar.close()
         committer.close()
+        network.close()  # before the sweep: the spool of a network source goes too
         sweep_temporaries(config.output_dir)
         summary.elapsed = time.monotonic() - started
         finish_audit(audit, audit_path, reserve, {
@@ -489,6 +541,10 @@ class Committer:
             else:
                 try:
                     outcome.target = self.destination.place(outcome)
+                except DestinationRefused as exc:  # our credentials: nothing gets through
+                    raise RunStopped(str(exc), EXIT_USAGE) from None
+                except DeliveryFailed as exc:  # this instance only; a rerun sends it again
+                    outcome.status, outcome.reason = "failed", str(exc)
                 except OSError as exc:
                     Path(outcome.temporary or "").unlink(missing_ok=True)
                     outcome.status = "failed"
@@ -508,6 +564,9 @@ class Committer:
         if outcome.pixels is not None:
             record["pixels"] = outcome.pixels
         self.audit.write(record)
+        if self.destination.records_each and outcome.status == "written":
+            self.flush()
+            _flush(self.audit)  # sent: on disk at once, so that a rerun never sends it again
         if self.quarantine is not None and outcome.status == "failed":
             self.quarantine[1].writerow([outcome.relative, outcome.reason or ""])
         if self.manifest is not None:

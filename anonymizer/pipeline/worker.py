@@ -41,6 +41,9 @@ class WorkerConfig:
     #: what the main process loaded: a worker refuses to run with anything else
     key_fingerprint: str = ""
     profile_sha256: str = ""
+    #: outputs go on to a network destination: a written record is trusted without
+    #: its file in OUT (which holds them only until they are sent)
+    delivered: bool = False
 
 
 @dataclass
@@ -174,6 +177,10 @@ class WorkItem:
     done_sha256: str | None = None  # input hash of a previous 'written' record
     done_output: str | None = None  # that record's output path
     token: str | None = None  # the keyed name of ``relative``, if the caller has it
+    #: an outcome the caller already knows (a network source: ``unchanged``, done by an
+    #: earlier run and not fetched again; ``failed``, could not be fetched): not read
+    outcome: str | None = None
+    reason: str | None = None
 
     def token_with(self, keyed: KeyedSource) -> str:
         return self.token or input_token(keyed, self.relative)
@@ -197,7 +204,7 @@ def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutco
 
 def _unchanged(config: WorkerConfig, item: WorkItem, sha256: str) -> bool:
     return (item.done_sha256 == sha256 and item.done_output is not None
-            and (Path(config.output_dir) / item.done_output).is_file())
+            and (config.delivered or (Path(config.output_dir) / item.done_output).is_file()))
 
 
 def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileOutcome:
@@ -209,6 +216,10 @@ def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileO
     relative = item.relative
     outcome = FileOutcome(relative=relative, token=item.token_with(loaded.keyed),
                           status="failed")
+    if item.outcome is not None:
+        outcome.status, outcome.reason = item.outcome, item.reason
+        outcome.input_sha256 = item.done_sha256
+        return outcome
     source = Path(config.input_dir) / relative
     try:
         raw = read_input(source)  # read once: hashed for resume, then parsed if changed
