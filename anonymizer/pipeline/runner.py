@@ -26,7 +26,7 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from tqdm import tqdm
 
 from anonymizer import __version__
-from anonymizer.errors import UsageError
+from anonymizer.errors import AnonymizerError, UsageError
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.net.options import NetOptions
@@ -219,9 +219,16 @@ def run(config: RunConfig) -> RunSummary:
     if config.backend == "dask" and (config.key_file is None or not config.scheduler):
         raise UsageError("--backend dask needs --scheduler ADDRESS and --key-file on storage "
                          "the workers can read (the key is never sent in task arguments)")
+    created = not config.output_dir.exists()
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive_output(config.output_dir, config.wait_lock):
-        return _run_holding_output(config, profile, keyed, layout)
+    try:
+        with exclusive_output(config.output_dir, config.wait_lock):
+            return _run_holding_output(config, profile, keyed, layout)
+    except AnonymizerError:
+        if created:  # refused before anything was written: leave no empty OUT behind
+            with contextlib.suppress(OSError):
+                config.output_dir.rmdir()
+        raise
 
 
 def refuse_other_settings(previous: PreviousRuns, current: dict[str, str], output: Path,
