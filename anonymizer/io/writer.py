@@ -23,6 +23,7 @@ from anonymizer.io.splice import (
     splice_supported,
     write_spliced,
 )
+from anonymizer.tags import PIXEL_DATA
 
 TEMP_PREFIX = ".anonymizer-tmp-"
 #: This tool's Implementation Class UID (a fixed UUID-derived UID, PS3.5 B.2).
@@ -150,10 +151,11 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
         with open(temporary, "wb") as handle:  # gathered writes bypass its buffer
             part10 = _prepare(ds)
             if part10 and splice is not None and splice_supported(ds):
-                # a value held in a file (cleaned pixels of a huge image) must not be
-                # gathered into memory
-                gather = splice.source.data is not None and not any(
-                    held_in_file(elem) for elem in stored(ds).values())
+                # a value held in a file (only ever cleaned Pixel Data of a huge image)
+                # must not be gathered into memory
+                pixels = stored(ds).get(PIXEL_DATA)  # type: ignore[call-overload]
+                gather = splice.source.data is not None and not (
+                    pixels is not None and held_in_file(pixels))
                 hashing = _HashingFile(handle, gather=gather)
                 write_spliced(ds, splice, set(touched), hashing, constants)
             else:
