@@ -118,6 +118,29 @@ def test_archive_stopped_mid_send_keeps_instances_spooled_then_sends_each_once(
     assert sum(stores.values()) - len(SAMPLE_FILES) <= 1
 
 
+def test_a_restarted_gateway_sends_nothing_twice(archive, tmp_path, key_file):
+    """What was sent is recorded at once: a new gateway on the same spool drops a resent
+    instance unsent (a duplicate), and the archive stores nothing again."""
+    files = SAMPLE_FILES[:4]
+    gateway = start_to(archive.dimse, tmp_path, key_file)
+    try:
+        assert send(gateway.port, files) == [0] * len(files)
+        gateway.wait_idle(len(files))
+    finally:
+        assert gateway.stop() == 143
+    changes = archive.new_instance_changes()
+    assert changes == len(files)
+    restarted = start_to(archive.dimse, tmp_path, key_file, name="gw2")
+    try:
+        assert send(restarted.port, files) == [0] * len(files)
+        counts = restarted.wait_idle(len(files))
+    finally:
+        assert restarted.stop() == 143
+    # (more duplicates if the sender had to send an instance again)
+    assert counts["duplicates"] >= len(files) and counts["forwarded"] == 0, counts
+    assert archive.new_instance_changes() == changes
+
+
 def test_refused_or_unreachable_destination_stops_before_anything_is_received(
         archive, tmp_path, key_file, netrc_file):
     base = ("listen", "-p", "basic", "--key-file", key_file, "--port", "0",
