@@ -82,11 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     listen = commands.add_parser(
         "listen", help="a de-identifying DICOM gateway: C-STORE SCP -> spool -> DEST")
     listen.add_argument("destination", metavar="DEST",
-                        help="output folder (the same forms as run's OUT)")
-    _add_deidentify_options(listen, "DEST", batch_size=8)
+                        help="a folder, dicomweb+http(s)://HOST:PORT/PATH or "
+                        "dimse[+tls]://AET@HOST:PORT (the same forms as run's OUT)")
+    _add_deidentify_options(listen, "DEST", batch_size=8, audit_default=(
+        "DEST/audit.jsonl; SPOOL/audit.jsonl for a network DEST"))
     listen.add_argument("--port", type=int, required=True,
                         help="TCP port to listen on (0: any free port, printed at start)")
-    listen.add_argument("--ae-title", default="ANONYMIZER", help="our AE title")
+    listen.add_argument("--ae-title", default="ANONYMIZER",
+                        help="the gateway's own (called) AE title, which senders address")
     listen.add_argument("--allow-ae", action="append", default=[], metavar="AET",
                         help="accept associations only from this calling AE title "
                              "(repeatable; default: any)")
@@ -94,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to listen on (default: every interface)")
     listen.add_argument("--spool", type=Path, metavar="DIR",
                         help="where received instances wait (PHI; default: DEST.spool "
-                             "beside DEST)")
+                             "beside a folder DEST; needed for a network DEST)")
     listen.add_argument("--metrics", type=Path, metavar="FILE",
                         help="rewrite FILE every second with received/forwarded/failed/"
                              "queue counts (JSON)")
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
     listen.add_argument("--tls-ca", type=Path, metavar="FILE",
                         help="require senders' certificates signed by this CA (PEM)")
+    _add_listen_network_options(listen)
 
     profiles = commands.add_parser("profiles", help="list, check or show profiles")
     sub = profiles.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
@@ -140,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_deidentify_options(parser: argparse.ArgumentParser, out: str, batch_size: int) -> None:
+def _add_deidentify_options(parser: argparse.ArgumentParser, out: str, batch_size: int,
+                            audit_default: str | None = None) -> None:
     """The options ``run`` and ``listen`` share: how to de-identify and what to record."""
     parser.add_argument("--profile", "-p", default="default",
                         help="built-in profile name or YAML path (default: default)")
@@ -150,7 +155,8 @@ def _add_deidentify_options(parser: argparse.ArgumentParser, out: str, batch_siz
     parser.add_argument("--batch-size", type=int, default=batch_size,
                         help=f"files per worker task (default {batch_size})")
     parser.add_argument("--layout", help="output path template, or 'mirror' to keep input paths")
-    parser.add_argument("--audit", type=Path, help=f"audit log path (default: {out}/audit.jsonl)")
+    parser.add_argument("--audit", type=Path, help="audit log path (default: "
+                        f"{audit_default or out + '/audit.jsonl'})")
     parser.add_argument("--crosswalk", type=Path,
                         help=f"write original->pseudonym table here (PHI: must be outside {out})")
     parser.add_argument("--quarantine", type=Path, metavar="DIR",
@@ -178,10 +184,28 @@ def _add_network_options(run: argparse.ArgumentParser) -> None:
                      help=f"our calling AE title for DIMSE (default {DEFAULT_AE_TITLE})")
     net.add_argument("--move-port", type=int, metavar="P",
                      help="fetch by C-MOVE to our storage SCP on port P (default: C-GET)")
-    net.add_argument("--token-file", type=Path, metavar="FILE",
-                     help="DICOMweb bearer token (else HTTP basic credentials from netrc)")
-    net.add_argument("--ca-file", type=Path, metavar="FILE",
-                     help="CA certificates to verify a dicomweb+https or dimse+tls peer")
+    _add_credential_options(net)
+
+
+def _add_credential_options(group: argparse._ArgumentGroup) -> None:
+    """How we prove who we are to a network peer, and how we check it (run and listen)."""
+    group.add_argument("--token-file", type=Path, metavar="FILE",
+                       help="DICOMweb bearer token (else HTTP basic credentials from netrc)")
+    group.add_argument("--ca-file", type=Path, metavar="FILE",
+                       help="CA certificates to verify a dicomweb+https or dimse+tls peer")
+
+
+def _add_listen_network_options(listen: argparse.ArgumentParser) -> None:
+    from anonymizer.net.options import DEFAULT_AE_TITLE
+
+    net = listen.add_argument_group("network destination (DEST a URL)")
+    net.add_argument("--dest-ae-title", default=DEFAULT_AE_TITLE, metavar="AET",
+                     help="our calling AE title when sending to a dimse:// DEST (default "
+                     f"{DEFAULT_AE_TITLE}; --ae-title is the gateway's own, called one)")
+    _add_credential_options(net)
+    net.add_argument("--retry-max", type=float, default=60.0, metavar="SECONDS",
+                     help="longest pause between attempts to send to a DEST that stopped "
+                     "answering (default 60); what it did not take stays spooled")
 
 
 def _network(args: argparse.Namespace) -> dict[str, object]:
@@ -347,6 +371,13 @@ def _listen(args: argparse.Namespace) -> int:
     for title in (args.ae_title, *args.allow_ae):
         if not 0 < len(title.strip()) <= 16 or "\\" in title or not title.isprintable():
             raise _usage(f"AE title {title!r}: 1 to 16 printable characters, no backslash")
+    if args.retry_max <= 0:
+        raise _usage("--retry-max must be > 0 seconds")
+    from anonymizer.net.options import NetOptions
+    from anonymizer.net.urls import check_ae_title
+
+    net = NetOptions(ae_title=check_ae_title(args.dest_ae_title, "--dest-ae-title"),
+                     token_file=args.token_file, ca_file=args.ca_file)
     summary = listen(ListenConfig(
         destination=args.destination, profile=args.profile, key_file=args.key_file,
         receiver=ReceiverConfig(ae_title=args.ae_title, port=args.port, bind=args.bind,
@@ -355,7 +386,8 @@ def _listen(args: argparse.Namespace) -> int:
         spool_dir=args.spool, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, crosswalk_path=args.crosswalk, quarantine_dir=args.quarantine,
         force=args.force, wait_lock=args.wait_lock, timeout=args.timeout,
-        metrics_path=args.metrics, status_interval=args.status_interval))
+        metrics_path=args.metrics, status_interval=args.status_interval, net=net,
+        retry_max=args.retry_max))
     counts = summary.counts
     print(f"anonymizer: received {summary.received}, forwarded {counts['written']}, failed "
           f"{counts['failed']}, duplicates {counts['duplicate']} in {summary.elapsed:.1f}s; "

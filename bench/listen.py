@@ -1,14 +1,17 @@
-"""The gateway's throughput: pynetdicom senders -> ``anonymizer listen`` -> a folder.
+"""The gateway's throughput: pynetdicom senders -> ``anonymizer listen`` -> a folder or a
+network destination.
 
     python -m bench.listen --key-file K [--profile P] [--jobs N] [--associations A] IN OUT
 
-Starts ``anonymizer listen`` on a free loopback port (its spool beside OUT, removed at the
-end), sends every file under IN (sorted) over A concurrent associations (default 2), each
-file's dataset bytes as they are (pynetdicom's chunked send), waits until the gateway's
-``--metrics`` file counts every instance forwarded, then stops it with SIGTERM. Prints one
-line: instances/s from the first C-STORE to the last instance forwarded, the seconds the
-senders took, the largest spool backlog seen while they sent, and the peak RSS (VmHWM) of
-the gateway's main process and of its largest worker. Exit status 0 only when every
+OUT is a folder, or a URL as listen's DEST (``dicomweb+http://...``, ``dimse://...``; its
+credentials from ``$NETRC``). Starts ``anonymizer listen`` on a free loopback port (its
+spool beside a folder OUT, else in a temporary folder; removed at the end), sends every
+file under IN (sorted) over A concurrent associations (default 2), each file's dataset
+bytes as they are (pynetdicom's chunked send), waits until the gateway's ``--metrics``
+file counts every instance forwarded, then stops it with SIGTERM. Prints one line:
+instances/s from the first C-STORE to the last instance forwarded, the seconds the senders
+took, the largest spool backlog seen while they sent, and the peak RSS (VmHWM) of the
+gateway's main process and of its largest worker. Exit status 0 only when every
 instance was forwarded and the gateway exited 143.
 """
 
@@ -21,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,12 +55,12 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _start(arguments: argparse.Namespace, out: Path, spool: Path, metrics: Path,
+def _start(arguments: argparse.Namespace, out: str, spool: Path, metrics: Path,
            log: Path) -> tuple[subprocess.Popen, int]:
     command = [sys.executable, "-m", "anonymizer", "listen", "--profile", arguments.profile,
                "--key-file", arguments.key_file, "--jobs", str(arguments.jobs), "--port", "0",
                "--bind", "127.0.0.1", "--ae-title", "GATEWAY", "--spool", str(spool),
-               "--metrics", str(metrics), "--status-interval", "0", str(out)]
+               "--metrics", str(metrics), "--status-interval", "0", out]
     with open(log, "w") as stderr:  # the child keeps its own descriptor
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 120
@@ -107,7 +111,7 @@ def _forwarded(metrics: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.listen", description=__doc__)
     parser.add_argument("input", type=Path, metavar="IN")
-    parser.add_argument("output", type=Path, metavar="OUT")
+    parser.add_argument("output", metavar="OUT", help="a folder or a network URL")
     parser.add_argument("--key-file", required=True)
     parser.add_argument("--profile", default="basic")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -117,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(p for p in arguments.input.rglob("*") if p.is_file())
     metas = [read_file_meta_info(path) for path in files]
     contexts = {(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in metas}
-    work = arguments.output.parent / f"{arguments.output.name}-listen"
-    work.mkdir(parents=True, exist_ok=True)
+    if "://" in arguments.output:
+        work = Path(tempfile.mkdtemp(prefix="bench-listen-"))
+    else:
+        output = Path(arguments.output)
+        work = output.parent / f"{output.name}-listen"
+        work.mkdir(parents=True, exist_ok=True)
     metrics, log = work / "metrics.json", work / "listen.log"
     process, port = _start(arguments, arguments.output, work / "spool", metrics, log)
     failures: list[str] = []

@@ -172,3 +172,23 @@ def netrc_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.chmod(0o600)
     monkeypatch.setenv("NETRC", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def folder_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """SOP Instance UID -> bytes of each output of a folder run (basic, the test key)."""
+    from net_helpers import cli, tree
+
+    out = tmp_path_factory.mktemp("folder-run") / "out"
+    proc = cli("run", "-p", "basic", "-j", "1", "--layout", "{SOPInstanceUID}", SAMPLE_DATA, out)
+    assert proc.returncode == 0, proc.stderr
+    return tree(out)
+
+
+@pytest.fixture()
+def archive(orthanc_pair, netrc_file):
+    """The research archive of ``orthanc_pair``, empty before and after the test."""
+    _, archive, _ = orthanc_pair
+    archive.wipe()
+    yield archive
+    archive.wipe()

@@ -52,3 +52,38 @@ def file_records(audit: Path) -> list[dict]:
 def summary(proc: subprocess.CompletedProcess[str]) -> str:
     """The run's summary line ('N written, N failed, ...')."""
     return next(line for line in proc.stderr.splitlines() if " written, " in line)
+
+
+def dataset_bytes(data: bytes) -> bytes:
+    """A Part 10 file's bytes after its preamble and file meta."""
+    group_length = int.from_bytes(data[140:144], "little")  # (0002,0000), explicit VR LE
+    return data[144 + group_length:]
+
+
+def stored(archive) -> dict[str, bytes]:
+    """SOP Instance UID -> bytes of every instance the archive holds."""
+    files = {}
+    for orthanc_id in archive.instances():
+        data = archive.get(f"/instances/{orthanc_id}/file").content
+        tags = archive.get(f"/instances/{orthanc_id}/simplified-tags").json()
+        files[tags["SOPInstanceUID"]] = data
+    return files
+
+
+def qido_text(archive) -> str:
+    """Every QIDO-RS answer of the archive, at every level, as one text."""
+    texts = []
+    for study in archive.qido("studies"):
+        uid = study["0020000D"]["Value"][0]
+        texts += [str(study), str(archive.qido(f"studies/{uid}/series")),
+                  str(archive.qido(f"studies/{uid}/instances", includefield="all"))]
+    return "\n".join(texts)
+
+
+def no_identifiers_in(archive) -> None:
+    text = qido_text(archive)
+    for identifier in ORIGINAL_IDS:
+        assert identifier not in text
+    for key, value in (("PatientID", "MRN-0042"), ("PatientID", "12345678"),
+                       ("PatientName", "DOE*"), ("PatientName", "ROE*")):
+        assert archive.qido("studies", **{key: value}) == []

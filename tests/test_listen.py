@@ -60,7 +60,7 @@ class Gateway:
 
     process: subprocess.Popen
     port: int
-    dest: Path
+    dest: Path | str  # a folder, or a network destination's URL
     spool: Path
     metrics: Path
     stderr: Path
@@ -88,9 +88,17 @@ class Gateway:
         return self.process.wait(timeout=WAIT_TIMEOUT)
 
 
-def start_gateway(tmp_path: Path, key_file: Path, *options: str, dest: Path | None = None,
-                  name: str = "gw") -> Gateway:
+def start_gateway(tmp_path: Path, key_file: Path, *options: str,
+                  dest: Path | str | None = None, name: str = "gw",
+                  spool: Path | None = None) -> Gateway:
+    """``anonymizer listen`` to ``dest`` (default: the folder tmp_path/dest), its spool
+    ``spool`` (default: DEST.spool beside a folder DEST)."""
     dest = dest or tmp_path / "dest"
+    if spool is not None:
+        options = (*options, "--spool", str(spool))
+    else:
+        assert isinstance(dest, Path)
+        spool = dest.parent / f"{dest.name}.spool"
     stderr = tmp_path / f"{name}.stderr"
     metrics = tmp_path / f"{name}.metrics.json"
     metrics.unlink(missing_ok=True)
@@ -105,8 +113,7 @@ def start_gateway(tmp_path: Path, key_file: Path, *options: str, dest: Path | No
         text = stderr.read_text()
         if " on 127.0.0.1:" in text:
             port = int(text.split(" on 127.0.0.1:")[1].split(";")[0].split()[0])
-            return Gateway(process, port, dest, dest.parent / f"{dest.name}.spool", metrics,
-                           stderr)
+            return Gateway(process, port, dest, spool, metrics, stderr)
         if process.poll() is not None:
             raise AssertionError(f"listen exited {process.returncode}: {text}")
         time.sleep(0.05)
@@ -465,7 +472,7 @@ def test_tls(tmp_path: Path, key_file: Path) -> None:
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["dimse://PACS@127.0.0.1:11112"], "the gateway forwards to a folder"),
+    (["dimse://PACS@127.0.0.1:11112"], "a network DEST needs --spool"),
     (["--layout", "mirror", "{dest}"], "--layout mirror"),
     (["--spool", "{dest}/spool", "{dest}"], "spool holds PHI"),
     (["--quarantine", "{dest}/q", "{dest}"], "--quarantine holds PHI"),

@@ -12,60 +12,17 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY_A, SAMPLE_DATA, one_line_error
-from net_helpers import ANONYMIZER, ORIGINAL_IDS, SAMPLE_FILES, cli, file_records, summary, tree
+from net_helpers import (
+    ANONYMIZER,
+    SAMPLE_FILES,
+    cli,
+    dataset_bytes,
+    file_records,
+    no_identifiers_in,
+    stored,
+    summary,
+)
 from orthanc_server import PASSWORD, USER
-
-
-@pytest.fixture(scope="session")
-def folder_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """SOP Instance UID -> bytes of each output of a folder run (basic, the test key)."""
-    out = tmp_path_factory.mktemp("folder-run") / "out"
-    proc = cli("run", "-p", "basic", "-j", "1", "--layout", "{SOPInstanceUID}", SAMPLE_DATA, out)
-    assert proc.returncode == 0, proc.stderr
-    return tree(out)
-
-
-@pytest.fixture()
-def archive(orthanc_pair, netrc_file):
-    _, archive, _ = orthanc_pair
-    archive.wipe()
-    yield archive
-    archive.wipe()
-
-
-def dataset_bytes(data: bytes) -> bytes:
-    """A Part 10 file's bytes after its preamble and file meta."""
-    group_length = int.from_bytes(data[140:144], "little")  # (0002,0000), explicit VR LE
-    return data[144 + group_length:]
-
-
-def stored(archive) -> dict[str, bytes]:
-    """SOP Instance UID -> bytes of every instance the archive holds."""
-    files = {}
-    for orthanc_id in archive.instances():
-        data = archive.get(f"/instances/{orthanc_id}/file").content
-        tags = archive.get(f"/instances/{orthanc_id}/simplified-tags").json()
-        files[tags["SOPInstanceUID"]] = data
-    return files
-
-
-def qido_text(archive) -> str:
-    """Every QIDO-RS answer of the archive, at every level, as one text."""
-    texts = []
-    for study in archive.qido("studies"):
-        uid = study["0020000D"]["Value"][0]
-        texts += [str(study), str(archive.qido(f"studies/{uid}/series")),
-                  str(archive.qido(f"studies/{uid}/instances", includefield="all"))]
-    return "\n".join(texts)
-
-
-def no_identifiers_in(archive) -> None:
-    text = qido_text(archive)
-    for identifier in ORIGINAL_IDS:
-        assert identifier not in text
-    for key, value in (("PatientID", "MRN-0042"), ("PatientID", "12345678"),
-                       ("PatientName", "DOE*"), ("PatientName", "ROE*")):
-        assert archive.qido("studies", **{key: value}) == []
 
 
 @pytest.mark.parametrize("how", ["dicomweb", "dimse"])

@@ -15,6 +15,13 @@ whose record says it was forwarded from the same bytes is dropped unsent; one wh
 was placed but not yet recorded is adopted (identical bytes under its name). A failed
 instance is never forwarded: it gets a ``failed`` record and is moved to ``--quarantine``
 (or deleted).
+
+A network DEST (DICOMweb STOW-RS, DIMSE C-STORE) is opened and probed before anything is
+received. Each instance sent is recorded at once. A send the destination does not answer
+(after the sender's own retries) does not fail the instance, whose spooled copy is the only
+one: it is put back in the spool, sending pauses (1 s, doubling up to ``--retry-max``), and
+then one instance is tried alone; once one gets through, forwarding resumes. A destination
+that refuses our credentials stops the gateway (exit 2); what it did not take stays spooled.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -49,10 +57,18 @@ from anonymizer.gateway.spool import Spool, sync_directory, token_of
 from anonymizer.io import file_sha256
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.keyed import KeyedSource, load_key
+from anonymizer.net.options import NetOptions
 from anonymizer.pipeline.audit import AuditLog
-from anonymizer.pipeline.destination import FolderDestination, parse_destination
+from anonymizer.pipeline.destination import (
+    Destination,
+    DestinationSpec,
+    FolderDestination,
+    NetworkDestination,
+    parse_destination,
+)
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT, MIRROR, check_layout
 from anonymizer.pipeline.lock import exclusive_output
+from anonymizer.pipeline.network import url_kind
 from anonymizer.pipeline.parallel import isolated
 from anonymizer.pipeline.resume import Done, PreviousRuns, sweep_temporaries
 from anonymizer.pipeline.runner import (
@@ -96,6 +112,16 @@ class ListenConfig:
     timeout: float = 600.0
     metrics_path: Path | None = None
     status_interval: float = 60.0  # seconds between status lines on stderr (0: none)
+    #: a network DEST's calling AE title and credentials
+    net: NetOptions | None = None
+    #: longest pause (seconds) between attempts to send to a network DEST that is down
+    retry_max: float = 60.0
+
+
+#: the first pause after a network DEST stopped answering (doubled up to retry_max)
+RETRY_FIRST = 1.0
+#: where workers write a network DEST's outputs on their way out (inside the spool)
+OUTGOING = "outgoing"
 
 
 @dataclass
@@ -111,28 +137,42 @@ class ListenSummary:
     exit_code: int = 0
 
 
-def spool_folder(config: ListenConfig, destination: Path) -> Path:
-    """``--spool``, else ``DEST.spool`` beside a folder DEST."""
+def spool_folder(config: ListenConfig, destination: Path | None) -> Path:
+    """``--spool``, else ``DEST.spool`` beside a folder DEST (a network DEST needs
+    ``--spool``).
+
+    Raises
+    ------
+    UsageError
+        A network DEST without ``--spool``.
+    """
     if config.spool_dir is not None:
         return config.spool_dir
+    if destination is None:
+        raise UsageError("a network DEST needs --spool DIR: where received instances wait "
+                         "(PHI) until they are sent")
     return destination.parent / f"{destination.name}.spool"
 
 
-def check_paths(config: ListenConfig, destination: Path, spool: Path) -> None:
-    """Refuse a spool (PHI) inside DEST or DEST inside the spool, PHI tables inside DEST.
+def check_paths(config: ListenConfig, destination: Path | None, spool: Path) -> None:
+    """Refuse a spool (PHI) inside a folder DEST or DEST inside the spool, PHI tables
+    inside DEST, the quarantine inside the spool.
 
     Raises
     ------
     UsageError
         One line saying which.
     """
-    target, queue = destination.resolve(), spool.resolve()
-    if target == queue or inside(queue, target) or inside(target, queue):
-        raise UsageError("the spool holds PHI: it must be outside DEST, and DEST outside it")
-    for what, path in (("--crosswalk", config.crosswalk_path),
-                       ("--quarantine", config.quarantine_dir)):
-        if path is not None and inside(path.resolve(), target):
-            raise UsageError(f"{what} holds PHI and must be outside DEST")
+    queue = spool.resolve()
+    if destination is not None:
+        target = destination.resolve()
+        if target == queue or inside(queue, target) or inside(target, queue):
+            raise UsageError("the spool holds PHI: it must be outside DEST, and DEST outside "
+                             "it")
+        for what, path in (("--crosswalk", config.crosswalk_path),
+                           ("--quarantine", config.quarantine_dir)):
+            if path is not None and inside(path.resolve(), target):
+                raise UsageError(f"{what} holds PHI and must be outside DEST")
     if config.quarantine_dir is not None and inside(config.quarantine_dir.resolve(), queue):
         raise UsageError("--quarantine must be outside the spool")
 
@@ -146,9 +186,10 @@ def listen(config: ListenConfig) -> ListenSummary:
         Before anything is received (one line).
     OutputInUseError
         Another process holds the spool or DEST.
+    NetworkError
+        A network DEST refuses us or cannot be reached (before anything is received).
     """
     spec = parse_destination(config.destination)
-    assert spec.folder is not None  # network destinations are refused by the parser
     destination = spec.folder
     spool_dir = spool_folder(config, destination)
     check_paths(config, destination, spool_dir)
@@ -163,11 +204,21 @@ def listen(config: ListenConfig) -> ListenSummary:
     if layout == MIRROR:
         raise UsageError("--layout mirror keeps input paths, and received instances have "
                          "none: give a template")
-    destination.mkdir(parents=True, exist_ok=True)
+    if destination is not None:
+        destination.mkdir(parents=True, exist_ok=True)
     spool_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive_output(spool_dir, config.wait_lock), \
-            exclusive_output(destination, config.wait_lock):
-        gateway = _Gateway(config, profile, keyed, layout, destination, spool_dir)
+    with contextlib.ExitStack() as held:
+        held.enter_context(exclusive_output(spool_dir, config.wait_lock))
+        sender = None
+        if destination is not None:
+            held.enter_context(exclusive_output(destination, config.wait_lock))
+        else:  # no folder to hold: the spool's lock keeps a second gateway off its log
+            from anonymizer.net.destinations import open_destination
+
+            sender = open_destination(spec.text, config.net or NetOptions())
+            held.callback(sender.close)
+            sender.probe()  # refused or unreachable: one line now, nothing received
+        gateway = _Gateway(config, profile, keyed, layout, spec, spool_dir, sender)
         return gateway.serve()
 
 
@@ -175,35 +226,61 @@ class _Gateway:
     """One gateway session, holding the spool and DEST."""
 
     def __init__(self, config: ListenConfig, profile: CompiledProfile, keyed: KeyedSource,
-                 layout: str, destination: Path, spool_dir: Path):
+                 layout: str, spec: DestinationSpec, spool_dir: Path, sender=None):
         self.config = config
         self.keyed = keyed
         self.jobs = config.jobs or os.cpu_count() or 1
-        self.audit_path = config.audit_path or destination / AUDIT_NAME
+        self.spec = spec
+        #: the opened network destination (None: a folder DEST)
+        self.sender = sender
+        folder = spec.folder
+        self.audit_path = config.audit_path or (folder or spool_dir) / AUDIT_NAME
         self.previous = PreviousRuns.load(self.audit_path)
         self.settings = {"profile_sha256": profile.fingerprint(),
                          "key_fingerprint": keyed.fingerprint, "layout": layout}
-        self.forced = bool(refuse_other_settings(self.previous, self.settings, destination,
-                                                 config.force))
+        self.forced = bool(refuse_other_settings(self.previous, self.settings,
+                                                 folder or self.audit_path, config.force))
         self.profile = profile
-        self.destination = destination
+        #: where workers write outputs: the folder DEST, or SPOOL/outgoing on their way out
+        self.staging = folder if folder is not None else spool_dir / OUTGOING
         self.spool = Spool(spool_dir)
         self.worker_config = make_worker_config(
-            config.profile, config.key_file, spool_dir, destination, layout=layout,
+            config.profile, config.key_file, spool_dir, self.staging, layout=layout,
             want_crosswalk=config.crosswalk_path is not None,
             timeout=config.timeout, key_fingerprint=keyed.fingerprint,
-            profile_sha256=self.settings["profile_sha256"])
+            profile_sha256=self.settings["profile_sha256"], delivered=sender is not None)
         self.counts: Counter[str] = Counter()
         self.in_flight: dict[Future, list[WorkItem]] = {}
         self.busy: set[str] = set()  # tokens in flight
         self.stop_signal: int | None = None
         self.started = time.monotonic()
+        #: a network DEST stopped answering: sending pauses until retry_at, then one
+        #: instance (the probe) is tried alone
+        self.down = False
+        self.retry_at = 0.0
+        self.backoff = RETRY_FIRST
+        self.probe: Future | None = None
+
+    def _sweep_staging(self) -> None:
+        """Remove what a killed or stopped session left on its way out."""
+        if self.sender is None:
+            sweep_temporaries(self.staging)
+        else:  # nothing here is needed: the spool holds every input not yet recorded
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging.mkdir()
+
+    def _destination(self) -> Destination:
+        if self.sender is None:
+            assert self.spec.folder is not None
+            return FolderDestination(self.spec.folder, self.previous.claims(),
+                                     self.previous.latest)
+        return NetworkDestination(self.sender, self.staging)
 
     # -- the session --------------------------------------------------------------------
 
     def serve(self) -> ListenSummary:
         summary = ListenSummary(audit_path=self.audit_path)
-        sweep_temporaries(self.destination)
+        self._sweep_staging()
         waiting = self.spool.open()
         audit = AuditLog(self.audit_path)
         reserve = _reserve_space(self.audit_path)
@@ -218,12 +295,12 @@ class _Gateway:
             "forced": self.forced,
             "input": self.keyed.hexdigest(
                 "input-root", f"listen:{receiver_config.ae_title}:{receiver_config.port}", 32),
-            "spooled_at_start": waiting,
+            "spooled_at_start": waiting, "destination": url_kind(
+                None if self.spec.is_folder else self.spec.text),
         })
         self.committer = Committer(
-            FolderDestination(self.destination, self.previous.claims(), self.previous.latest),
-            audit, self.previous, crosswalk_path=self.config.crosswalk_path,
-            quarantine_dir=self.config.quarantine_dir)
+            self._destination(), audit, self.previous, crosswalk_path=self.config.crosswalk_path,
+            quarantine_dir=self.config.quarantine_dir, defer_transient=True)
         self.audit = audit
         receiver = Receiver(receiver_config, self.spool, self.keyed)
         try:
@@ -232,7 +309,7 @@ class _Gateway:
                 host, port = receiver.address
                 print(f"anonymizer: listening as {receiver_config.ae_title} on {host}:{port}"
                       f"{' (TLS)' if receiver_config.tls_cert else ''}; forwarding to "
-                      f"{self.config.destination}; spool {self.spool.folder} "
+                      f"{self._dest_name()}; spool {self.spool.folder} "
                       f"({waiting} waiting)", file=sys.stderr, flush=True)
                 self.receiver = receiver
                 self._loop()
@@ -248,7 +325,7 @@ class _Gateway:
             receiver.stop()
             self._abandon()
             self.committer.close()
-            sweep_temporaries(self.destination)
+            self._sweep_staging()
             summary.counts = self.counts
             summary.received = receiver.received
             summary.waiting = self.spool.waiting
@@ -305,16 +382,22 @@ class _Gateway:
     # -- forwarding ---------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Fill the pool: up to two batches per worker, spread over the workers."""
+        """Fill the pool: up to two batches per worker, spread over the workers; while a
+        network DEST is down, one instance alone once the pause is over."""
         while len(self.in_flight) < 2 * self.jobs:
+            if self.down and (self.probe is not None or time.monotonic() < self.retry_at):
+                return
             size = max(1, min(self.config.batch_size, math.ceil(self.spool.waiting / self.jobs)))
-            names = self.spool.take(size, self.busy)
+            names = self.spool.take(1 if self.down else size, self.busy)
             if not names:
                 return
             items = [item for item in map(self._work_item, names) if item is not None]
             if items:
                 executor = get_reusable_executor(max_workers=self.jobs)
-                self.in_flight[executor.submit(process_batch, self.worker_config, items)] = items
+                future = executor.submit(process_batch, self.worker_config, items)
+                self.in_flight[future] = items
+                if self.down:
+                    self.probe = future
 
     def _work_item(self, name: str) -> WorkItem | None:
         """The work for one spooled instance; None for one forwarded already."""
@@ -343,15 +426,30 @@ class _Gateway:
             # a worker died: every file of the batch alone, to find the one that kills it
             outcomes = [isolated(process_batch, self.worker_config, item, died_outcome)
                         for item in items]
+        # a batch dispatched before the destination went down is not tried: it waits
+        trying = not self.down or future is self.probe
+        if future is self.probe:
+            self.probe = None
         fatal: int | None = None
         for outcome in outcomes:
             if outcome.status == "skipped":  # a C-STORE said it was DICOM: a failure
                 outcome.status = "failed"
         self.committer.make_durable(outcomes)
         recorded: list[FileOutcome] = []
+        deferred: list[FileOutcome] = []
+        tried_and_failed = False
         for outcome in outcomes:
+            if outcome.status == "written" and not trying:
+                Path(outcome.temporary or "").unlink(missing_ok=True)
+                deferred.append(outcome)
+                continue
             if outcome.fatal_errno is None:
                 self.committer.commit(outcome)
+            if outcome.status == "deferred":  # not sent (the destination did not answer)
+                deferred.append(outcome)
+                tried_and_failed = True
+                trying = False  # the rest of the batch waits too
+                continue
             if outcome.fatal_errno is not None:
                 # DEST cannot be written: the spooled input stays for the next start
                 Path(outcome.temporary or "").unlink(missing_ok=True)
@@ -372,8 +470,36 @@ class _Gateway:
             self.counts["written" if outcome.status == "written" else "failed"] += 1
         if recorded:
             sync_directory(self.spool.folder)
+        if deferred:
+            self.spool.put_back([outcome.relative for outcome in deferred])
+            self.counts["deferred"] += len(deferred)
+        if tried_and_failed:
+            self._destination_down(next(o.reason for o in deferred if o.status == "deferred"))
+        elif self.down and any(outcome.status == "written" for outcome in recorded):
+            self.down, self.backoff = False, RETRY_FIRST
+            print(f"anonymizer: {self._dest_name()} answers again; forwarding "
+                  f"{self.spool.waiting} waiting", file=sys.stderr, flush=True)
         if fatal is not None:
             raise RunStopped(f"DEST not writable: {os.strerror(fatal)}", EXIT_OUTPUT_UNWRITABLE)
+
+    def _destination_down(self, reason: str | None) -> None:
+        """A send was not answered: pause sending, twice as long as last time (up to
+        ``--retry-max``) if the instance tried after the last pause failed too."""
+        if self.down:
+            self.backoff = min(2 * self.backoff, max(self.config.retry_max, RETRY_FIRST))
+        else:
+            self.down, self.backoff = True, RETRY_FIRST
+        self.retry_at = time.monotonic() + self.backoff
+        print(f"anonymizer: {reason}; {self.spool.waiting} instance(s) stay spooled, next "
+              f"attempt in {self.backoff:g} s", file=sys.stderr, flush=True)
+
+    def _dest_name(self) -> str:
+        """DEST as it may be printed: a folder, or a URL without its path (no PHI)."""
+        if self.spec.folder is not None:
+            return str(self.spec.folder)
+        from anonymizer.net.urls import parse_endpoint
+
+        return str(parse_endpoint(self.spec.text))
 
     def _drain(self) -> None:
         """Finish and record every batch in flight (a graceful stop)."""
@@ -388,7 +514,7 @@ class _Gateway:
             return
         self.in_flight.clear()
         get_reusable_executor().shutdown(wait=True, kill_workers=True)
-        sweep_temporaries(self.destination)
+        self._sweep_staging()
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -396,7 +522,8 @@ class _Gateway:
         receiver = getattr(self, "receiver", None)
         return {"received": receiver.received if receiver else 0,
                 "forwarded": self.counts["written"], "failed": self.counts["failed"],
-                "duplicates": self.counts["duplicate"],
+                "duplicates": self.counts["duplicate"], "deferred": self.counts["deferred"],
+                "destination_down": self.down,
                 "refused": receiver.refused if receiver else 0,
                 "queue": self.spool.waiting, "in_flight": sum(map(len, self.in_flight.values())),
                 "uptime_s": round(time.monotonic() - self.started, 1),
@@ -404,8 +531,9 @@ class _Gateway:
 
     def _status(self) -> str:
         m = self._metrics()
+        down = "; destination down" if self.down else ""
         return (f"received {m['received']}, forwarded {m['forwarded']}, failed {m['failed']}, "
-                f"duplicates {m['duplicates']}, queue {m['queue']}")
+                f"duplicates {m['duplicates']}, queue {m['queue']}{down}")
 
     def _write_metrics(self) -> None:
         """Rewrite ``--metrics`` atomically (counts only: no PHI)."""

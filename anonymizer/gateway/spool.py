@@ -3,7 +3,8 @@
 The spool folder is the queue. A received instance is complete and fsynced before it gets
 its name (a hard link from the receiver's temporary file, then an fsync of the folder), so
 a name in the spool is an instance the sender was told is stored. It keeps that name until
-its outcome is in the audit log; then it is deleted (or moved to the quarantine). After a
+its outcome is in the audit log; then it is deleted (or moved to the quarantine); one that
+could not be sent (a network destination that is down) is put back and waits. After a
 crash or a restart the names still there are forwarded again: the audit log says which of
 them were already forwarded (see :mod:`anonymizer.gateway.forward`).
 
@@ -176,6 +177,17 @@ class Spool:
         with self._lock:
             self._taken.discard(name)
             self.waiting -= 1
+
+    def put_back(self, names: list[str]) -> None:
+        """Keep ``names`` waiting: they could not be forwarded now (the destination is
+        down), and come first again, in arrival order, when forwarding resumes."""
+        with self._lock:
+            for name in names:
+                self._taken.discard(name)
+            self._pending = {**dict.fromkeys(sorted(names)), **self._pending}
+            while len(self._pending) > self.capacity:  # the newest wait on disk
+                self._pending.popitem()
+                self._overflow = True
 
     def sweep_stale_incoming(self, older_than: float) -> int:
         """Remove partial files of associations that died (untouched for ``older_than``

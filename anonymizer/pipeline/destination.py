@@ -7,9 +7,9 @@ process then, for each finished batch, calls :meth:`Destination.prepare` once,
 :meth:`Destination.sync` before the batch's audit records are flushed, so that the audit
 log never names an output that a crash could still lose.
 
-``anonymizer run`` and ``anonymizer listen`` both take their DEST through
-:func:`parse_destination`: a folder today; network destinations (``dicomweb+http(s)://``,
-``dimse://AET@host:port``) are recognised and refused with one line until they are wired.
+``anonymizer listen`` takes its DEST through :func:`parse_destination`: a folder
+(:class:`FolderDestination`) or a network URL (``dicomweb+http(s)://``,
+``dimse[+tls]://AET@host:port``: :class:`NetworkDestination`), as ``anonymizer run``'s OUT.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from anonymizer.errors import UsageError
 from anonymizer.io import file_sha256
 from anonymizer.io.writer import sync_file
-from anonymizer.net import is_network_url
+from anonymizer.net import is_network_url, parse_endpoint
 from anonymizer.pipeline.layout import with_suffix_token
 from anonymizer.pipeline.worker import FileOutcome
 
@@ -76,11 +76,11 @@ def parse_destination(text: str) -> DestinationSpec:
     Raises
     ------
     UsageError
-        For a network URL: network destinations are not wired in this version.
+        A network URL that does not parse, or an unknown scheme (one line).
     """
     if is_network_url(text):
-        raise UsageError(f"{text.split('@')[-1]}: the gateway forwards to a folder in this "
-                         "version (anonymizer run sends to network destinations)")
+        parse_endpoint(text)  # a malformed URL is one line now, not at the first send
+        return DestinationSpec(text, None)
     if "://" in text:
         raise UsageError(f"DEST: unknown URL scheme {text.split('://')[0]!r} (a folder)")
     return DestinationSpec(text, Path(text))
@@ -204,8 +204,17 @@ class FolderDestination:
 
 
 class DeliveryFailed(Exception):
-    """One output could not be delivered (after retries): that input fails, the run goes
-    on, and the next run delivers it. The message is the one-line reason."""
+    """One output could not be delivered: that input fails, the run goes on, and the next
+    run delivers it. The message is the one-line reason.
+
+    ``transient``: the peer did not answer after retries (down, unreachable, 5xx), as
+    opposed to refusing this instance; the gateway then keeps the input spooled and
+    tries again later instead of failing it.
+    """
+
+    def __init__(self, reason: str, transient: bool = False):
+        super().__init__(reason)
+        self.transient = transient
 
 
 class DestinationRefused(Exception):
@@ -222,7 +231,8 @@ class NetworkDestination:
     sender : anonymizer.net.destinations.Destination
         The opened and probed destination (``store(path)``, ``close()``).
     staging_dir : Path
-        Where workers write the outputs on their way out (the run's working folder).
+        Where workers write the outputs on their way out (the run's working folder, the
+        gateway's SPOOL/outgoing).
     """
 
     records_each = True
@@ -235,7 +245,7 @@ class NetworkDestination:
         """Nothing to make durable: an output is sent, not kept."""
 
     def place(self, outcome: FileOutcome) -> str:
-        from anonymizer.net.errors import NetworkError, RefusedError
+        from anonymizer.net.errors import NetworkError, RefusedError, TransientError
 
         assert outcome.target is not None and outcome.temporary is not None
         temporary = Path(outcome.temporary)
@@ -244,7 +254,8 @@ class NetworkDestination:
         except RefusedError as exc:
             raise DestinationRefused(str(exc)) from None
         except NetworkError as exc:
-            raise DeliveryFailed(f"send: {exc}") from None
+            raise DeliveryFailed(f"send: {exc}",
+                                 transient=isinstance(exc, TransientError)) from None
         finally:
             temporary.unlink(missing_ok=True)
         return outcome.target

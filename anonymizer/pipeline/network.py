@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from anonymizer.pipeline.runner import RunConfig
 
 
-def _kind(url: str | None) -> str:
+def url_kind(url: str | None) -> str:
+    """What the audit log's header calls an end: folder, dimse or dicomweb (no address)."""
     if url is None:
         return "folder"
     return "dimse" if url.lower().startswith(("dimse://", "dimse+tls://")) else "dicomweb"
@@ -51,8 +52,8 @@ class NetworkEnds:
             One line: a bad option, refused credentials, an unreachable peer.
         """
         options = config.net or NetOptions()
-        ends = cls(kinds={"source": _kind(config.source_url),
-                          "destination": _kind(config.destination_url)})
+        ends = cls(kinds={"source": url_kind(config.source_url),
+                          "destination": url_kind(config.destination_url)})
         if config.source_url is None:
             if options.queries or options.studies_file is not None:
                 raise UsageError("--query and --studies select what a network source sends; "

@@ -486,12 +486,17 @@ class Committer:
         What earlier runs recorded (for the destination's replacing and retiring).
     manifest_path, crosswalk_path, quarantine_dir : Path, optional
         The PHI tables asked for (appended to, mode 0600).
+    defer_transient : bool
+        An output whose destination did not answer (:class:`DeliveryFailed` with
+        ``transient``) is not recorded: its outcome becomes ``deferred``, for a caller that
+        keeps the input and tries again (the gateway). Else it fails, as in ``run``.
     """
 
     def __init__(self, destination: Destination, audit: AuditLog, previous: PreviousRuns,
                  manifest_path: Path | None = None, crosswalk_path: Path | None = None,
-                 quarantine_dir: Path | None = None):
+                 quarantine_dir: Path | None = None, defer_transient: bool = False):
         self.destination = destination
+        self.defer_transient = defer_transient
         self.audit = audit
         self.pseudonyms: dict[tuple[str, str], str] = {}
         self.manifest = self._open_csv(manifest_path, ["input", "output", "status"])
@@ -552,6 +557,9 @@ class Committer:
                     raise RunStopped(str(exc), EXIT_USAGE) from None
                 except DeliveryFailed as exc:  # this instance only; a rerun sends it again
                     outcome.status, outcome.reason = "failed", str(exc)
+                    if exc.transient and self.defer_transient:
+                        outcome.status = "deferred"  # not recorded: it is sent later
+                        return outcome.status
                 except OSError as exc:
                     Path(outcome.temporary or "").unlink(missing_ok=True)
                     outcome.status = "failed"
