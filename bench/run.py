@@ -1,7 +1,7 @@
 """Benchmark ``anonymizer run`` against the I/O limit (``cp -r``) and the parse limit (pydicom).
 
     python -m bench.run [--quick] [--files N] [--frames F] [--skip-huge] [--ultrasound N]
-                        [--baseline REF] [--jobs N] [--repeat K]
+                        [--baseline REF] [--jobs N] [--listen N] [--network N] [--repeat K]
 
 Builds (or reuses) the cached corpus of :mod:`bench.corpus`, then measures, one after the
 other and each in a fresh :mod:`bench.measure` helper process:
@@ -14,7 +14,9 @@ and, on a folder holding only the multi-frame file (>= 1 GiB of Pixel Data): ``c
 pydicom no-op and ``anonymizer run --profile research --jobs 1``, checking that the Pixel Data
 value bytes of each output hash the same as the input's, then ``research`` plus a region rule
 that blanks a bar of every frame (the frame-by-frame cleaning path; its peak RSS is the
-point).
+point). Then ``anonymizer listen`` to a folder (``--listen``) and the network paths
+(``--network``: a PACS and an archive, two Orthancs on loopback; ``run`` folder -> folder,
+WADO-RS and C-GET -> folder, folder -> STOW-RS and C-STORE; ``listen`` -> the archive).
 
 Prints a table and writes ``bench/results/bench-<UTC timestamp>.json`` and
 ``bench/results/latest.json``. Nothing is asserted about timings: the JSON is the record.
@@ -164,8 +166,7 @@ def _run_row(row: Row, out: Path, check: Callable[[Path, Path], str], repeat: in
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
         busy = _busy_cpu_seconds()
-        report = _measure([out.as_posix() if part == "{out}" else part for part in row.command],
-                          log)
+        report = _measure([part.replace("{out}", out.as_posix()) for part in row.command], log)
         busy = _busy_cpu_seconds() - busy
         # CPU time the rest of the machine used meanwhile (this helper's sampling included).
         report["background_cpu_s"] = round(max(0.0, busy - report["user_s"] - report["sys_s"]),
@@ -288,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", type=int, default=1000, metavar="N",
                         help="send N of the single-frame files through anonymizer listen "
                              "(default 1000; 0 = skip)")
+    parser.add_argument("--network", type=int, default=300, metavar="N",
+                        help="load N single-frame files into a loopback Orthanc (a PACS) and "
+                             "measure run's and listen's network paths against a second "
+                             "Orthanc (an archive) (default 300; 0 = skip; skipped when "
+                             "Orthanc is not installed)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per command; the median by wall time is reported")
     args = parser.parse_args(argv)
@@ -321,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         huge_rows = _huge_rows(huge, tmp, key, repeat) if huge is not None else []
         listen_rows = _listen_rows(single, tmp, key, jobs, args.listen, repeat) \
             if args.listen else []
+        network_rows = _network_rows(args.network, tmp, key, jobs, repeat) \
+            if args.network else []
         us = corpus.ultrasound(args.ultrasound) if args.ultrasound else None
         us_rows = _mixed_rows(single, us, tmp, key, jobs, repeat, baseline) \
             if us is not None else []
@@ -342,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
               f"associations through anonymizer listen -p basic to a folder, N = {jobs} "
               "(seconds: start-up to stop; the check column has the steady rate)")
         print(_table(listen_rows))
+    if network_rows:
+        print()
+        print(f"network: {network_rows[0].files} single-frame files, anonymizer -p basic "
+              f"-j{jobs}, a PACS and an archive (Orthanc on loopback, the same cores); "
+              "files/s = instances/s")
+        print(_table(network_rows))
     if baseline is not None:
         current = next(r for r in rows if r.name == f"anonymizer research -j{jobs}")
         before = next(r for r in rows if r.kind == "baseline")
@@ -385,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         "multi_frame": [asdict(r) for r in huge_rows],
         "mixed": [asdict(r) for r in us_rows],
         "listen": [asdict(r) for r in listen_rows],
+        "network": [asdict(r) for r in network_rows],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1) + "\n"
@@ -393,12 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(text)
     print(f"\nwritten: {target.relative_to(REPO)} and bench/results/latest.json "
           f"(total {record['total_seconds']:.0f} s)")
-    busy = [r.name for r in rows + huge_rows + us_rows + listen_rows
+    busy = [r.name for r in rows + huge_rows + us_rows + listen_rows + network_rows
             if r.background_cpu_s > max(0.5, 0.1 * r.seconds * (os.cpu_count() or 1))]
     if busy:
         print(f"note: other processes used over 10% of the CPUs during: {', '.join(busy)} "
               "(column 'bg CPU'): those timings are contended", file=sys.stderr)
-    failed = [r.name for r in rows + huge_rows + us_rows + listen_rows
+    failed = [r.name for r in rows + huge_rows + us_rows + listen_rows + network_rows
               if not r.check.startswith("ok")]
     if failed:
         print(f"bench: FAILED checks: {', '.join(failed)}", file=sys.stderr)
@@ -517,17 +532,114 @@ def _listen_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int, files: 
         os.link(path, target)
     size = sum(path.stat().st_size for path in chosen)
 
-    def check(out: Path, log: Path) -> str:
-        line = _tail(log, 1)
-        if line.startswith("listen: ") and line.endswith("; ok"):
-            return "ok, " + line[len("listen: "):-len("; ok")]
-        return f"FAILED: {line}"
-
     row = Row(f"anonymizer listen -j{jobs}", "listen", jobs, len(chosen), size,
               [sys.executable, "-m", "bench.listen", "--key-file", str(key), "--jobs", str(jobs),
                str(tree), "{out}"], profile="basic")
     print(f"measuring anonymizer listen on {len(chosen)} files ...")
-    return [_run_row(row, tmp / "out-listen", check, repeat)]
+    return [_run_row(row, tmp / "out-listen", _check_listen, repeat)]
+
+
+def _check_listen(out: Path, log: Path) -> str:
+    """bench.listen's own line says every instance was forwarded (and its steady rate)."""
+    line = _tail(log, 1)
+    if line.startswith("listen: ") and line.endswith("; ok"):
+        return "ok, " + line[len("listen: "):-len("; ok")]
+    return f"FAILED: {line}"
+
+
+def _orthanc_server():
+    """The tests' loopback Orthanc (``tests/orthanc_server.py``), or why it cannot run."""
+    try:
+        sys.path.insert(0, str(REPO / "tests"))
+        import orthanc_server
+    except ImportError as exc:  # requests missing: the net extra is not installed
+        return f"cannot import tests/orthanc_server.py ({exc})"
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    return orthanc_server.orthanc_missing() or orthanc_server
+
+
+def _network_rows(files: int, tmp: Path, key: Path, jobs: int, repeat: int) -> list[Row]:
+    """``files`` single-frame files (their own cached corpus) loaded into a PACS (Orthanc on
+    loopback), then ``anonymizer run`` folder -> folder (the reference), PACS -> folder by
+    WADO-RS and by C-GET, folder -> archive (a second Orthanc) by STOW-RS and by C-STORE,
+    and ``anonymizer listen`` -> archive both ways. A run's check: its audit log counts
+    every instance written (into a folder: as many files on disk); the archive holds every
+    instance (its REST API), and is wiped after each run. None when Orthanc is missing."""
+    server = _orthanc_server()
+    if isinstance(server, str):
+        print(f"network: skipped: {server}")
+        return []
+    single = corpus.single_frame(files)
+    tree, size = single.tree, single.stamp["bytes"]
+    instances = sorted(p for p in tree.rglob("*") if p.is_file())
+    netrc = tmp / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {server.USER} password {server.PASSWORD}\n")
+    netrc.chmod(0o600)
+    saved_netrc = os.environ.get("NETRC")
+    os.environ["NETRC"] = str(netrc)  # the measured commands inherit it
+    pacs = server.Orthanc(tmp / "orthanc-pacs", "PACS",
+                          modalities={"ANONYMIZER": server.free_port()})
+    archive = server.Orthanc(tmp / "orthanc-archive", "ARCHIVE")
+    try:
+        started = time.perf_counter()
+        pacs.start()
+        archive.start()
+        pacs.upload(instances)
+        stored = len(pacs.instances())
+        if stored != len(instances):
+            raise RuntimeError(f"the PACS holds {stored} of {len(instances)} instances")
+        studies = tmp / "studies.txt"
+        studies.write_text("".join(pacs.get(f"/studies/{study}").json()["MainDicomTags"]
+                                   ["StudyInstanceUID"] + "\n"
+                                   for study in pacs.get("/studies").json()))
+        print(f"network: {stored} instances loaded into the PACS in "
+              f"{time.perf_counter() - started:.1f} s")
+
+        def archived(out: Path) -> str:
+            """The archive holds every instance (then it is wiped for the next run)."""
+            found = len(archive.instances())
+            archive.wipe()
+            return "ok" if found == stored else f"FAILED: the archive holds {found} of {stored}"
+
+        def sent(out: Path, log: Path) -> str:  # anonymizer run: its audit log too
+            in_archive, counts = archived(out), _run_end_counts(out)
+            if isinstance(counts, str) or counts.get("written") != stored:
+                return f"FAILED: {counts}; {_tail(log)}"
+            return in_archive
+
+        def forwarded(out: Path, log: Path) -> str:  # bench.listen: its own line too
+            in_archive = archived(out)
+            return _check_listen(out, log) if in_archive == "ok" else in_archive
+
+        run = [_anonymizer(), "run", "--profile", "basic", "--key-file", str(key), "--jobs",
+               str(jobs), "--no-progress"]
+        pull = ["--studies", str(studies)]
+        audit = ["--audit", "{out}/audit.jsonl"]
+        listen = [sys.executable, "-m", "bench.listen", "--key-file", str(key), "--jobs",
+                  str(jobs), str(tree)]
+        plan: list[tuple[str, list[str], Callable[[Path, Path], str]]] = [
+            ("run folder -> folder", [*run, str(tree), "{out}"], _check_anonymizer(stored)),
+            ("run WADO-RS -> folder", [*run, *pull, pacs.dicomweb, "{out}"],
+             _check_anonymizer(stored)),
+            ("run C-GET -> folder", [*run, *pull, pacs.dimse, "{out}"],
+             _check_anonymizer(stored)),
+            ("run folder -> STOW-RS", [*run, *audit, str(tree), archive.dicomweb], sent),
+            ("run folder -> C-STORE", [*run, *audit, str(tree), archive.dimse], sent),
+            ("listen -> STOW-RS", [*listen, archive.dicomweb], forwarded),
+            ("listen -> C-STORE", [*listen, archive.dimse], forwarded),
+        ]
+        archive.wipe()
+        print(f"measuring {len(plan)} network commands on {stored} instances ...")
+        return [_run_row(Row(name, "network", jobs, stored, size, command, profile="basic"),
+                         tmp / "out-network", check, repeat)
+                for name, command, check in plan]
+    finally:
+        server.remove(pacs, archive)
+        if saved_netrc is None:
+            os.environ.pop("NETRC", None)
+        else:
+            os.environ["NETRC"] = saved_netrc
 
 
 def _check_counts(written: int, failed: int) -> Callable[[Path, Path], str]:
