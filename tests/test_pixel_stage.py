@@ -128,6 +128,37 @@ def test_burned_in_annotation_yes_fails_unless_a_rule_cleaned_it(tmp_path: Path)
     assert (after[:20] == 0).all() and (after[20:] == plain[20:]).all()
 
 
+def test_a_region_rule_that_misses_the_frame_cleans_nothing(tmp_path: Path) -> None:
+    """Rectangles wholly outside the image paint nothing: Burned In Annotation YES still
+    fails, and a file without it is written untouched, without claiming Clean Pixel Data."""
+    plain = speckle(256, 256)
+    profile = tmp_path / "outside.yaml"
+    profile.write_text("name: outside\nextends: basic\npixels:\n  regions:\n"
+                       "    - name: bar of a bigger screen\n      match: {Manufacturer: ACME}\n"
+                       "      blank: [[600, 0, 700, 20]]\n")
+    engine = Engine(load_profile(str(profile)), KeyedSource(KEY_A))
+    marked = grey_dataset(plain, SOPClassUID=CT_IMAGE, Modality="CT", BurnedInAnnotation="YES")
+    with pytest.raises(DeidentificationError, match="burned-in annotation"):
+        engine.deidentify(_roundtrip(marked, tmp_path))
+    ds = _roundtrip(grey_dataset(plain, SOPClassUID=CT_IMAGE, Modality="CT"), tmp_path)
+    result = engine.deidentify(ds)
+    assert result.pixels.blanked == 0
+    assert "BurnedInAnnotation" not in ds
+    assert "113101" not in {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+    assert np.array_equal(np.frombuffer(ds.PixelData, np.uint8).reshape(256, 256), plain)
+
+
+def test_float_pixel_data_of_a_searched_class_fails(tmp_path: Path) -> None:
+    """Float Pixel Data cannot be shown to OCR: an ultrasound image holding it fails
+    instead of being written unsearched."""
+    ds = grey_dataset(speckle(64, 64))
+    del ds.PixelData
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = np.zeros((64, 64), np.float32).tobytes()
+    with pytest.raises(DeidentificationError, match="float pixel data"):
+        _engine("default").deidentify(ds)
+
+
 def test_ct_and_mr_are_not_searched_by_default(tmp_path: Path) -> None:
     ct = grey_dataset(NAMED, SOPClassUID=CT_IMAGE, Modality="CT")
     result = _engine("default").deidentify(_roundtrip(ct, tmp_path))

@@ -477,6 +477,15 @@ def _record_lossy(ds: Dataset, syntax: UID, encoded: int | None, decoded: int) -
         _set(ds, "LossyImageCompressionRatio", f"{decoded / encoded:.2f}"[:16])
 
 
+def paints_anything(ds: Dataset, boxes: Mapping[int, Sequence[Box]], margin: int = 0) -> bool:
+    """Whether :func:`blank_regions` would paint at least one of ``boxes`` (one lies at
+    least partly inside the frame)."""
+    view = _pixel_view(ds)
+    rows, columns = _integer(view, "Rows"), _integer(view, "Columns")
+    return any(box.clipped(margin, rows, columns) is not None
+               for frame_boxes in boxes.values() for box in frame_boxes)
+
+
 class _PaintedValue:
     """The new native Pixel Data value, written frame by frame: in memory, or in an
     anonymous scratch file (no name: nothing is left behind if the process dies) when

@@ -23,12 +23,14 @@ from pydicom.sequence import Sequence
 from anonymizer import scrub, standard
 from anonymizer.errors import DeidentificationError
 from anonymizer.pixels.policy import PixelPolicy, RegionRule, burned_in_annotation
+from anonymizer.tags import PIXEL_DATA
 
 if TYPE_CHECKING:
     from anonymizer.pixels.ocr import TextBox, TextDetector
 
-PIXEL_DATA = 0x7FE00010
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
+#: Float and Double Float Pixel Data: no decoder here can show them for OCR
+FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)
 #: Top-level attributes that cleaning pixels may change (the writer re-encodes them).
 PIXEL_MODULE_TAGS = frozenset({
     PIXEL_DATA, 0x00280301,  # Burned In Annotation
@@ -105,7 +107,11 @@ class PixelStage:
     def plan(self, ds: Dataset, identifiers: scrub.Identifiers) -> PixelPlan:
         """Decide from the file as read (Modality, Manufacturer... before the header
         rules remove or change them); ``identifiers`` are the file's, collected then."""
-        if PIXEL_DATA not in ds:  # float pixel data cannot be searched or cleaned here
+        if PIXEL_DATA not in ds:
+            if any(tag in ds for tag in FLOAT_PIXEL_DATA) and self.policy.scans(ds):
+                raise DeidentificationError(
+                    "burned-in text: float pixel data of an image class that is searched "
+                    "cannot be searched")
             return PixelPlan(burned_in=burned_in_annotation(ds))
         search = self.policy.scans(ds)
         return PixelPlan(search=search, regions=self.policy.regions_for(ds),
@@ -150,7 +156,9 @@ class PixelStage:
                 boxes.setdefault(index, []).extend(
                     frames.Box(text.x0, text.y0, text.x1, text.y1) for _, text, _ in remaining)
             remaining = []
-        cleaned = bool(boxes)
+        margin = self.policy.margin if "ocr blank" in outcome.rules else 0
+        # a rule whose rectangles all miss the frame cleans nothing
+        cleaned = frames.paints_anything(ds, boxes, margin)
         if remaining:
             identifiers = sum(1 for _, _, is_identifier in remaining if is_identifier)
             if identifiers and self.policy.text != "accept":
@@ -163,7 +171,6 @@ class PixelStage:
                     "cleaned")
         self._check_burned_in(plan, cleaned)
         if cleaned:
-            margin = self.policy.margin if "ocr blank" in outcome.rules else 0
             outcome.blanked = frames.blank_regions(ds, boxes, margin=margin,
                                                    scratch_dir=scratch_dir)
             _add_clean_pixel_code(ds)
