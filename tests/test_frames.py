@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pixel_images import darkest, decoded_frames, encode, ink, speckle, stored_values
+from pixel_images import darkest, decoded_frames, encode, grey_dataset, ink, speckle, stored_values
 from pixel_images import dataset as image_dataset
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -410,3 +410,14 @@ def test_16bit_ybr_is_shown_as_rgb(photometric: str) -> None:
     reference = convert_color_space((decoded_frames(ds)[1] >> 8).astype(np.uint8),
                                     "YBR_FULL", "RGB")
     assert np.array_equal(image, reference)
+
+
+def test_an_unknown_transfer_syntax_is_not_echoed_in_the_reason() -> None:
+    """A failure reason reaches the audit log as the project's own text: the file's
+    transfer syntax UID is named only when it is the standard's."""
+    ds = grey_dataset(speckle(32, 32))
+    ds.file_meta.TransferSyntaxUID = "1.2.3.99887766"
+    with pytest.raises(PixelDataError) as caught:
+        list(display_frames(ds, [0]))
+    assert "99887766" not in str(caught.value)
+    assert "unknown transfer syntax" in str(caught.value)

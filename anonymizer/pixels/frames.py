@@ -164,18 +164,35 @@ def _syntax(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+#: Photometric interpretations of the standard (PS3.3 C.7.6.3.1.2): the only ones a
+#: failure reason names (anything else is a value of the file).
+_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV",
+                           "ARGB", "CMYK", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+                           "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB"})
+
+
+def _syntax_label(syntax: UID) -> str:
+    """A transfer syntax as a failure reason may name it: the standard's name, else a
+    fixed phrase (the UID is the file's own text)."""
+    return syntax.name if syntax.is_transfer_syntax else "an unknown transfer syntax"
+
+
+def _photometric_label(photometric: str) -> str:
+    return photometric if photometric in _PHOTOMETRICS else "(not a standard term)"
+
+
 def _decoder(syntax: UID) -> Any:
     """pydicom's decoder for ``syntax``, checked to be usable."""
     _numpy()
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
-        raise PixelDataError(f"pixel data in {syntax.name or syntax} cannot be decoded") \
+        raise PixelDataError(f"pixel data in {_syntax_label(syntax)} cannot be decoded") \
             from None
     if not decoder.is_available:
         if syntax in _EXTRA_SYNTAXES:
             raise MissingExtraError(EXTRA, f"decoding {syntax.name}")
-        raise PixelDataError(f"no decoder for pixel data in {syntax.name or syntax}")
+        raise PixelDataError(f"no decoder for pixel data in {_syntax_label(syntax)}")
     return decoder
 
 
@@ -282,7 +299,7 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
             except (MissingExtraError, PixelDataError):
                 raise
             except Exception as exc:  # any decoder's failure: the file fails, in one line
-                raise PixelDataError(f"pixel data in {syntax.name or syntax} cannot be "
+                raise PixelDataError(f"pixel data in {_syntax_label(syntax)} cannot be "
                                      f"decoded: {_one_line(exc)}") from exc
             if arr.shape[:2] != (rows, columns):
                 raise PixelDataError(f"frame {index} decoded as {arr.shape}, not "
@@ -390,7 +407,8 @@ def display_frames(ds: Dataset, indices: Sequence[int],
             if photometric == "MONOCHROME1":
                 image = 255 - image
         else:
-            raise PixelDataError(f"photometric interpretation {photometric} is not supported")
+            raise PixelDataError(f"photometric interpretation "
+                                 f"{_photometric_label(photometric)} is not supported")
         yield index, np.ascontiguousarray(image, dtype=np.uint8)
 
 
@@ -409,7 +427,8 @@ def _darkest(photometric: str, properties: Mapping[str, Any], view: Dataset) -> 
         return (0, 1 << bits - 1, 1 << bits - 1)  # no luma, neutral chroma
     if photometric == "PALETTE COLOR":
         return _palette(view, bits)[1]
-    raise PixelDataError(f"photometric interpretation {photometric} cannot be blanked")
+    raise PixelDataError(f"photometric interpretation {_photometric_label(photometric)} "
+                         "cannot be blanked")
 
 
 def _stored_bytes(arr: numpy.ndarray, properties: Mapping[str, Any], little: bool) -> bytes:
