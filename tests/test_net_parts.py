@@ -14,7 +14,7 @@ from anonymizer.net.credentials import http_settings
 from anonymizer.net.dicomweb import _MultipartFile, write_single_part
 from anonymizer.net.errors import PermanentError, TransientError
 from anonymizer.net.retry import Retry
-from anonymizer.net.sources import parse_selection
+from anonymizer.net.sources import Instance, list_instances, parse_selection
 from anonymizer.net.urls import is_network_url, parse_endpoint
 
 
@@ -221,3 +221,25 @@ def test_a_missing_net_extra_is_one_line_naming_it(monkeypatch, module, url):
     monkeypatch.setitem(sys.modules, module, None)  # its import fails
     with pytest.raises(MissingExtraError, match=r"pip install 'anonymizer\[net\]'"):
         open_destination(url, NetOptions())
+
+
+class _Answers:
+    """A server's C-FIND/QIDO answers as given (what list_instances must not trust)."""
+
+    def find_studies(self, keys: dict[str, str]):
+        yield from ("1.2.3", "../../etc", "")
+
+    def find_series(self, study: str, keys: dict[str, str]):
+        yield from ("1.2.3.4", "/abs/series")
+
+    def find_instances(self, study: str, series: str):
+        yield from (Instance(study, series, "1.2.3.4.5"), Instance(study, series, "../x"),
+                    Instance(study, series, "1.2.3.4.5"), Instance(study, series, "1.2/3"))
+
+
+def test_list_instances_keeps_only_uids_whatever_the_server_answers() -> None:
+    """A listed SOP Instance UID becomes the spool file's name and the study and series
+    UIDs parts of URLs: anything but a UID from a server is skipped (``../x`` would
+    write, then delete, a file outside the spool)."""
+    listed = list(list_instances(_Answers(), parse_selection(["StudyDate=20240101"], None)))
+    assert listed == [Instance("1.2.3", "1.2.3.4", "1.2.3.4.5")]

@@ -21,7 +21,7 @@ from typing import Any
 from anonymizer.errors import MissingExtraError
 from anonymizer.net.errors import PermanentError, RefusedError, TransientError
 from anonymizer.net.retry import Retry
-from anonymizer.net.sources import Instance, is_uid
+from anonymizer.net.sources import Instance
 from anonymizer.net.urls import Endpoint
 
 #: Transfer syntaxes offered for each SOP Class we receive (one presentation context each,
@@ -275,23 +275,18 @@ class DimseSource:
 
     def find_studies(self, keys: dict[str, str]) -> Iterator[str]:
         for identifier in self._find("STUDY", keys, ("StudyInstanceUID",)):
-            uid = str(identifier.get("StudyInstanceUID", ""))
-            if is_uid(uid):
-                yield uid
+            yield str(identifier.get("StudyInstanceUID", ""))
 
     def find_series(self, study: str, keys: dict[str, str]) -> Iterator[str]:
         keys = {**keys, "StudyInstanceUID": study}
         for identifier in self._find("SERIES", keys, ("SeriesInstanceUID",)):
-            uid = str(identifier.get("SeriesInstanceUID", ""))
-            if is_uid(uid):
-                yield uid
+            yield str(identifier.get("SeriesInstanceUID", ""))
 
     def find_instances(self, study: str, series: str) -> Iterator[Instance]:
         keys = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
         for identifier in self._find("IMAGE", keys, ("SOPInstanceUID", "SOPClassUID")):
-            sop = str(identifier.get("SOPInstanceUID", ""))
-            if is_uid(sop):
-                yield Instance(study, series, sop, str(identifier.get("SOPClassUID", "")))
+            yield Instance(study, series, str(identifier.get("SOPInstanceUID", "")),
+                           str(identifier.get("SOPClassUID", "")))
 
     # -- C-GET / C-MOVE -------------------------------------------------------------------
 

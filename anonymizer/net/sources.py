@@ -128,11 +128,14 @@ def list_instances(source: Source, selection: Selection) -> Iterator[Instance]:
         studies = (found for uid in dict.fromkeys(selection.studies)
                    for found in source.find_studies({**selection.study_keys,
                                                      "StudyInstanceUID": uid}))
+    # What a server answers becomes URLs, query keys and the spool file's name: anything
+    # but a UID (``../x``, ``/etc/...``, an empty answer) is skipped here, for every source.
     seen: set[str] = set()
-    for study in dict.fromkeys(studies):
-        for series in dict.fromkeys(source.find_series(study, selection.series_keys)):
+    for study in dict.fromkeys(filter(is_uid, studies)):
+        for series in dict.fromkeys(filter(is_uid, source.find_series(
+                study, selection.series_keys))):
             for instance in source.find_instances(study, series):
-                if instance.sop not in seen:
+                if is_uid(instance.sop) and instance.sop not in seen:
                     seen.add(instance.sop)
                     yield instance
 
