@@ -512,12 +512,7 @@ class Engine:
             if vr == "SQ":
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
                 continue
-            if vr in (None, "UN"):  # the file does not say what the value is
-                code = self._clean_undeclared_private(ds, tag, ctx)
-            else:
-                value_rule = policy.value_rules.get(vr)
-                # text VRs are cleaned (their UIDs remapped too)
-                code = "K" if value_rule is None else value_rule.action.apply(ds, tag, ctx)
+            code = self._clean_kept_private(ds, tag, vr, ctx)
             if code != "K":
                 self._record(ctx, path, tag, code)
         for group, block in creators:
@@ -526,30 +521,35 @@ class Engine:
                 del ds[tag]
                 self._record(ctx, path, tag, "X")
 
-    def _clean_undeclared_private(self, ds: Dataset, tag: int, ctx: FileContext) -> str:
-        """De-identify a kept private value read without its VR (implicit VR, or UN).
+    def _clean_kept_private(self, ds: Dataset, tag: int, vr: str | None,
+                            ctx: FileContext) -> str:
+        """De-identify one kept private value by its VR; returns the action code.
 
-        pydicom's private dictionary may know the element: it is then treated as that
-        VR. Otherwise a value that reads as text is cleaned as text (kept as UN bytes in
-        the file's character set); a binary value in which the file's identifiers
-        appear cannot be cleaned, so it is removed. Returns the action code.
+        A value read without its VR (implicit VR, or UN) takes the VR pydicom's private
+        dictionary knows for it. Text, UID and date VRs follow the profile's value rules
+        (text cleaned, UIDs remapped). A value still of unknown VR that reads as text is
+        cleaned as text (kept as UN bytes in the file's character set). A binary value
+        (OB, OW, UN) in which the file's names, IDs, UIDs or dates appear cannot be
+        cleaned, so it is removed, whichever way its VR was learnt.
         """
-        elem = ds[tag]  # decoded: the VR from pydicom's private dictionary, else UN
-        value_rule = self.profile.private.value_rules.get(elem.VR)
+        if vr in (None, "UN"):
+            vr = ds[tag].VR  # decoded: the VR from pydicom's private dictionary, else UN
+        value_rule = self.profile.private.value_rules.get(vr)  # type: ignore[arg-type]
         if value_rule is not None:
             return value_rule.action.apply(ds, tag, ctx)
-        data = elem.value
+        if vr not in _BINARY_VRS:
+            return "K"  # numbers, codes, times: nothing a name or an ID hides in
+        data = ds[tag].value
         if not isinstance(data, bytes) or not data:
             return "K"
-        if _reads_as_text(data):
+        if vr == "UN" and _reads_as_text(data):
             charset = ds._character_set  # Python codec names: one, or a list
             encodings = [charset] if isinstance(charset, str) else list(charset)
             text = decode_bytes(data, encodings, set())
             cleaned = ctx.clean_text(text)
             if cleaned == text:
                 return "K"
-            encoded = encode_string(cleaned, encodings)
-            set_encoded(ds, tag, elem.VR, encoded + b" " * (len(encoded) % 2))
+            set_encoded(ds, tag, vr, encode_string(cleaned, encodings))
             return "C"
         if any(finding.kind in _IDENTIFIERS_IN_BINARY
                for finding in ctx.identifiers.find(data.decode("latin-1"))):
@@ -590,14 +590,14 @@ class Engine:
 #: What found in a binary value removes it (shapes such as e-mail addresses are chance
 #: in arbitrary bytes; the file's names, IDs, UIDs and dates are not).
 _IDENTIFIERS_IN_BINARY = frozenset({scrub.NAME, scrub.ID, scrub.UID, scrub.DATE})
-_TEXT_CONTROLS = frozenset(b"\t\n\r\f\x1b")
+_BINARY_VRS = frozenset({"OB", "OW", "UN"})
+#: Text: printable bytes and the controls text uses, padded with NUL or space
+_TEXT = re.compile(rb"[\t\n\r\f\x1b\x20-\xff]+[\x00 ]*")
 
 
 def _reads_as_text(data: bytes) -> bool:
-    """Whether a value of unknown VR is text: no control bytes but the ones text uses
-    (trailing NUL or space padding allowed)."""
-    body = data.rstrip(b"\x00 ")
-    return bool(body) and all(byte >= 0x20 or byte in _TEXT_CONTROLS for byte in body)
+    """Whether a value of unknown VR is text: no control bytes but the ones text uses."""
+    return _TEXT.fullmatch(data) is not None
 
 
 def stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:

@@ -409,27 +409,31 @@ def test_kept_private_text_read_without_its_vr_is_cleaned(tmp_path: Path,
     assert b"MRN" in bytes(block[0x02].value)  # cleaned, not emptied
 
 
-def _implicit_with_private(value: bytes) -> Dataset:
+def _with_private(value: bytes, vr: str = "UN", implicit: bool = True) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2" if implicit else ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID = CT, "1.2.826.0.1.3680043.10.1234.77"
     ds.PatientName, ds.PatientID = "ROE^RICHARD", "99887766"
-    ds.private_block(0x0029, ACME, create=True).add_new(0x02, "UN", value)
-    ds.set_original_encoding(True, True, None)
+    ds.private_block(0x0029, ACME, create=True).add_new(0x02, vr, value)
+    ds.set_original_encoding(implicit, True, None)
     return ds
 
 
+@pytest.mark.parametrize(("vr", "implicit"), [("UN", True), ("OB", False), ("UN", False)])
 @pytest.mark.parametrize(("value", "kept"), [
     (b"\x01\x00\x02\x00ROE^RICHARD\x00\x07\x00", False),  # the name inside binary data
     (b"\x01\x00\x02\x0099887766\x00\x07\x00", False),  # ... or the MRN's digits
     (b"\x01\x00\x02\x00\x03\x00\x04\x00", True),  # plain binary: kept byte for byte
 ])
-def test_kept_private_binary_without_vr_goes_only_when_it_holds_an_identifier(
-        tmp_path: Path, keyed: KeyedSource, value: bytes, kept: bool) -> None:
+def test_kept_private_binary_goes_only_when_it_holds_an_identifier(
+        tmp_path: Path, keyed: KeyedSource, value: bytes, kept: bool, vr: str,
+        implicit: bool) -> None:
+    """Whether the VR was read (OB, UN) or not (implicit VR): a binary value cannot be
+    cleaned, so one holding the file's name or ID goes."""
     profile = _profile(tmp_path, f"name: t\nversion: '1'\nextends: research\nprivate:\n"
                                  f"  keep_creators: ['{ACME}']\n")
-    ds = _implicit_with_private(value)
+    ds = _with_private(value, vr, implicit)
     Engine(profile, keyed).deidentify(ds)
     assert (0x00291002 in ds) == kept
     if kept:
