@@ -363,6 +363,25 @@ def test_a_missing_input_or_output_is_reported_not_checked(tmp_path: Path) -> No
     assert "12 outputs verified: 0 with findings (0 findings), 2 not checked" in err
 
 
+def test_a_missing_output_with_an_identifier_in_its_name_is_not_named(tmp_path: Path) -> None:
+    """--layout mirror keeps the input's path (here the patient's name and ID): an output
+    that is missing is still reported by its name read for identifiers, never as it is."""
+    source = tmp_path / "in"
+    shutil.copytree(SAMPLE_DATA, source)
+    key = tmp_path / "key"
+    key.write_bytes(KEY_A)
+    out = tmp_path / "out"
+    assert main(["run", "--no-progress", "-j", "1", "-p", "default", "--layout", "mirror",
+                 "--key-file", str(key), str(source), str(out)]) == 0
+    gone = next(p for p in sorted(out.rglob("*.dcm")) if "ROE" in p.as_posix())
+    gone.unlink()
+    code, lines, _ = _verify("--key-file", key, "--strict", source, out)
+    assert code == 1
+    missing = [line for line in lines if "output missing" in line]
+    assert len(missing) == 1
+    assert "ROE" not in missing[0] and "99887766" not in missing[0]
+
+
 def test_the_audit_log_pairs_only_with_the_runs_key(tmp_path: Path) -> None:
     source, out, _ = _run_sample(tmp_path)
     other = tmp_path / "other.key"

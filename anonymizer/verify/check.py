@@ -351,7 +351,7 @@ class Checker:
 
     def check(self, pair: Pair) -> PairResult:
         """Every identifier of the pair's input in its output; never raises for a file."""
-        if pair.problem is not None or pair.input_path is None:
+        if pair.input_path is None:
             return PairResult(pair.output, error=pair.problem or "input not found")
         try:
             source = read_dataset(pair.input_path)
@@ -361,6 +361,11 @@ class Checker:
             return PairResult(pair.output, error=safe_reason("input", exc))
         try:
             identifiers = scrub.collect(source.dataset)
+            if pair.problem is not None:  # the output is not there: its name is still read
+                seen = _Seen(pair.output, identifiers, source.dataset, self.show_values,
+                             self.intent)
+                seen.path(pair.output)
+                return _result(seen, pair.problem, 0)
             search = self.policy is not None and self.policy.scans(source.dataset)
             return self._check_output(pair, identifiers, source.dataset, search)
         finally:
