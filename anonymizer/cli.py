@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--key-file", help="secret key of the run, with --input (else "
                         "$ANONYMIZER_KEY)")
     review.add_argument("--audit", type=Path, help="audit log (default: OUT/audit.jsonl)")
+    review.add_argument("--profile", "-p",
+                        help="with --input: the profile the outputs were made with (default: "
+                        "the built-in one the audit log records)")
     review.add_argument("--thumbnails", type=int, default=3, metavar="N",
                         help="thumbnails per series (default 3; 0: none)")
     review.add_argument("--top", type=int, default=20, metavar="N",
@@ -315,10 +318,9 @@ def _verify(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from anonymizer.keyed import load_key
     from anonymizer.pixels.stage import check_pixel_extras
     from anonymizer.profiles import load_profile
-    from anonymizer.verify import AuditPairs, manifest_pairs, verify_pairs
+    from anonymizer.verify import manifest_pairs, verify_pairs
     from anonymizer.verify.report import Report, Totals
 
     if args.jobs < 0 or args.batch_size < 1:
@@ -326,15 +328,13 @@ def _verify(args: argparse.Namespace) -> int:
     for what, folder in (("IN", args.input), ("OUT", args.output)):
         if not folder.is_dir():
             raise _usage(f"{folder}: {what} folder does not exist")
-    profile = args.profile
     if args.manifest is not None:
-        pairs = manifest_pairs(args.manifest, args.input, args.output)
+        pairs: Iterable[Any] = manifest_pairs(args.manifest, args.input, args.output)
+        profile = args.profile
+        if profile is not None:
+            check_pixel_extras(load_profile(profile).settings.pixels)
     else:
-        audit = AuditPairs(args.input, args.output, load_key(args.key_file), args.audit)
-        pairs = audit
-        profile = profile or audit.run.builtin_profile()
-    if profile is not None:
-        check_pixel_extras(load_profile(profile).settings.pixels)  # one line, before any pair
+        pairs, profile = _paired_through_audit(args)
     report = Report(sys.stdout, args.report, args.show_values, args.output, args.strict)
     totals = Totals()
     started = time.monotonic()
@@ -464,8 +464,8 @@ def _review(args: argparse.Namespace) -> int:
 
     if args.thumbnails < 0 or args.top < 1:
         raise _usage("--thumbnails must be >= 0 and --top >= 1")
-    if args.key_file is not None and args.input is None:
-        raise _usage("--key-file is used only with --input")
+    if (args.key_file is not None or args.profile is not None) and args.input is None:
+        raise _usage("--key-file and --profile are used only with --input")
     findings = None
     if args.input is not None:
         _check_review_input(args)
@@ -491,19 +491,28 @@ def _check_review_input(args: argparse.Namespace) -> None:
         raise _usage("--html must not be inside IN")
 
 
-def _verify_findings(args: argparse.Namespace) -> Iterator[Any]:
-    """``anonymizer verify IN OUT``'s findings for the page (no values: the page may be
-    kept with the release); an output that could not be checked is a finding too."""
+def _paired_through_audit(args: argparse.Namespace) -> tuple[Any, str]:
+    """OUT's outputs paired with IN's inputs through the audit log (``--key-file``), and
+    the profile they were made with (``--profile``, else the built-in one the log
+    records); the extras its pixel policy needs are checked before any pair."""
     from anonymizer.keyed import load_key
     from anonymizer.pixels.stage import check_pixel_extras
     from anonymizer.profiles import load_profile
-    from anonymizer.verify import AuditPairs, Finding, verify_pairs
+    from anonymizer.verify import AuditPairs
 
     pairs = AuditPairs(args.input, args.output, load_key(args.key_file), args.audit)
-    profile = pairs.run.builtin_profile()
-    if profile is not None:
-        check_pixel_extras(load_profile(profile).settings.pixels)
-    for result in verify_pairs(pairs, profile, n_jobs=os.cpu_count() or 1):
+    profile = args.profile or pairs.run.builtin_profile()
+    check_pixel_extras(load_profile(profile).settings.pixels)  # one line, before any pair
+    return pairs, profile
+
+
+def _verify_findings(args: argparse.Namespace) -> Iterator[Any]:
+    """``anonymizer verify IN OUT``'s findings for the page (no values: the page may be
+    kept with the release); an output that could not be checked is a finding too."""
+    from anonymizer.verify import Finding, verify_pairs
+
+    pairs, profile = _paired_through_audit(args)
+    for result in verify_pairs(pairs, profile, n_jobs=0):  # 0: every core
         yield from result.findings
         if result.error is not None:
             yield Finding(output=result.output, where="not checked", tag_path="",

@@ -463,6 +463,24 @@ def test_input_runs_verify_and_shows_its_findings(release, tmp_path: Path, key_p
         assert value not in dom.text_by_id["findings"]
 
 
+def test_input_with_a_profile_of_ones_own(tmp_path: Path, key_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release made with a custom profile: verify needs its name (--profile), as
+    ``anonymizer verify`` does."""
+    monkeypatch.delenv("ANONYMIZER_KEY", raising=False)
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("name: mine\nextends: default\n")
+    out = tmp_path / "out"
+    assert main(["run", "--no-progress", "-p", str(profile), "--key-file", str(key_path),
+                 str(SAMPLE_DATA), str(out)]) == 0
+    page = tmp_path / "page.html"
+    arguments = ["review", str(out), "--html", str(page), "--input", str(SAMPLE_DATA),
+                 "--key-file", str(key_path)]
+    assert main(arguments) == 2  # not a built-in profile: it must be named
+    assert main([*arguments, "--profile", str(profile)]) == 0
+    assert "verify-clean" in Dom(page.read_text(encoding="utf-8")).text_by_id
+
+
 def test_findings_with_values_make_the_page_phi(release, tmp_path: Path) -> None:
     made = release("default")
     with_value = [ReviewFinding("A/1.dcm", "element", "(0008,1030)", "PatientName surname",
