@@ -131,8 +131,9 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
         layers.standard = True
     for option in spec.options:
         if option.value in standard.PIXEL_OPTIONS:
-            raise _fail(spec, f"option {option.value!r} acts on pixel data, which this tool "
-                        "does not clean; remove it from 'options'", option.line)
+            raise _fail(spec, f"option {option.value!r} acts on pixel data: say how in the "
+                        "'pixels' section (ocr: blank, regions) instead of 'options'",
+                        option.line)
         if option.value not in standard.OPTIONS:
             raise _fail(spec, f"unknown option {option.value!r} (known: "
                         f"{', '.join(standard.OPTIONS)})", option.line)
