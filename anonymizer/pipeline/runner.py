@@ -579,15 +579,17 @@ class Committer:
         if outcome.pixels is not None:
             record["pixels"] = outcome.pixels
         self.audit.write(record)
-        if self.destination.records_each and outcome.status == "written":
-            self.flush()
-            _flush(self.audit)  # sent: on disk at once, so that a rerun never sends it again
         if self.quarantine is not None and outcome.status == "failed":
             self.quarantine[1].writerow([outcome.relative, outcome.reason or ""])
         if self.manifest is not None:
             self.manifest[1].writerow([outcome.relative, record["output"] or "", outcome.status])
         if self.crosswalk is not None and outcome.crosswalk and outcome.status == "written":
             self._write_crosswalk(outcome.crosswalk)
+        if self.destination.records_each and outcome.status == "written":
+            # sent: on disk at once (its table rows first, as flush promises), so that a
+            # rerun never sends it again
+            self.flush()
+            _flush(self.audit)
         return outcome.status
 
     def _write_crosswalk(self, entry: dict[str, object]) -> None:
