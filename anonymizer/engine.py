@@ -607,14 +607,8 @@ def stamp_elements(profile: CompiledProfile) -> dict[int, DataElement]:
     stamp.DeidentificationMethod = \
         f"anonymizer {__version__} profile {profile.name} {profile.version}"[:64]
     if profile.method_codes:
-        items = []
-        for code in profile.method_codes:
-            item = Dataset()
-            item.CodeValue = code.value
-            item.CodingSchemeDesignator = code.scheme
-            item.CodeMeaning = code.meaning
-            items.append(item)
-        stamp.DeidentificationMethodCodeSequence = Sequence(items)
+        stamp.DeidentificationMethodCodeSequence = Sequence(
+            [code.item() for code in profile.method_codes])
     if profile.settings.dates_modified is not None:
         stamp.LongitudinalTemporalInformationModified = profile.settings.dates_modified
     return {tag: stamp[tag] for tag in stamp.keys()}

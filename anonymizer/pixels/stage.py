@@ -249,12 +249,8 @@ def _add_clean_pixel_code(ds: Dataset) -> None:
     items = list(existing.value) if existing is not None else []
     if any(getattr(item, "CodeValue", None) == code.value for item in items):
         return
-    item = Dataset()
-    item.CodeValue = code.value
-    item.CodingSchemeDesignator = code.scheme
-    item.CodeMeaning = code.meaning
     ds[DEIDENTIFICATION_METHOD_CODES] = DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ",
-                                                    Sequence([*items, item]))
+                                                    Sequence([*items, code.item()]))
 
 
 def check_pixel_extras(policy: PixelPolicy) -> None:

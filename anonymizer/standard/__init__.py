@@ -26,6 +26,8 @@ from importlib.resources import files
 from types import MappingProxyType
 from typing import Any
 
+from pydicom.dataset import Dataset
+
 from anonymizer.tags import CONTENT_SEQUENCE
 
 __all__ = [
@@ -399,6 +401,14 @@ class MethodCode:
     value: str
     scheme: str
     meaning: str
+
+    def item(self) -> Dataset:
+        """The code as an item of De-identification Method Code Sequence."""
+        item = Dataset()
+        item.CodeValue = self.value
+        item.CodingSchemeDesignator = self.scheme
+        item.CodeMeaning = self.meaning
+        return item
 
 
 @cache
