@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anonymizer.errors import MissingExtraError, UsageError
-from anonymizer.gateway.spool import Spool, instance_token
+from anonymizer.gateway.spool import Spool
 from anonymizer.keyed import KeyedSource
+from anonymizer.pipeline.worker import instance_token
 
 #: C-STORE statuses (PS3.4 Table B.2-1)
 SUCCESS = 0x0000

@@ -29,16 +29,10 @@ import time
 from pathlib import Path
 
 from anonymizer.io.writer import TEMP_PREFIX, sync_file
-from anonymizer.keyed import KeyedSource
 
 #: Where the receiver writes an instance while it arrives (partial files only).
 INCOMING = "incoming"
 _READY = re.compile(r"^\d{20}-\d{8}-([0-9a-f]{32})\.dcm$")
-
-
-def instance_token(keyed: KeyedSource, sop_instance_uid: str) -> str:
-    """The keyed name of a received instance: its audit log key (UIDs may be traced)."""
-    return keyed.hexdigest("sop-instance", sop_instance_uid.strip("\x00 "), 32)
 
 
 def token_of(name: str) -> str:

@@ -22,15 +22,10 @@ from anonymizer.net.errors import NetworkError, RefusedError
 from anonymizer.net.sources import Instance, Selection, Source, list_instances
 from anonymizer.pipeline.audit import safe_reason
 from anonymizer.pipeline.resume import Done
-from anonymizer.pipeline.worker import WorkItem
+from anonymizer.pipeline.worker import WorkItem, instance_token
 
 #: what the runner's exit code is when a source refuses us / stops answering mid-run
 EXIT_REFUSED, EXIT_SOURCE_LOST = 2, 3
-
-
-def instance_token(keyed: KeyedSource, sop_instance_uid: str) -> str:
-    """Keyed name of a network instance in the audit log (its UID is PHI)."""
-    return keyed.hexdigest("input-sop", sop_instance_uid, 32)
 
 
 class NetworkFeed:

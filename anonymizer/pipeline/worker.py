@@ -169,6 +169,12 @@ def input_token(keyed: KeyedSource, relative: str) -> str:
     return keyed.hexdigest("input-path", relative, 32)
 
 
+def instance_token(keyed: KeyedSource, sop_instance_uid: str) -> str:
+    """Keyed name of an instance that came over the network (``run`` from a PACS,
+    ``listen``): its audit log key, the same whichever way it came (its UID is PHI)."""
+    return keyed.hexdigest("input-sop", sop_instance_uid.strip("\x00 "), 32)
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """One input: its relative path, and what a previous run recorded for it (resume)."""
