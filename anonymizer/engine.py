@@ -227,10 +227,10 @@ class FileContext:
         # Judged now, from the original values: the walk shifts the study date before it
         # reaches the birth date, and caps one SR age before it reads the next. Only where
         # something follows the cap: the Basic Profile removes age, birth date and SR content.
-        cap, rules = self.settings.age_cap, profile.tag_rules
+        cap, rule = self.settings.age_cap, profile.explicit_rule
         judged = cap is not None and (
-            isinstance(getattr(rules.get(PATIENT_AGE), "action", None), CapAge)
-            or isinstance(getattr(rules.get(PATIENT_BIRTH_DATE), "action", None), CapBirthDate)
+            isinstance(getattr(rule(PATIENT_AGE), "action", None), CapAge)
+            or isinstance(getattr(rule(PATIENT_BIRTH_DATE), "action", None), CapBirthDate)
             or CONTENT_SEQUENCE in stored(ds)
             and not isinstance(profile.rule_for(CONTENT_SEQUENCE, "SQ").action, Remove))
         oldest = oldest_age(ds) if judged else None
@@ -280,7 +280,7 @@ class FileContext:
         """The pseudonym of the file's patient: of its original top-level Patient ID, or of
         what else identifies an ID-less patient (:func:`subject_key`)."""
         if self._new_patient_id is None:
-            rule = self.profile.tag_rules.get(PATIENT_ID)
+            rule = self.profile.explicit_rule(PATIENT_ID)
             fmt = rule.action.fmt if rule is not None and isinstance(rule.action, Pseudonym) \
                 else None
             if fmt is not None and "{patient_id}" in fmt:
@@ -342,7 +342,7 @@ class FileContext:
             # takes the pseudonym of whichever has one
             for source in finding.candidates or (finding.identifier,):
                 tag = tag_for_keyword(source.keyword) if source is not None else None
-                rule = self.profile.tag_rules.get(tag) if tag is not None else None
+                rule = self.profile.explicit_rule(tag) if tag is not None else None
                 if source is not None and rule is not None \
                         and isinstance(rule.action, Pseudonym):
                     new = self.pseudonym(source.keyword, source.value.strip(), rule.action.fmt)

@@ -1,19 +1,22 @@
 """Compiled, immutable rule tables: what the engine looks up per element.
 
 A :class:`CompiledProfile` is the output of :mod:`anonymizer.profiles.compiler`.
-Precedence is resolved at compile time; per tag the table keeps the action *and*
-what decided it, so ``anonymizer profiles show`` can answer "why was this removed?".
+Every rule carries its :class:`~anonymizer.precedence.Level`; which rule wins is decided by
+:mod:`anonymizer.precedence` alone, at compile time and in every lookup. Per tag the table
+keeps the action *and* what decided it, so ``anonymizer profiles show`` can answer "why was
+this removed?".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from anonymizer.actions import Action
+from anonymizer.precedence import Level, PrivateLevel, private_keeper, winner
 from anonymizer.settings import Settings
 from anonymizer.standard import MethodCode
 from anonymizer.tags import TagPattern, format_tag
@@ -21,13 +24,20 @@ from anonymizer.tags import TagPattern, format_tag
 
 @dataclass(frozen=True)
 class Rule:
-    """An action and the origin that decided it (e.g. ``"profile default: keyword"``)."""
+    """An action, the origin that decided it (e.g. ``"profile default keyword PatientID"``)
+    and the precedence level it competes at."""
 
     action: Action
     origin: str
+    level: Level
 
     def describe(self) -> str:
         return f"{self.action.describe()}  [{self.origin}]"
+
+
+def pattern_winner(patterns: Iterable[tuple[TagPattern, Rule]], tag: int) -> Rule | None:
+    """The rule that wins among the patterns matching ``tag`` (listed in tie-break order)."""
+    return winner(rule for pattern, rule in patterns if pattern.matches(tag))
 
 
 @dataclass(frozen=True)
@@ -77,16 +87,17 @@ class PrivatePolicy:
         return decided
 
     def _decide(self, group: int, creator: str, offset: int, vr: str | None) -> str | None:
-        for key, origin in self.keep:
-            if (key.creator == creator and (key.group is None or key.group == group)
-                    and (key.offset is None or key.offset == offset)):
-                return origin
+        kept_by = next((origin for key, origin in self.keep
+                        if key.creator == creator and (key.group is None or key.group == group)
+                        and (key.offset is None or key.offset == offset)), None)
         safe_vr = self.safe.get((group, creator, offset))
-        if safe_vr is not None and (not safe_vr or vr in (None, "UN", *safe_vr.split("/"))):
-            return "option retain_safe_private (PS3.15 Table E.3.10-1)"
-        if self.keep_all:
-            return "private default keep"
-        return None
+        safe = safe_vr is not None and (not safe_vr or vr in (None, "UN", *safe_vr.split("/")))
+        return private_keeper({
+            PrivateLevel.KEEP: kept_by,
+            PrivateLevel.SAFE_PRIVATE:
+                "option retain_safe_private (PS3.15 Table E.3.10-1)" if safe else None,
+            PrivateLevel.DEFAULT: "private default keep" if self.keep_all else None,
+        })
 
     def describe(self) -> list[str]:
         lines = [f"private default: {'keep' if self.keep_all else 'remove'}",
@@ -126,9 +137,10 @@ class Addition:
 class CompiledProfile:
     """An immutable, fully resolved de-identification profile.
 
-    Lookup order (resolved at compile time into the layers below):
-    explicit tag/keyword rules (profile, then option columns, then Basic Profile)
-    > patterns (most specific first) > rules by VR > the default.
+    ``tag_rules`` holds, per tag, the rule that won among the tag-specific levels (profile
+    tag, profile pattern, option column, Basic Profile); ``pattern_rules`` are in
+    precedence order. A lookup asks :func:`anonymizer.precedence.winner` among the tag's
+    rule, the matching patterns, the rule for its VR and the default.
     """
 
     name: str
@@ -148,39 +160,44 @@ class CompiledProfile:
     _cache: dict[tuple[int, str], Rule] = field(default_factory=dict, compare=False, repr=False)
 
     def rule_for(self, tag: int, vr: str) -> Rule:
-        """The rule for a (non-private) element: explicit > pattern > by VR > default."""
+        """The rule that wins for a (non-private) element of this tag and VR."""
         key = (tag, vr)
         rule = self._cache.get(key)
         if rule is None:
-            rule = self.tag_rules.get(tag)
-            if rule is None:
-                for pattern, pattern_rule in self.pattern_rules:
-                    if pattern.matches(tag):
-                        rule = pattern_rule
-                        break
-                else:
-                    rule = self.vr_rules.get(vr, self.default_rule)
+            rule = winner((self.explicit_rule(tag), self.vr_rules.get(vr), self.default_rule))
+            assert rule is not None  # the default always competes
             self._cache[key] = rule
         return rule
 
     def explicit_rule(self, tag: int) -> Rule | None:
-        """The rule for ``tag`` from the tag table or a pattern, ignoring VR and default."""
-        rule = self.tag_rules.get(tag)
-        if rule is not None:
-            return rule
-        for pattern, pattern_rule in self.pattern_rules:
-            if pattern.matches(tag):
-                return pattern_rule
-        return None
+        """The rule that wins for ``tag`` from the tag table or a pattern, ignoring VR and
+        default (None: neither has one)."""
+        return winner((self.tag_rules.get(tag), pattern_winner(self.pattern_rules, tag)))
+
+    def level_counts(self) -> dict[Level, int]:
+        """How many of the profile's rules compete at each precedence level."""
+        counts = dict.fromkeys(Level, 0)
+        for rule in (*self.tag_rules.values(), *(r for _, r in self.pattern_rules),
+                     *self.vr_rules.values(), self.default_rule):
+            counts[rule.level] += 1
+        return counts
 
     def describe(self) -> list[str]:
         """Every rule as one line: the ``profiles show`` listing and the fingerprint input."""
+        return [*self.describe_header(), *self.describe_rules()]
+
+    def describe_header(self) -> list[str]:
+        """Name, version, options and method codes: the first lines of :meth:`describe`."""
+        return [f"profile {self.name} {self.version}",
+                f"options: {', '.join(self.options) or '(none)'}",
+                "method codes: " + (", ".join(f"{c.value} {c.meaning}" for c in self.method_codes)
+                                    or "(none)")]
+
+    def describe_rules(self) -> list[str]:
+        """Every rule and setting as one line: the rest of :meth:`describe`."""
         from pydicom.datadict import keyword_for_tag
 
-        lines = [f"profile {self.name} {self.version}",
-                 f"options: {', '.join(self.options) or '(none)'}",
-                 "method codes: " + (", ".join(f"{c.value} {c.meaning}" for c in self.method_codes)
-                                     or "(none)")]
+        lines = []
         for tag in sorted(self.tag_rules):
             rule = self.tag_rules[tag]
             lines.append(f"{format_tag(tag)} {keyword_for_tag(tag) or '?':40} {rule.describe()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydicom.datadict import keyword_for_tag
 from pydicom.uid import UID_dictionary
 
-from anonymizer import standard
+from anonymizer import precedence, standard
 from anonymizer.actions import ByType
 from anonymizer.errors import UsageError
 from anonymizer.rules import CompiledProfile
@@ -34,16 +34,19 @@ def resolve_sop_class(text: str) -> str:
 
 
 def show_profile(profile: CompiledProfile, sop_class: str | None = None) -> list[str]:
-    """Lines of ``profiles show``: every rule with what decided it.
+    """Lines of ``profiles show``: the precedence of rule levels (with how many of the
+    profile's rules compete at each), then every rule with what decided it.
 
     With ``sop_class``, combined codes (X/Z/D...) are shown resolved by the attribute's
     Type at the top level of that SOP Class's IOD.
     """
+    ordering = precedence.describe(profile.level_counts())
     if sop_class is None:
-        return profile.describe()
+        return [*profile.describe_header(), *ordering, *profile.describe_rules()]
     uid = resolve_sop_class(sop_class)
     name = UID_dictionary.get(uid, (uid,))[0]
-    lines = [f"profile {profile.name} {profile.version} resolved for {name} ({uid}), top level"]
+    lines = [f"profile {profile.name} {profile.version} resolved for {name} ({uid}), top level",
+             *ordering]
     for tag in sorted(profile.tag_rules):
         rule = profile.tag_rules[tag]
         action = rule.action

@@ -1,7 +1,8 @@
 """Validated spec -> compiled, frozen :class:`~anonymizer.rules.CompiledProfile`.
 
 Resolves ``extends`` chains, the PS3.15 Table E.1-1 base layer and its options,
-and precedence, once. Every error is a :class:`ProfileError` naming file:line.
+and precedence (asking :mod:`anonymizer.precedence`), once. Every error is a
+:class:`ProfileError` naming file:line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from typing import Any
 from anonymizer import standard
 from anonymizer.actions import Action, ByType, Empty, Keep, Remove, Replace, simple_action
 from anonymizer.errors import ProfileError
+from anonymizer.precedence import (
+    Level,
+    application_order,
+    deciding_option,
+    pattern_order,
+    winner,
+)
 from anonymizer.profiles import sections as settings_mod
 from anonymizer.profiles.spec import (
     ACTION_NAMES,
@@ -22,7 +30,14 @@ from anonymizer.profiles.spec import (
     ProfileSpec,
     parse_profile,
 )
-from anonymizer.rules import Addition, CompiledProfile, PrivateElementKey, PrivatePolicy, Rule
+from anonymizer.rules import (
+    Addition,
+    CompiledProfile,
+    PrivateElementKey,
+    PrivatePolicy,
+    Rule,
+    pattern_winner,
+)
 from anonymizer.tags import (
     OVERLAY_DATA,
     OVERLAY_GROUP,
@@ -77,7 +92,8 @@ class _Layers:
     tag_rules: dict[int, Rule] = field(default_factory=dict)
     patterns: list[tuple[TagPattern, Rule]] = field(default_factory=list)
     vr_rules: dict[str, Rule] = field(default_factory=dict)
-    default: Rule = field(default_factory=lambda: Rule(simple_action("K"), "built-in default"))
+    default: Rule = field(default_factory=lambda: Rule(simple_action("K"), "built-in default",
+                                                       Level.DEFAULT))
     private_keep_all: bool = False
     private_keep: list[tuple[PrivateElementKey, str]] = field(default_factory=list)
     additions: list[Addition] = field(default_factory=list)
@@ -149,7 +165,7 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
                     "retain_longitudinal_modified_dates exclude each other", line)
     if spec.default is not None:
         layers.default = Rule(simple_action("K" if spec.default.value == "keep" else "X"),
-                              f"{origin} default")
+                              f"{origin} default", Level.DEFAULT)
     for vr, action in spec.by_vr:
         if vr not in _VRS:
             raise _fail(spec, f"unknown VR {vr!r} in 'by_vr'", action.line)
@@ -160,19 +176,22 @@ def _overlay(layers: _Layers, spec: ProfileSpec) -> None:
             # (SegmentLabel, an SR TEXT item's TextValue) and Type 2 descriptions, so the
             # removal resolves by the attribute's Type like the standard's X/Z/D.
             built, why = ByType("X/Z/D"), f"{why}: remove; Type 1 -> dummy, Type 2 -> empty"
-        layers.vr_rules[vr] = Rule(built, why)
-    # Tag keys beat keyword keys within one profile: apply keywords first.
-    ordered = sorted(spec.actions, key=lambda a: (not a.by_keyword, a.line))
+        layers.vr_rules[vr] = Rule(built, why, Level.BY_VR)
+    # Ties within a level (precedence.STEPS): a child's rule replaces its parent's, the entry
+    # that must win within this profile is applied last, its patterns go before the parent's.
+    ordered = sorted(spec.actions, key=lambda a: application_order(a.by_keyword, a.line))
     new_patterns = []
     for entry in ordered:
         if isinstance(entry.target, TagPattern):
-            rule = Rule(_entry_action(spec, entry, None), f"{origin} pattern {entry.target.text}")
+            rule = Rule(_entry_action(spec, entry, None), f"{origin} pattern {entry.target.text}",
+                        Level.PROFILE_PATTERN)
             new_patterns.append((entry.target, rule))
         else:
             kind = "keyword" if entry.by_keyword else "tag"
             layers.tag_rules[entry.target] = Rule(_entry_action(spec, entry, entry.target),
-                                                  f"{origin} {kind} {entry.key}")
-    new_patterns.sort(key=lambda pr: -pr[0].specificity)
+                                                  f"{origin} {kind} {entry.key}",
+                                                  Level.PROFILE_TAG)
+    new_patterns.sort(key=lambda pr: pattern_order(pr[0].specificity))
     layers.patterns[:0] = new_patterns
     if spec.private is not None:
         if spec.private.default is not None:
@@ -268,12 +287,9 @@ def _standard_layer(options: list[str]) -> tuple[dict[int, Rule], list[tuple[Tag
     tag_rules: dict[int, Rule] = {}
     patterns: list[tuple[TagPattern, Rule]] = []
     for row in standard.confidentiality_rows():
-        code, origin = row.basic, "PS3.15 Basic Profile"
-        # Where two options disagree, C (clean) wins over K (keep), whatever the order:
-        # e.g. a calibration date is K under Device Identity but C under Modified Dates.
-        for option in sorted(options, key=lambda o: row.options.get(o) == "C"):
-            if option in row.options:
-                code, origin = row.options[option], f"option {option}"
+        option = deciding_option(row.options, options)
+        code = row.basic if option is None else row.options[option]
+        origin = "PS3.15 Basic Profile" if option is None else f"option {option}"
         target = row.tag_int if row.tag_int is not None else parse_tag_text(row.tag)
         if target is None:  # the private-attributes row: handled by PrivatePolicy
             continue
@@ -281,37 +297,39 @@ def _standard_layer(options: list[str]) -> tuple[dict[int, Rule], list[tuple[Tag
         vr = dictionary_vr(tag) if tag is not None else None
         if isinstance(target, TagPattern):
             vr = dictionary_vr(target.value)
-        option = origin[len("option "):] if origin.startswith("option ") else None
         action = _build_action(None, code, None, tag, vr, None, option)
-        rule = Rule(action, f"{origin} ({row.name})")
         if isinstance(target, TagPattern):
-            patterns.append((target, rule))
+            patterns.append((target, Rule(action, f"{origin} ({row.name})", Level.TABLE_PATTERN)))
         else:
-            tag_rules[target] = rule
+            level = Level.BASIC_PROFILE if option is None else Level.OPTION
+            tag_rules[target] = Rule(action, f"{origin} ({row.name})", level)
     return tag_rules, patterns
 
 
 def _freeze(layers: _Layers) -> CompiledProfile:
-    tag_rules: dict[int, Rule] = {}
+    std_tags: dict[int, Rule] = {}
     patterns = list(layers.patterns)
     safe: dict[tuple[int, str, int], str] = {}
     method_codes: list[standard.MethodCode] = []
     if layers.standard:
         std_tags, std_patterns = _standard_layer(layers.options)
-        for tag, rule in std_tags.items():
-            # precedence: profile pattern > option column > Basic Profile
-            user = next((r for p, r in layers.patterns if p.matches(tag)), None)
-            tag_rules[tag] = user or rule
         patterns += std_patterns
         method_codes = [standard.method_code(o) for o in ("basic", *layers.options)]
         if "retain_safe_private" in layers.options:
             safe = {key: attr.vr for key, attr in standard.safe_private_attributes().items()}
     patterns += _whole_overlay_group(patterns)
-    tag_rules.update(layers.tag_rules)
+    # Per tag the winner among the tag-specific levels, so the table (and profiles show)
+    # says what decides; the profile's own patterns compete here as they do in a lookup.
+    tag_rules: dict[int, Rule] = {}
+    for tag in (*std_tags, *layers.tag_rules):
+        rule = winner((layers.tag_rules.get(tag), pattern_winner(layers.patterns, tag),
+                       std_tags.get(tag)))
+        assert rule is not None
+        tag_rules[tag] = rule
     settings = settings_mod.freeze_settings(layers.sections, _dates_modified(layers, tag_rules))
     age = tag_rules.get(PATIENT_AGE)
     if age is not None and isinstance(age.action, Keep):
-        tag_rules[PATIENT_AGE] = Rule(CapAge(), age.origin + ", HIPAA age cap")
+        tag_rules[PATIENT_AGE] = Rule(CapAge(), age.origin + ", HIPAA age cap", age.level)
     if settings.age_cap is not None:
         _cap_other_ages(tag_rules, patterns, layers)
     return CompiledProfile(
@@ -339,11 +357,14 @@ def _private_value_rules(vr_rules: dict[str, Rule]) -> dict[str, Rule]:
     cleaned rather than removed (it was kept on purpose); other VRs stay as they are."""
     from anonymizer.transforms import action_for
 
-    rules = {vr: Rule(vr_rules[vr].action, f"kept private value: as {vr_rules[vr].origin}")
+    rules = {vr: Rule(vr_rules[vr].action, f"kept private value: as {vr_rules[vr].origin}",
+                      Level.BY_VR)
              for vr in _PRIVATE_LIKE_PUBLIC_VRS if vr in vr_rules}
-    rules.setdefault("UI", Rule(simple_action("U"), "kept private value: UIDs remapped"))
+    rules.setdefault("UI", Rule(simple_action("U"), "kept private value: UIDs remapped",
+                                Level.DEFAULT))
     for vr in _PRIVATE_CLEANED_VRS:
-        rules[vr] = Rule(action_for("C", None, None, vr, None), "kept private value: cleaned")
+        rules[vr] = Rule(action_for("C", None, None, vr, None), "kept private value: cleaned",
+                         Level.DEFAULT)
     return rules
 
 
@@ -354,10 +375,11 @@ def _whole_overlay_group(patterns: list[tuple[TagPattern, Rule]]) -> list[tuple[
     module whose Type 1 Overlay Data is missing; without them the optional module is simply
     absent. Appended last, so any more specific overlay pattern still decides first.
     """
-    rule = next((r for p, r in patterns if p.matches(OVERLAY_DATA)), None)
+    rule = pattern_winner(patterns, OVERLAY_DATA)
     if rule is None or not isinstance(rule.action, Remove):
         return []
-    return [(OVERLAY_GROUP, Rule(Remove(), f"{rule.origin}: the whole overlay group goes"))]
+    return [(OVERLAY_GROUP, Rule(Remove(), f"{rule.origin}: the whole overlay group goes",
+                                 Level.OVERLAY_GROUP))]
 
 
 def _cap_other_ages(tag_rules: dict[int, Rule], patterns: list[tuple[TagPattern, Rule]],
@@ -367,13 +389,15 @@ def _cap_other_ages(tag_rules: dict[int, Rule], patterns: list[tuple[TagPattern,
     birth = tag_rules.get(PATIENT_BIRTH_DATE)
     if birth is not None and not isinstance(birth.action, Remove | Empty):
         tag_rules[PATIENT_BIRTH_DATE] = Rule(CapBirthDate(birth.action),
-                                             birth.origin + ", HIPAA age cap")
-    measured = tag_rules.get(MEASURED_VALUE_SEQUENCE) or next(
-        (rule for pattern, rule in patterns if pattern.matches(MEASURED_VALUE_SEQUENCE)),
-        None) or layers.vr_rules.get("SQ", layers.default)
+                                             birth.origin + ", HIPAA age cap", birth.level)
+    measured = winner((tag_rules.get(MEASURED_VALUE_SEQUENCE),
+                       pattern_winner(patterns, MEASURED_VALUE_SEQUENCE),
+                       layers.vr_rules.get("SQ"), layers.default))
+    assert measured is not None  # the default always competes
     if isinstance(measured.action, Keep):
         tag_rules[MEASURED_VALUE_SEQUENCE] = Rule(CapMeasuredAge(),
-                                                  measured.origin + ", HIPAA age cap")
+                                                  measured.origin + ", HIPAA age cap",
+                                                  measured.level)
 
 
 def _dates_modified(layers: _Layers, tag_rules: dict[int, Rule]) -> str | None:
