@@ -51,6 +51,8 @@ from anonymizer.tags import (
 _SHORT = struct.Struct("<HH2sH")
 _IMPLICIT = struct.Struct("<HHI")
 _UL = struct.Struct("<I")
+_US_VALUE = struct.Struct("<H")
+_US = frozenset({"US", None})  # None: implicit VR, where the dictionary says US
 _VR_NAMES = {vr.encode(): vr for vr in VALID_VRS}
 _LONG = frozenset(vr.encode() for vr in LONG_LENGTH_VRS)
 _EMPTY = {vr: empty_value_for_VR(vr, raw=True) for vr in (*VALID_VRS, None)}
@@ -58,6 +60,7 @@ _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _CHARACTER_SET = 0x00080005
+_PIXEL_REPRESENTATION = 0x00280103
 #: Top-level values never copied out of the file's bytes (their value is None, like a
 #: value pydicom defers): the pixel data, which nothing but the writer touches, and it
 #: copies it from the input.
@@ -236,7 +239,7 @@ class _Parser:
                         if any(not sequence.is_undefined_length for sequence in sequences):
                             raise Unsupported("Specific Character Set after a sequence")
                         encoding = _encodings(elem)
-                    elif tag == TAG_PIXREP:
+                    elif tag == _PIXEL_REPRESENTATION:
                         self.pixel_representation_seen = True
                 position = value_end
             elements[key] = elem
@@ -334,22 +337,27 @@ def _propagate_pixel_representation(ds: Dataset,
     parsed later (not for undefined-length ones: pydicom parses those while reading,
     and passes nothing down).
     """
+    decided = False
     for elem in sequences.get(id(ds._dict), ()):
         if not elem.is_undefined_length:
-            own = ds._dict.get(TAG_PIXREP)
-            representation = _decoded(ds, own) if own is not None \
-                else getattr(ds, "_pixel_rep", None)
-            if representation is not None:
-                ds._pixel_rep = int(b"\x01" in representation) \
-                    if isinstance(representation, bytes) else representation
+            if not decided:  # the same for each sequence of the dataset
+                decided = True
+                own = ds._dict.get(TAG_PIXREP)
+                representation = _decoded(ds, own) if own is not None \
+                    else getattr(ds, "_pixel_rep", None)
+                if representation is not None:
+                    ds._pixel_rep = int(b"\x01" in representation) \
+                        if isinstance(representation, bytes) else representation
+            inherited = getattr(ds, "_pixel_rep", None)
             for item in elem.value:
                 raw = item._dict.get(TAG_PIXREP)
                 value = None if raw is None else raw.value
+                state = vars(item)  # what Dataset.__setattr__ does for this name
                 if value is not None:
-                    item._pixel_rep = int(b"\x01" in value) if isinstance(value, bytes) \
+                    state["_pixel_rep"] = int(b"\x01" in value) if isinstance(value, bytes) \
                         else value
-                elif hasattr(ds, "_pixel_rep"):
-                    item._pixel_rep = ds._pixel_rep
+                elif inherited is not None:
+                    state["_pixel_rep"] = inherited
         for item in elem.value:
             _propagate_pixel_representation(item, sequences)
 
@@ -358,6 +366,8 @@ def _decoded(ds: Dataset, elem: RawDataElement | DataElement) -> Any:
     """An element's value as pydicom decodes it, without storing the decoded element."""
     if not isinstance(elem, RawDataElement):
         return elem.value
+    if elem.VR in _US and elem.length == 2 and elem.value is not None:
+        return _US_VALUE.unpack(elem.value)[0]  # what pydicom makes of one US value
     try:
         return convert_raw_data_element(elem, encoding=ds._read_charset, ds=ds).value
     except Exception as exc:  # noqa: BLE001 - pydicom decides what it makes of it
