@@ -305,3 +305,41 @@ def test_two_digit_years_read_the_same_in_every_run(dates: tuple[str, ...], text
                                                     year: int) -> None:
     (finding,) = _identifiers(dates=dates).find(text)
     assert finding.date is not None and finding.date.date.year == year
+
+
+def test_identifier_patterns_are_compiled_once_per_identifier_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files of one study share their identifiers: the first file compiles the
+    recognisers of its names, IDs and places, the next ones compile no pattern at all,
+    however many texts they search (each text new, so no finding is reused)."""
+    import importlib
+    import re
+
+    from conftest import SAMPLE_DATA
+
+    compiler = getattr(re, "_compiler", None) or importlib.import_module("sre_compile")
+    compiling = compiler.compile
+    compiled: list[object] = []
+
+    def counted(pattern: object, flags: int = 0) -> object:  # the real compiler, counted
+        compiled.append(pattern)
+        return compiling(pattern, flags)
+
+    monkeypatch.setattr(compiler, "compile", counted)
+    for cache in (scrub._compiled, scrub._names, scrub._ids, scrub._places):
+        cache.cache_clear()
+    re.purge()
+    study = SAMPLE_DATA / "DOE^JOHN_12345678" / "20190101_CT_CHEST"
+    per_file = []
+    for path in (study / "IM0001.dcm", study / "IM0002.dcm", study / "IM0003"):
+        before = len(compiled)
+        ds = read_dataset(path).dataset
+        identifiers = collect(ds)
+        texts = [str(elem.value) for elem in ds.iterall()
+                 if elem.VR in ("PN", "LO", "SH", "ST", "LT", "UT", "CS", "DA", "DT")]
+        texts += ["Doe, John", "MRN 12345678", "seen by Dr. Doe on 2019-01-01"]
+        for number, text in enumerate(texts):
+            identifiers.find(f"{text} ({path.name} {number})")
+        per_file.append(len(compiled) - before)
+    assert per_file[0] > 0 and per_file[1:] == [0, 0], per_file
+    assert scrub._compiled.cache_info().misses == 1

@@ -13,6 +13,11 @@ length is right, an explicit or implicit VR little endian dataset (native or
 encapsulated), nothing after the Pixel Data. Anything else raises
 :class:`Unsupported` and the reader falls back to pydicom, whose results (and
 failures) then decide; so this module never needs to be lenient.
+
+It leans on pydicom's internals (``Dataset._dict``, the state ``read_dataset`` and
+``read_sequence_item`` leave on a dataset, ``_pixel_rep``), so pydicom is pinned to the
+minor version ``tests/test_scan.py`` checked it against: that test reads every test file
+both ways and compares them element by element at every depth; rerun it on an upgrade.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.charset import convert_encodings
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import (
     DataElement,
     RawDataElement,
@@ -31,7 +36,7 @@ from pydicom.dataelem import (
 )
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
+from pydicom.tag import TAG_PIXREP, BaseTag
 
 from anonymizer.tags import (
     AFTER_PIXEL_DATA,
@@ -46,6 +51,8 @@ from anonymizer.tags import (
 _SHORT = struct.Struct("<HH2sH")
 _IMPLICIT = struct.Struct("<HHI")
 _UL = struct.Struct("<I")
+_US_VALUE = struct.Struct("<H")
+_US = frozenset({"US", None})  # None: implicit VR, where the dictionary says US
 _VR_NAMES = {vr.encode(): vr for vr in VALID_VRS}
 _LONG = frozenset(vr.encode() for vr in LONG_LENGTH_VRS)
 _EMPTY = {vr: empty_value_for_VR(vr, raw=True) for vr in (*VALID_VRS, None)}
@@ -53,6 +60,7 @@ _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _CHARACTER_SET = 0x00080005
+_PIXEL_REPRESENTATION = 0x00280103
 #: Top-level values never copied out of the file's bytes (their value is None, like a
 #: value pydicom defers): the pixel data, which nothing but the writer touches, and it
 #: copies it from the input.
@@ -86,6 +94,7 @@ def scan(data: bytes) -> Scanned:
     """
     meta_elements, position = _file_meta(data)
     meta = FileMetaDataset(meta_elements)
+    meta.set_original_encoding(False, True, default_encoding)
     syntax = meta.get("TransferSyntaxUID")
     if syntax is None:
         raise Unsupported("no transfer syntax")
@@ -93,15 +102,28 @@ def scan(data: bytes) -> Scanned:
     if syntax in _NOT_PLAIN:
         raise Unsupported("big endian or deflated")
     implicit = syntax == _IMPLICIT_LITTLE
+    if implicit and _looks_explicit(data[position + 4:position + 6]):
+        raise Unsupported("explicit VR dataset in an implicit VR file")
+    if data[position:position + 2] == b"\x00\x00":
+        raise Unsupported("command elements")  # pydicom reads them apart, always implicit
     spans: dict[int, tuple[int, int]] = {}
-    elements, end, encoding = _Parser(data, implicit).elements(
-        position, len(data), "iso8859", spans, False)
+    parser = _Parser(data, implicit)
+    elements, end, encoding = parser.elements(position, len(data), default_encoding, spans,
+                                              False)
     if end != len(data) or not elements:
         raise Unsupported("data after the dataset, or no dataset")
     # the buffer is where pydicom reads a value left in place (value None) if asked for it
     ds = FileDataset(io.BytesIO(data), elements, data[:128], meta, implicit, True)
     ds.set_original_encoding(implicit, True, encoding)
+    if parser.pixel_representation_seen:
+        _propagate_pixel_representation(ds, parser.sequences)
     return Scanned(ds, implicit, spans)
+
+
+def _looks_explicit(vr: bytes) -> bool:
+    """pydicom's test of a dataset's first element: two capital letters where an explicit
+    VR dataset has its VR (and reads the dataset as explicit VR whatever the syntax says)."""
+    return len(vr) == 2 and 0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B
 
 
 def _file_meta(data: bytes) -> tuple[dict[BaseTag, Any], int]:
@@ -117,6 +139,8 @@ def _file_meta(data: bytes) -> tuple[dict[BaseTag, Any], int]:
             raise Unsupported("file meta VR")
         start = position + 8
         if vr_bytes in _LONG:
+            if start + 4 > size:
+                raise Unsupported("file meta cut short")
             (length,) = _UL.unpack_from(data, start)
             start += 4
         position = start + length
@@ -138,6 +162,9 @@ class _Parser:
     def __init__(self, data: bytes, implicit: bool):
         self.data = data
         self.implicit = implicit
+        #: id of a dataset's elements -> the sequences among them (parsed here, as items)
+        self.sequences: dict[int, list[DataElement]] = {}
+        self.pixel_representation_seen = False
 
     def elements(self, position: int, end: int, encoding: Any,
                  spans: dict[int, tuple[int, int]] | None,
@@ -149,6 +176,7 @@ class _Parser:
         """
         data, implicit = self.data, self.implicit
         elements: dict[BaseTag, Any] = {}
+        sequences: list[DataElement] = []
         after_pixel_data = False
         while position < end:
             if position + 8 > end:
@@ -170,6 +198,8 @@ class _Parser:
                         raise Unsupported("unknown VR")
                     position += 8
                     if vr_bytes in _LONG:
+                        if position + 4 > end:
+                            raise Unsupported("truncated element header")
                         (length,) = _UL.unpack_from(data, position)
                         position += 4
             tag = group << 16 | element
@@ -178,6 +208,8 @@ class _Parser:
             if tag == _ITEM_DELIMITER:
                 if not in_undefined_item or length:
                     raise Unsupported("misplaced item delimiter")
+                if sequences:
+                    self.sequences[id(elements)] = sequences
                 return elements, position, encoding
             if group == 0xFFFE:
                 raise Unsupported("item tag among elements")
@@ -186,19 +218,29 @@ class _Parser:
                 raise Unsupported("duplicate element")
             if length == UNDEFINED_LENGTH:
                 elem, position = self._undefined_length(key, vr, position, end, encoding)
+                if elem.VR == "SQ":
+                    sequences.append(elem)
             else:
                 value_end = position + length
                 if value_end > end:
                     raise Unsupported("value cut short")
                 if vr == "SQ" or vr is None and dictionary_vr(tag) == "SQ":
-                    items = self._items(position, value_end, encoding, False)[0]
-                    elem = _sequence(key, items, position, False)
+                    # pydicom parses these when first asked for, with the encoding of the
+                    # dataset as read, as a list (see the check of (0008,0005) below)
+                    listed = [encoding] if isinstance(encoding, str) else encoding
+                    items = self._items(position, value_end, listed, False)[0]
+                    elem = _sequence(key, items, position, False, length)
+                    sequences.append(elem)
                 else:
                     value = _EMPTY[vr] if not length else None \
                         if tag in _LEFT_IN_PLACE and spans is not None else data[position:value_end]
                     elem = RawDataElement(key, vr, length, value, position, implicit, True)
                     if tag == _CHARACTER_SET:
-                        encoding = convert_encodings(convert_raw_data_element(elem).value)
+                        if any(not sequence.is_undefined_length for sequence in sequences):
+                            raise Unsupported("Specific Character Set after a sequence")
+                        encoding = _encodings(elem)
+                    elif tag == _PIXEL_REPRESENTATION:
+                        self.pixel_representation_seen = True
                 position = value_end
             elements[key] = elem
             if spans is not None:
@@ -206,6 +248,8 @@ class _Parser:
                 after_pixel_data = after_pixel_data or tag == PIXEL_DATA
         if in_undefined_item:
             raise Unsupported("item without delimiter")
+        if sequences:
+            self.sequences[id(elements)] = sequences
         return elements, position, encoding
 
     def _undefined_length(self, tag: BaseTag, vr: str | None, position: int, end: int,
@@ -214,7 +258,7 @@ class _Parser:
         if vr == "SQ" or vr is None and (dictionary_vr(tag) == "SQ" or tag >> 16 & 1
                                          and data[position:position + 4] == ITEM_TAG):
             items, after = self._items(position, end, encoding, True)
-            return _sequence(tag, items, position, True), after
+            return _sequence(tag, items, position, True, UNDEFINED_LENGTH), after
         if tag != PIXEL_DATA:
             raise Unsupported("undefined length outside Sequences and Pixel Data")
         # Encapsulated Pixel Data: fragments (items of defined length) up to the delimiter
@@ -264,12 +308,70 @@ class _Parser:
         return items, position
 
 
-def _sequence(tag: BaseTag, items: list[Dataset], value_tell: int,
-              undefined: bool) -> DataElement:
+def _sequence(tag: BaseTag, items: list[Dataset], value_tell: int, undefined: bool,
+              length: int) -> DataElement:
     sequence = Sequence(items)
-    sequence.is_undefined_length = undefined
+    if length:  # pydicom makes an empty value an empty Sequence, without the flag
+        sequence.is_undefined_length = undefined
     return DataElement(tag, "SQ", sequence, value_tell, is_undefined_length=undefined,
                        already_converted=True)
+
+
+def _encodings(charset: RawDataElement) -> Any:
+    """The Python codecs of a Specific Character Set (pydicom's, or it decides)."""
+    try:
+        return convert_encodings(convert_raw_data_element(charset).value)
+    except Exception as exc:  # noqa: BLE001 - whatever pydicom makes of it, it decides
+        raise Unsupported("Specific Character Set") from exc
+
+
+def _propagate_pixel_representation(ds: Dataset,
+                                     sequences: dict[int, list[DataElement]]) -> None:
+    """Leave each item the ``_pixel_rep`` pydicom gives it when it parses the sequence.
+
+    pydicom tells an ambiguous ``US or SS`` element in an item (implicit VR) which it is
+    from the nearest Pixel Representation: when it first decodes a defined-length
+    sequence (``Dataset._set_pixel_representation``), it passes the dataset's own (or the
+    one it was passed) down to the items without one. The scanner parsed every sequence
+    already, so it does the same here, top down, for the sequences pydicom would have
+    parsed later (not for undefined-length ones: pydicom parses those while reading,
+    and passes nothing down).
+    """
+    decided = False
+    for elem in sequences.get(id(ds._dict), ()):
+        if not elem.is_undefined_length:
+            if not decided:  # the same for each sequence of the dataset
+                decided = True
+                own = ds._dict.get(TAG_PIXREP)
+                representation = _decoded(ds, own) if own is not None \
+                    else getattr(ds, "_pixel_rep", None)
+                if representation is not None:
+                    ds._pixel_rep = int(b"\x01" in representation) \
+                        if isinstance(representation, bytes) else representation
+            inherited = getattr(ds, "_pixel_rep", None)
+            for item in elem.value:
+                raw = item._dict.get(TAG_PIXREP)
+                value = None if raw is None else raw.value
+                state = vars(item)  # what Dataset.__setattr__ does for this name
+                if value is not None:
+                    state["_pixel_rep"] = int(b"\x01" in value) if isinstance(value, bytes) \
+                        else value
+                elif inherited is not None:
+                    state["_pixel_rep"] = inherited
+        for item in elem.value:
+            _propagate_pixel_representation(item, sequences)
+
+
+def _decoded(ds: Dataset, elem: RawDataElement | DataElement) -> Any:
+    """An element's value as pydicom decodes it, without storing the decoded element."""
+    if not isinstance(elem, RawDataElement):
+        return elem.value
+    if elem.VR in _US and elem.length == 2 and elem.value is not None:
+        return _US_VALUE.unpack(elem.value)[0]  # what pydicom makes of one US value
+    try:
+        return convert_raw_data_element(elem, encoding=ds._read_charset, ds=ds).value
+    except Exception as exc:  # noqa: BLE001 - pydicom decides what it makes of it
+        raise Unsupported("Pixel Representation") from exc
 
 
 #: The state ``Dataset()`` starts with; the containers in it are copied per item.
@@ -288,6 +390,7 @@ def sequence_item(elements: dict[BaseTag, Any], parent_encoding: Any, implicit: 
         item.is_undefined_length_sequence_item = undefined_length
         item.seq_item_tell = tell
         item.set_original_encoding(implicit, True, encoding)
+        item.file_tell = tell  # read_sequence's
 
     (``tests/test_io.py`` checks this against the installed pydicom).
     """
@@ -298,5 +401,6 @@ def sequence_item(elements: dict[BaseTag, Any], parent_encoding: Any, implicit: 
         state[name] = _ITEM_STATE[name].copy()
     state.update(_dict=elements, _parent_encoding=parent_encoding, _read_implicit=implicit,
                  _read_little=True, _read_charset=encoding,
-                 is_undefined_length_sequence_item=undefined_length, seq_item_tell=tell)
+                 is_undefined_length_sequence_item=undefined_length, seq_item_tell=tell,
+                 file_tell=tell)
     return item
