@@ -4,6 +4,7 @@ from a map that accounts for every element (real engine, writer, files written b
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import io
 from pathlib import Path
@@ -163,3 +164,47 @@ def test_a_change_the_record_cannot_place_lets_nothing_be_copied(tmp_path: Path)
     assert 0x00080060 not in changes.touched
     assert changes.everything and not changes.untouched(0x00080060)
     read.close()
+
+
+#: The modules that change a dataset being de-identified: only through anonymizer.elements.
+_CHANGING_MODULES = ("engine.py", "actions.py", "transforms.py", "pixels/stage.py",
+                     "pixels/frames.py")
+_DATASET_NAMES = frozenset({"ds", "item", "items", "measured", "dataset", "meta"})
+_CHANGING_CALLS = frozenset({"add_new", "private_block", "remove_private_tags", "walk",
+                             "__setitem__", "__delitem__", "add", "pop"})
+
+
+def _unrecorded_changes(source: str) -> list[str]:
+    """Statements that change a dataset behind the record's back: ``del ds[...]``,
+    ``ds[...] = ...``, ``x.value = ...``, ``x._dict...`` writes, pydicom's own mutators."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Delete):
+            targets = node.targets
+        elif isinstance(node, ast.Assign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            targets = [t for t in targets if isinstance(t, ast.Subscript | ast.Attribute)]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in _CHANGING_CALLS \
+                and isinstance(node.func.value, ast.Name) \
+                and node.func.value.id in _DATASET_NAMES:
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+        for target in targets:
+            base = target.value if isinstance(target, ast.Subscript | ast.Attribute) else None
+            if isinstance(target, ast.Subscript) and isinstance(base, ast.Name) \
+                    and base.id in _DATASET_NAMES \
+                    or isinstance(target, ast.Attribute) and target.attr in ("value", "_dict") \
+                    or "_dict" in ast.unparse(target):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_engine_changes_datasets_only_through_the_recorded_api() -> None:
+    root = Path(__file__).resolve().parents[1] / "anonymizer"
+    for name in _CHANGING_MODULES:
+        assert _unrecorded_changes((root / name).read_text(encoding="utf-8")) == [], name
+    # the check finds what it is there for
+    assert len(_unrecorded_changes(
+        "del ds[tag]\nds[tag] = elem\nitem[0x10].value = 'x'\nds._dict[tag] = raw\n"
+        "ds.private_block(9, 'X', create=True).add_new(1, 'LO', 'v')\n")) == 5
