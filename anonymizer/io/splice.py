@@ -157,6 +157,9 @@ class SpliceMap:
     originals: dict[int, object]
 
     def __post_init__(self) -> None:
+        # Plain int keys: pydicom's BaseTag compares in Python on every lookup
+        self.spans = {int(tag): span for tag, span in self.spans.items()}
+        self.originals = {int(tag): elem for tag, elem in self.originals.items()}
         if not self.exact():
             self.spans = {}
 
@@ -277,14 +280,19 @@ def write_spliced(ds: Dataset, splice: SpliceMap, changes: Mutations | None, out
             encoded.clear()
 
     spans, originals, source = splice.spans, splice.originals, splice.source
+    # no record, or a change it could not place: nothing is copied
+    if changes is None or changes.everything:
+        spans = {}
+    touched = changes.touched if changes is not None else set()
     elements = stored(ds)
-    for tag in sorted(ds.keys()):
+    # the store's own keys to read it, plain ints for everything else (see SpliceMap)
+    for key in sorted(elements, key=int):
+        tag = int(key)
         if not tag & 0xFFFF and tag >> 16 > 6:
             continue  # group lengths are never written (PS3.5 7.2)
         span = spans.get(tag)
-        elem = elements[tag]
-        if span is not None and changes is not None and changes.untouched(tag) \
-                and elem is originals.get(tag):
+        elem = elements[key]
+        if span is not None and tag not in touched and elem is originals.get(tag):
             flush_encoded()
             if pending is not None and pending[1] == span[0]:
                 pending = (pending[0], span[1])
