@@ -1,9 +1,11 @@
 """One small frozen class per de-identification action (PS3.15 Table E.1-1a codes).
 
-An action changes one element of a dataset in place and returns the code of what
-it did (``"X"``, ``"Z"``, ``"D"``, ``"U"``, ``"K"``, ...), which the engine records in
-the audit log. Actions never see the original value unless they must transform it
-(UIDs, pseudonyms, dates), and never put it anywhere but the new value.
+An action changes one element of a dataset in place, only through
+:mod:`anonymizer.elements` (which records the change for the splice writer, whatever
+code the action reports), and returns the code of what it did (``"X"``, ``"Z"``,
+``"D"``, ``"U"``, ``"K"``, ...), which the engine records in the audit log. Actions
+never see the original value unless they must transform it (UIDs, pseudonyms, dates),
+and never put it anywhere but the new value.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydicom.dataelem import DataElement
 from pydicom.valuerep import validate_value
 
 from anonymizer import standard
-from anonymizer.elements import set_encoded, text_values
+from anonymizer.elements import remove, set_encoded, store, text_values
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -95,7 +97,7 @@ def set_value(ds: Dataset, tag: int, vr: str, value: Any) -> None:
         if isinstance(text, str) and text.isascii() and "\x1b" not in text:
             set_encoded(ds, tag, vr, text.encode("ascii"))
             return
-    ds[tag] = DataElement(tag, vr, value)
+    store(ds, DataElement(tag, vr, value))
 
 
 def set_empty(ds: Dataset, tag: int, vr: str) -> None:
@@ -127,7 +129,7 @@ class Remove:
     code: str = "X"
 
     def apply(self, ds: Dataset, tag: int, ctx: ElementContext) -> str:
-        del ds[tag]
+        remove(ds, tag)
         return "X"
 
     def describe(self) -> str:

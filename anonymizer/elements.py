@@ -7,11 +7,18 @@ given. Here, elements are read as stored (:func:`stored`), values are read as st
 without storing anything back (:func:`text_values`, :func:`text_value`), and new values
 are stored already encoded (:func:`set_encoded`), so what the engine did not change
 stays the raw bytes the writer can copy.
+
+Every change made to a dataset while it is de-identified goes through :func:`store`,
+:func:`set_encoded`, :func:`remove` or :func:`changed` (at any depth), and each is
+recorded by the :class:`Mutations` recording then: the splice writer copies from the
+input only the top-level elements that record says nothing changed in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
@@ -30,7 +37,7 @@ def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
 
     Equivalent to ``{t: ds.get_item(t, keep_deferred=True) for t in ds.keys()}``;
     never decodes a value nor reads a deferred one. Read only: change ``ds`` itself
-    (or through :func:`set_encoded`).
+    (through :func:`store`, :func:`set_encoded`, :func:`remove`).
     """
     return ds._dict  # pydicom keeps elements here; get_item(keep_deferred=True) reads it
 
@@ -126,11 +133,139 @@ def undeclared_items(elem: DataElement | RawDataElement) -> Sequence | None:
     return None
 
 
+class Mutations:
+    """The record of every change made to one dataset while it is de-identified: the
+    top-level elements a change was made in, at any depth.
+
+    Created per de-identification and active (:meth:`recording`) while the dataset
+    changes; :func:`store`, :func:`set_encoded`, :func:`remove` and :func:`changed`
+    record into it. The splice writer copies an element's input bytes only when
+    :meth:`untouched` says so: a change inside a sequence item is recorded against the
+    sequence whatever code the action that made it reports.
+
+    Parameters
+    ----------
+    root : Dataset
+        The dataset being de-identified (its file meta is written anew anyway: changes
+        there are not recorded).
+    """
+
+    def __init__(self, root: Dataset):
+        self.root = root
+        self.touched: set[int] = set()
+        #: a change was made in a dataset that could not be placed in ``root``'s tree:
+        #: nothing may be copied
+        self.everything = False
+        #: id(item) -> (item, the top-level tag it lies under), for items at any depth
+        self._owners: dict[int, tuple[Dataset, int]] = {}
+
+    @contextmanager
+    def recording(self) -> Iterator[Mutations]:
+        """Record every change made through this module's functions while active."""
+        token = _RECORDING.set(self)
+        try:
+            yield self
+        finally:
+            _RECORDING.reset(token)
+
+    def enter(self, items: Iterable[Dataset], top: int) -> None:
+        """Note that ``items`` lie under the top-level element ``top`` (the engine tells
+        as it walks; an item it did not walk is looked for in the tree)."""
+        owners = self._owners
+        for item in items:
+            owners[id(item)] = (item, top)
+
+    def note(self, ds: Dataset, tag: int) -> None:
+        """Record a change of element ``tag`` of ``ds`` (``root`` or an item at any depth)."""
+        if ds is self.root:
+            self.touched.add(int(tag))
+            return
+        if ds is getattr(self.root, "file_meta", None):
+            return  # written anew by the writer, never copied
+        owner = self._owner(ds)
+        if owner is None:
+            self.everything = True  # cannot tell which element it is in: copy nothing
+        else:
+            self.touched.add(owner)
+
+    def untouched(self, tag: int) -> bool:
+        """Whether nothing was changed in (or of) top-level element ``tag``."""
+        return not self.everything and tag not in self.touched
+
+    def _owner(self, ds: Dataset) -> int | None:
+        entry = self._owners.get(id(ds))
+        if entry is None or entry[0] is not ds:
+            self._index()
+            entry = self._owners.get(id(ds))
+        return entry[1] if entry is not None and entry[0] is ds else None
+
+    def _index(self) -> None:
+        """Place every item of the root's decoded sequences (raw ones hold no objects)."""
+        for key, elem in stored(self.root).items():
+            if isinstance(elem, DataElement) and elem.VR == "SQ":
+                self._index_items(elem.value, int(key))
+
+    def _index_items(self, items: Iterable[Dataset], top: int) -> None:
+        for item in items:
+            self._owners[id(item)] = (item, top)
+            for elem in stored(item).values():
+                if isinstance(elem, DataElement) and elem.VR == "SQ":
+                    self._index_items(elem.value, top)
+
+
+_RECORDING: ContextVar[Mutations | None] = ContextVar("anonymizer_mutations", default=None)
+
+
+def _record(ds: Dataset, tag: int) -> None:
+    recording = _RECORDING.get()
+    if recording is not None:
+        recording.note(ds, tag)
+
+
+def changed(ds: Dataset, tag: int) -> None:
+    """Record a change made to element ``tag`` of ``ds`` in place (its value's items)."""
+    _record(ds, tag)
+
+
+def store(ds: Dataset, elem: DataElement | RawDataElement) -> None:
+    """``ds[elem.tag] = elem``, recorded."""
+    ds[elem.tag] = elem
+    _record(ds, elem.tag)
+
+
+def remove(ds: Dataset, tag: int) -> None:
+    """``del ds[tag]``, recorded, by the key on the element store.
+
+    What :meth:`Dataset.__delitem__` does, without making a tag object (pass the key
+    the store holds, as :func:`stored` gives it, and not even a comparison is made):
+    forget the private blocks when a private creator goes, and the decoded pixels when
+    pixel data goes.
+    """
+    del ds._dict[tag]
+    if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF and ds._private_blocks:
+        ds._private_blocks = {}
+    if tag in PIXEL_KEYWORDS:
+        ds._pixel_array = None
+        ds._pixel_id = {}
+    _record(ds, tag)
+
+
+def add_private(ds: Dataset, group: int, creator: str, offset: int, vr: str,
+                value: Any) -> None:
+    """Add a private element in ``creator``'s block of ``group`` (reserved if need be),
+    recorded."""
+    block = ds.private_block(group, creator, create=True)
+    tag = block.get_tag(offset)
+    _record(ds, group << 16 | tag >> 8 & 0xFF)  # the creator, if the block was made here
+    block.add_new(offset, vr, value)
+    _record(ds, tag)
+
+
 def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
     """Store an already encoded value (padded to even length as its VR says).
 
     The element stays raw bytes, like an element read from a file, so nothing decodes or
-    re-validates it on the way to the writer.
+    re-validates it on the way to the writer. Recorded (:class:`Mutations`).
     """
     if len(data) % 2:
         data += b"\x00" if vr == "UI" else b" "
@@ -139,3 +274,4 @@ def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
         ds[tag] = raw  # Dataset.__setitem__ also tracks private blocks and pixel arrays
     else:
         ds._dict[raw.tag] = raw  # all Dataset.__setitem__ does for any other raw element
+    _record(ds, tag)

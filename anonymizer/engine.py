@@ -25,8 +25,12 @@ from pydicom.sequence import Sequence
 from anonymizer import __version__, scrub, standard
 from anonymizer.actions import TEXT_VRS, Keep, Remove, set_value
 from anonymizer.elements import (
+    Mutations,
+    add_private,
     element_strings,
+    remove,
     set_encoded,
+    store,
     stored,
     text_value,
     undeclared_items,
@@ -66,8 +70,9 @@ class EngineResult:
     #: memory for the crosswalk and the collision check only, never logged.
     pseudonyms: list[tuple[str, str, str, bool]] = field(default_factory=list)
     date_offset_days: int | None = None
-    #: top-level tags of every element acted on, at any depth (the writer re-encodes them)
-    touched: set[int] = field(default_factory=set)
+    #: every change made to the dataset, by top-level element: the splice writer copies
+    #: from the input only what this says is untouched
+    changes: Mutations | None = None
     study_uid_map: tuple[str, str] | None = None
     #: what the pixel stage did (counts and rule names for the audit log)
     pixels: PixelOutcome = field(default_factory=PixelOutcome)
@@ -207,12 +212,13 @@ class FileContext:
     """Per-file state handed to actions: key, settings, SOP class, path, originals."""
 
     def __init__(self, profile: CompiledProfile, keyed: KeyedSource, ds: Dataset):
+        self.changes = Mutations(ds)
         self.profile = profile
         self.keyed = keyed
         self.settings = profile.settings
         self.sop_class_uid = text_value(ds, "SOPClassUID")
         self.path: tuple[int, ...] = ()
-        self.result = EngineResult()
+        self.result = EngineResult(changes=self.changes)
         #: every identifier of the file at any depth, read before anything changes
         self.identifiers = scrub.collect(ds)
         # The subject is read now, before the walk replaces the values it is read from
@@ -412,12 +418,12 @@ class Engine:
             raise DeidentificationError("pixel data referenced by URL (JPIP transfer "
                                         "syntax): those pixels cannot be de-identified")
         original_study_uid = text_value(ds, "StudyInstanceUID")
-        self._clean(ds, (), ctx)
-        self._clean_file_meta(ds, ctx)
-        self._add(ds)
-        self._stamp(ds)
-        ctx.result.pixels = self.pixels.apply(pixels, ds, scratch_dir)
-        ctx.result.touched |= ctx.result.pixels.touched
+        with ctx.changes.recording():  # every change below is recorded for the writer
+            self._clean(ds, (), ctx)
+            self._clean_file_meta(ds, ctx)
+            self._add(ds)
+            self._stamp(ds)
+            ctx.result.pixels = self.pixels.apply(pixels, ds, scratch_dir)
         if original_study_uid:
             ctx.result.study_uid_map = (original_study_uid,
                                         text_value(ds, "StudyInstanceUID"))
@@ -427,10 +433,8 @@ class Engine:
         result = ctx.result
         if path:
             result.acted.append((">".join(map(format_tag, (*path, tag))), code))
-            result.touched.add(path[0])
         else:
             result.acted.append((format_tag(tag), code))
-            result.touched.add(tag)
         result.counts[code] += 1
 
     def _clean(self, ds: Dataset, path: tuple[int, ...], ctx: FileContext) -> None:
@@ -439,18 +443,20 @@ class Engine:
         private: list[int] = []
         ctx.path = path
         # Plain ints: pydicom's BaseTag compares in Python, which every table lookup
-        # below (rules, dictionary, attribute Types) would pay for.
-        for tag, elem in [(int(key), elem) for key, elem in elements.items()]:
+        # below (rules, dictionary, attribute Types) would pay for. The store's own key
+        # objects to change the store: a lookup by the very key compares nothing.
+        for key, elem in list(elements.items()):
+            tag = int(key)
             if elem.is_raw and _misparsed(elem):
                 raise DeidentificationError(
                     f"corrupt: element {format_tag(tag)} "
                     f"{'has an invalid VR' if elem.VR else 'lost its VR'}: "
                     "the header cannot be parsed reliably from there on")
             if tag >> 16 & 1:
-                private.append(tag)
+                private.append(key)
                 continue
             if not tag & 0xFFFF:  # group lengths would be wrong after any change
-                del ds[tag]
+                remove(ds, key)
                 self._record(ctx, path, tag, "X")
                 continue
             vr = judged_vr(tag, elem.VR)
@@ -468,46 +474,52 @@ class Engine:
                 if code == "X" and not OVERLAY_GROUP.matches(tag) \
                         and standard.attribute_type(ctx.sop_class_uid, tag, path) == "1":
                     ctx.result.warnings.append(f"{format_tag(tag)}: Type 1 attribute removed")
-            if vr == "SQ" and tag in elements:
-                self._clean_items(ds[tag].value, (*path, tag), ctx)
+            if vr == "SQ" and key in elements:
+                self._clean_items(ds[key].value, (*path, tag), ctx)
                 ctx.path = path
         if private:
             self._clean_private(ds, private, path, ctx)
 
     def _clean_items(self, items: Sequence, path: tuple[int, ...], ctx: FileContext) -> None:
+        ctx.changes.enter(items, path[0])
         for item in items:
             self._clean(item, path, ctx)
 
     def _clean_private(self, ds: Dataset, tags: list[int], path: tuple[int, ...],
                        ctx: FileContext) -> None:
         elements = stored(ds)
+        # ``tags`` are the store's own keys (see _clean): looked up and removed by them
         creators: dict[tuple[int, int], str] = {}
-        for tag in tags:
-            if 0x10 <= tag & 0xFFFF <= 0xFF:
-                value = elements[tag].value  # LO: raw bytes, or text once decoded
+        creator_keys: dict[tuple[int, int], int] = {}
+        for key in tags:
+            if 0x10 <= key & 0xFFFF <= 0xFF:
+                value = elements[key].value  # LO: raw bytes, or text once decoded
                 if isinstance(value, bytes):
                     value = value.decode("latin-1", "replace")
-                creators[(tag >> 16, tag & 0xFF)] = str(value or "").strip(" \x00")
+                block = (key >> 16, key & 0xFF)
+                creators[block] = str(value or "").strip(" \x00")
+                creator_keys[block] = key
         kept_blocks: set[tuple[int, int]] = set()
         policy = self.profile.private
-        for tag in tags:
+        for key in tags:
+            tag = int(key)
             group, element = tag >> 16, tag & 0xFFFF
             if 0x10 <= element <= 0xFF:
                 continue
             creator = creators.get((group, element >> 8)) if element > 0xFF else None
-            raw = elements[tag]
+            raw = elements[key]
             vr = raw.VR
             origin = None if creator is None else policy.decide(group, creator, element & 0xFF,
                                                                 vr)
             if origin is None:
-                del ds[tag]
+                remove(ds, key)
                 self._record(ctx, path, tag, "X")
                 continue
             kept_blocks.add((group, element >> 8))
             _check_plausible(tag, vr, raw)
             items = undeclared_items(raw)
             if items is not None:  # a private sequence read without its VR: cleaned too
-                ds[tag] = DataElement(tag, "SQ", items)
+                store(ds, DataElement(tag, "SQ", items))
                 vr = "SQ"
             if vr == "SQ":
                 self._clean_items(ds[tag].value, (*path, tag), ctx)
@@ -515,11 +527,10 @@ class Engine:
             code = self._clean_kept_private(ds, tag, vr, ctx)
             if code != "K":
                 self._record(ctx, path, tag, code)
-        for group, block in creators:
-            if (group, block) not in kept_blocks:
-                tag = group << 16 | block
-                del ds[tag]
-                self._record(ctx, path, tag, "X")
+        for block, key in creator_keys.items():
+            if block not in kept_blocks:
+                remove(ds, key)
+                self._record(ctx, path, int(key), "X")
 
     def _clean_kept_private(self, ds: Dataset, tag: int, vr: str | None,
                             ctx: FileContext) -> str:
@@ -553,7 +564,7 @@ class Engine:
             return "C"
         if any(finding.kind in _IDENTIFIERS_IN_BINARY
                for finding in ctx.identifiers.find(data.decode("latin-1"))):
-            del ds[tag]
+            remove(ds, tag)
             return "X"
         return "K"
 
@@ -576,15 +587,15 @@ class Engine:
         for addition in self.profile.additions:
             if addition.creator is not None:
                 assert addition.group is not None and addition.offset is not None
-                block = ds.private_block(addition.group, addition.creator, create=True)
-                block.add_new(addition.offset, addition.vr, addition.value)
+                add_private(ds, addition.group, addition.creator, addition.offset,
+                            addition.vr, addition.value)
             else:
                 assert addition.tag is not None
-                ds[addition.tag] = DataElement(addition.tag, addition.vr, addition.value)
+                store(ds, DataElement(addition.tag, addition.vr, addition.value))
 
     def _stamp(self, ds: Dataset) -> None:
-        for tag, elem in self.stamp.items():
-            ds[tag] = elem  # the same immutable objects in every file (encoded once)
+        for elem in self.stamp.values():
+            store(ds, elem)  # the same immutable objects in every file (encoded once)
 
 
 #: What found in a binary value removes it (shapes such as e-mail addresses are chance

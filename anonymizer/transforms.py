@@ -23,7 +23,7 @@ from anonymizer.actions import (
     set_dummy,
     set_value,
 )
-from anonymizer.elements import set_encoded, stored, text_values
+from anonymizer.elements import remove, set_encoded, stored, text_values
 from anonymizer.errors import DeidentificationError
 from anonymizer.scrub import dicom_date
 from anonymizer.settings import check_format
@@ -353,7 +353,7 @@ class CapMeasuredAge:
                 set_value(measured, _FLOATING_POINT_VALUE, "FD", capped)
             for rational in _RATIONAL_VALUES:  # the same number again, as a fraction
                 if rational in measured:
-                    del measured[rational]
+                    remove(measured, rational)
             code = "D"
         return code
 

@@ -85,7 +85,7 @@ def _process(engine: Engine, path: Path, out: Path, token: str) -> Processed | N
             result = engine.deidentify(read.dataset)
         except DeidentificationError:
             return None
-        written, _ = write_temporary(read.dataset, out, token, read.splice, result.touched)
+        written, _ = write_temporary(read.dataset, out, token, read.splice, result.changes)
     finally:
         read.close()
     after = dcmread_quiet(written, force=True)

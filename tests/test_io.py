@@ -71,8 +71,9 @@ def test_preamble_never_reaches_the_output(tmp_path: Path, engines: dict[str, En
         read = read_dataset(path)
         if drop_uids:
             del read.dataset.SOPInstanceUID
-        engines["basic"].deidentify(read.dataset)
-        written, _ = write_temporary(read.dataset, tmp_path / "out", name, read.splice)
+        result = engines["basic"].deidentify(read.dataset)
+        written, _ = write_temporary(read.dataset, tmp_path / "out", name, read.splice,
+                                     result.changes)
         assert b"DOE^JOHN" not in written.read_bytes()
         assert written.read_bytes()[:128] == b"\x00" * 128
 

@@ -1,13 +1,17 @@
 """Write a de-identified dataset by copying the input's bytes for untouched elements.
 
 pydicom keeps elements it has not decoded as :class:`~pydicom.dataelem.RawDataElement`
-with their file offset. An element the engine never touched is written by copying its
+with their file offset. An element nothing changed (the de-identification's record,
+:class:`~anonymizer.elements.Mutations`, says so) is written by copying its
 encoded bytes from the input (runs of adjacent untouched elements in one copy, Pixel
 Data streamed in chunks from a file); only changed elements are encoded anew
 (:mod:`anonymizer.io.encoder`).
 This is what makes writing cost little more than ``cp`` and keeps memory flat on huge
 files. It is used only where the copy is exact: little endian, the input's own
-transfer syntax, unchanged character set; otherwise :func:`splice_supported` says no.
+transfer syntax, unchanged character set (otherwise :func:`splice_supported` says no),
+and every element of the dataset as read was found in the input's bytes, one after the
+other (otherwise :class:`SpliceMap` copies nothing: the bytes of an element not found
+could lie inside a neighbour's span).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from anonymizer.elements import held_in_file, stored, text_values
+from anonymizer.elements import Mutations, held_in_file, stored, text_values
 from anonymizer.io.encoder import encode_element, write_buffered_element
 from anonymizer.tags import (
     ITEM_TAG,
@@ -123,13 +127,14 @@ def _start(elem: object, implicit: bool, source: Source) -> int | None:
     return None
 
 
-def _last_end(elem: object, source: Source) -> int | None:
-    """Offset after the last element (its successor's start is not there to tell)."""
+def _end(elem: object, source: Source | None) -> int | None:
+    """Offset after an element's value where its length tells (with ``source``, also
+    after encapsulated Pixel Data); None where only its successor's start can."""
     if not isinstance(elem, RawDataElement) or elem.value_tell is None:
         return None
     if elem.length != UNDEFINED_LENGTH:
         return elem.value_tell + elem.length
-    if elem.tag == PIXEL_DATA:
+    if elem.tag == PIXEL_DATA and source is not None:
         return _encapsulated_end(source, elem.value_tell)
     return None
 
@@ -140,6 +145,10 @@ class SpliceMap:
 
     ``originals`` holds the element objects as read: an element whose object was
     replaced (by an action, or by decoding) is encoded anew, never copied.
+
+    A map copies only when it accounts for every byte it copies: each of ``originals``
+    has a span, and the spans lie one after the other without gaps or overlaps. A map
+    that does not (:meth:`exact` is False) has no spans: everything is encoded.
     """
 
     source: Source
@@ -147,29 +156,58 @@ class SpliceMap:
     spans: dict[int, tuple[int, int]]
     originals: dict[int, object]
 
+    def __post_init__(self) -> None:
+        # Plain int keys: pydicom's BaseTag compares in Python on every lookup
+        self.spans = {int(tag): span for tag, span in self.spans.items()}
+        self.originals = {int(tag): elem for tag, elem in self.originals.items()}
+        if not self.exact():
+            self.spans = {}
+
+    def exact(self) -> bool:
+        """Whether every original element has a span, the spans follow each other with
+        nothing between them, and each ends where its element's own length says."""
+        spans = self.spans
+        if any(tag not in spans for tag in self.originals):
+            return False
+        ordered = sorted(spans.items(), key=lambda item: item[1])
+        for (tag, (start, end)), (_, (following, _)) in zip(ordered, ordered[1:],
+                                                            strict=False):
+            if end != following or start >= end:
+                return False
+            own_end = _end(self.originals.get(tag), None)
+            if own_end is not None and own_end != end:
+                return False
+        return True
+
     @classmethod
     def build(cls, ds: Dataset, source: Source) -> SpliceMap | None:
-        """The map of ``ds`` as just read, or None if its encoding cannot be copied."""
+        """The map of ``ds`` as just read, or None if nothing of it can be copied: its
+        encoding differs, or an element was not found in the input's bytes (an element
+        read leniently, or decoded while reading: its bytes would lie inside its
+        neighbour's span).
+
+        Only the last element may lack an end (its successor's start is not there to
+        tell): it is then encoded, and nothing after it is copied.
+        """
         if not splice_supported(ds):
             return None
         implicit = bool(ds.original_encoding[0])
         located = []
-        originals = {}
-        elements = stored(ds)
-        for tag in ds.keys():
-            elem = elements[tag]
+        for tag, elem in stored(ds).items():
             start = _start(elem, implicit, source)
             if start is None:
-                continue
-            located.append((start, tag, elem))
-            originals[tag] = elem
-        located.sort()
+                return None
+            located.append((start, int(tag), elem))
+        located.sort(key=lambda entry: entry[0])
         spans = {tag: (start, following[0]) for (start, tag, _), following
                  in zip(located, located[1:], strict=False)}
+        originals = {tag: elem for _, tag, elem in located}
         if located:
             start, tag, elem = located[-1]
-            end = _last_end(elem, source)
-            if end is not None:
+            end = _end(elem, source)
+            if end is None:
+                del originals[tag]
+            else:
                 spans[tag] = (start, end)
         return cls(source, implicit, spans, originals)
 
@@ -220,14 +258,14 @@ def encode_file_meta(meta: Dataset) -> bytes:
     return struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(data)) + data
 
 
-def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: BinaryIO,
+def write_spliced(ds: Dataset, splice: SpliceMap, changes: Mutations | None, out: BinaryIO,
                   constants: EncodedConstants | None = None) -> None:
     """Write ``ds`` as a Part 10 file, copying untouched top-level elements' bytes.
 
-    An element is copied when it is the very object that was read and the engine
-    changed nothing inside it (``touched`` holds the top-level tags of every element
-    acted on, at any depth); every other element is encoded by pydicom. The caller
-    completes the file meta first.
+    An element is copied when it is the very object that was read and ``changes`` (the
+    record of the de-identification) says nothing was changed in it at any depth; every
+    other element is encoded. Without a record nothing is copied. The caller completes
+    the file meta first.
     """
     implicit = splice.implicit
     out.write(b"\x00" * 128 + b"DICM")
@@ -242,13 +280,19 @@ def write_spliced(ds: Dataset, splice: SpliceMap, touched: set[int], out: Binary
             encoded.clear()
 
     spans, originals, source = splice.spans, splice.originals, splice.source
+    # no record, or a change it could not place: nothing is copied
+    if changes is None or changes.everything:
+        spans = {}
+    touched = changes.touched if changes is not None else set()
     elements = stored(ds)
-    for tag in sorted(ds.keys()):
+    # the store's own keys to read it, plain ints for everything else (see SpliceMap)
+    for key in sorted(elements, key=int):
+        tag = int(key)
         if not tag & 0xFFFF and tag >> 16 > 6:
             continue  # group lengths are never written (PS3.5 7.2)
         span = spans.get(tag)
-        elem = elements[tag]
-        if span is not None and tag not in touched and elem is originals[tag]:
+        elem = elements[key]
+        if span is not None and tag not in touched and elem is originals.get(tag):
             flush_encoded()
             if pending is not None and pending[1] == span[0]:
                 pending = (pending[0], span[1])

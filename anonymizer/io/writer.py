@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Set
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from anonymizer import __version__
-from anonymizer.elements import held_in_file, set_encoded, stored, text_value
+from anonymizer.elements import Mutations, held_in_file, set_encoded, stored, text_value
 from anonymizer.io.splice import (
     EncodedConstants,
     SpliceMap,
@@ -127,14 +126,15 @@ def _prepare(ds: Dataset) -> bool:
 
 def write_temporary(ds: Dataset, directory: Path, token: str,
                     splice: SpliceMap | None = None,
-                    touched: Set[int] = frozenset(),
+                    changes: Mutations | None = None,
                     constants: EncodedConstants | None = None,
                     durable: bool = True) -> tuple[Path, str]:
     """Write ``ds`` as a Part 10 file to a temporary name in ``directory``.
 
-    With ``splice`` (where the input's elements lie), elements the engine did not touch
-    (``touched``: top-level tags acted on at any depth) are copied from the input's
-    bytes (:mod:`anonymizer.io.splice`) instead of being re-encoded. With ``durable``
+    With ``splice`` (where the input's elements lie), elements that ``changes`` (the
+    record of the de-identification) says nothing changed in are copied from the
+    input's bytes (:mod:`anonymizer.io.splice`) instead of being re-encoded; without
+    a record nothing is copied. With ``durable``
     the file is fsynced; a pipeline that renames in another process passes False and
     calls :func:`sync_file` there, so workers never wait on the disk.
 
@@ -157,7 +157,7 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
                 gather = splice.source.data is not None and not (
                     pixels is not None and held_in_file(pixels))
                 hashing = _HashingFile(handle, gather=gather)
-                write_spliced(ds, splice, set(touched), hashing, constants)
+                write_spliced(ds, splice, changes, hashing, constants)
             else:
                 # Without SOP Class/Instance UIDs no Part 10 header can be made: the
                 # dataset is written as it came (a raw dataset), readable with force=True.

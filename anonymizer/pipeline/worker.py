@@ -271,7 +271,7 @@ def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResul
     try:
         directory = (Path(config.output_dir) / target).parent
         temporary, digest = write_temporary(
-            ds, directory, f"{outcome.token}.{os.getpid()}.part", read.splice, result.touched,
+            ds, directory, f"{outcome.token}.{os.getpid()}.part", read.splice, result.changes,
             loaded.constants, durable=False)  # the committer fsyncs before the rename
     except Exception as exc:  # noqa: BLE001
         outcome.reason = safe_reason("write", exc)

@@ -47,7 +47,7 @@ from pydicom.uid import (
     RLETransferSyntaxes,
 )
 
-from anonymizer.elements import stored, text_value
+from anonymizer.elements import remove, store, stored, text_value
 from anonymizer.errors import MissingExtraError, PixelDataError, without_values
 from anonymizer.tags import ITEM_TAG, PIXEL_DATA, SEQUENCE_DELIMITER, UNDEFINED_LENGTH
 
@@ -470,8 +470,8 @@ def _encapsulated_length(source: bytes | BinaryIO) -> int | None:
 
 
 def _set(ds: Dataset, keyword: str, value: Any) -> None:
-    """Set an attribute as a new element (so the writer encodes it, not copies it)."""
-    ds[keyword] = DataElement(keyword, _VR[keyword], value)
+    """Set an attribute as a new element (recorded: the writer encodes it, not copies it)."""
+    store(ds, DataElement(keyword, _VR[keyword], value))
 
 
 _VR = {"PhotometricInterpretation": "CS", "PlanarConfiguration": "US", "BitsStored": "US",
@@ -658,15 +658,14 @@ def _store(ds: Dataset, syntax: UID, data: bytes | BinaryIO, properties: Mapping
     them) and make the Image Pixel elements and the transfer syntax describe it."""
     bits = int(properties["bits_allocated"])
     # OB for 8-bit: OW would have a big endian writer swap the bytes of each pair
-    ds[PIXEL_DATA] = DataElement(PIXEL_DATA, "OB" if bits == 8 else "OW", data)
+    store(ds, DataElement(PIXEL_DATA, "OB" if bits == 8 else "OW", data))
     for tag in _EXTENDED_OFFSET_TABLE:  # offsets into the encapsulated value, now gone
         if tag in ds:
-            del ds[tag]
+            remove(ds, tag)
     if syntax.is_encapsulated:
         if getattr(ds, "file_meta", None) is None:
             ds.file_meta = FileMetaDataset()
-        ds.file_meta["TransferSyntaxUID"] = DataElement(
-            0x00020010, "UI", ExplicitVRLittleEndian)
+        store(ds.file_meta, DataElement(0x00020010, "UI", ExplicitVRLittleEndian))
     photometric = _blank_photometric(properties)
     if text_value(ds, "PhotometricInterpretation") != photometric:
         _set(ds, "PhotometricInterpretation", photometric)

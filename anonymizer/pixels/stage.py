@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from anonymizer import scrub, standard
+from anonymizer.elements import store
 from anonymizer.errors import DeidentificationError
 from anonymizer.pixels.policy import PixelPolicy, RegionRule, burned_in_annotation
 from anonymizer.tags import PIXEL_DATA
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
 #: Float and Double Float Pixel Data: no decoder here can show them for OCR
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)
-#: Top-level attributes that cleaning pixels may change (the writer re-encodes them).
-PIXEL_MODULE_TAGS = frozenset({
-    PIXEL_DATA, 0x00280301,  # Burned In Annotation
-    0x00280004, 0x00280006, 0x00280002, 0x00280100, 0x00280101, 0x00280102, 0x00280103,
-    0x00282110, 0x00282112, 0x00282114, 0x00280008, DEIDENTIFICATION_METHOD_CODES,
-})
 
 
 @dataclass
@@ -50,8 +45,6 @@ class PixelOutcome:
     blanked: int = 0
     rules: list[str] = field(default_factory=list)
     detector: str | None = None
-    #: top-level tags changed (the writer must encode them, not copy them)
-    touched: set[int] = field(default_factory=set)
 
     def audit(self) -> dict[str, Any] | None:
         """The record for the audit log, or None when the stage did nothing."""
@@ -174,7 +167,6 @@ class PixelStage:
             outcome.blanked = frames.blank_regions(ds, boxes, margin=margin,
                                                    scratch_dir=scratch_dir)
             _add_clean_pixel_code(ds)
-            outcome.touched |= PIXEL_MODULE_TAGS
         return outcome
 
     def _check_burned_in(self, plan: PixelPlan, cleaned: bool) -> None:
@@ -249,8 +241,8 @@ def _add_clean_pixel_code(ds: Dataset) -> None:
     items = list(existing.value) if existing is not None else []
     if any(getattr(item, "CodeValue", None) == code.value for item in items):
         return
-    ds[DEIDENTIFICATION_METHOD_CODES] = DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ",
-                                                    Sequence([*items, code.item()]))
+    store(ds, DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ",
+                          Sequence([*items, code.item()])))
 
 
 def check_pixel_extras(policy: PixelPolicy) -> None:
