@@ -24,6 +24,7 @@ from anonymizer.io import read_dataset, write_temporary
 from anonymizer.io.scan import scan
 from anonymizer.io.splice import Source, SpliceMap
 from anonymizer.keyed import KeyedSource
+from anonymizer.precedence import Level
 from anonymizer.profiles import load_profile
 from anonymizer.rules import Rule
 
@@ -84,7 +85,7 @@ class _EditItemsReportKeep:
 
 def _engine(action: object) -> Engine:
     profile = load_profile("basic")
-    rules = {**profile.tag_rules, ANATOMIC_REGION_SEQUENCE: Rule(action, "test")}  # type: ignore[arg-type]
+    rules = {**profile.tag_rules, ANATOMIC_REGION_SEQUENCE: Rule(action, "test", Level.PROFILE_TAG)}  # type: ignore[arg-type]
     return Engine(dataclasses.replace(profile, tag_rules=rules, _cache={}), KeyedSource(KEY_A))
 
 
