@@ -136,7 +136,8 @@ def test_python_api_runs_use_the_key_they_are_given(tmp_path, sample_copy, sourc
     """
     proc = subprocess.run([sys.executable, "-c", _TWO_API_RUNS, sample_copy, tmp_path, source,
                            str(jobs), KEY_A.decode(), KEY_B.decode()],
-                          capture_output=True, text=True, env=env_without_key(), timeout=300, check=False)
+                          capture_output=True, text=True, env=env_without_key(), timeout=300,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     outs = [tmp_path / "out-a", tmp_path / "out-b"]
     fingerprints = [audit_records(out / AUDIT)[0]["key_fingerprint"] for out in outs]

@@ -410,3 +410,37 @@ def test_report_of_a_clean_run_exits_0(sample_run):
     proc = cli("report", sample_run.out / AUDIT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "13 inputs in 1 run(s): 12 written, 0 failed, 1 skipped"
+
+
+# --------------------------------------------------------------------------- progress
+
+def test_progress_bar_shows_the_total_percentage_and_failures(tmp_path, sample_copy, key_file):
+    """--progress forces the bar into a file: its last state says N/N, 100% and how many
+    failed (the total came from the counting walk, ahead of the workers)."""
+    truncated_copy(ROE_HEAD, sample_copy / "cut" / "a.dcm", PIXEL_DATA)
+    truncated_copy(DOE_CT, sample_copy / "cut" / "b.dcm", PIXEL_DATA)
+    inputs = len(all_files(sample_copy))
+    proc = cli("run", "--key-file", key_file, "--progress", "--jobs", "2", "--batch-size", "2",
+               sample_copy, tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    states = [s.strip() for s in re.split(r"[\r\n]", proc.stderr) if "files [" in s]
+    final = states[-1]
+    assert re.fullmatch(rf"100% {inputs}/{inputs} files \[\d\d:\d\d<00:00, (\d+|\?) files/s, "
+                        r"2 failed\]", final), final
+    quiet = anonymize(sample_copy, tmp_path / "quiet", key_file)  # --no-progress
+    assert "files [" not in quiet.stderr
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_end_says_where_the_cpu_went_by_stage(tmp_path, sample_copy, key_file, jobs):
+    """The run_end record's timings: CPU seconds by stage, workers' and the main process's
+    (counts of seconds only); with one job the workers' stages are not counted twice."""
+    out = tmp_path / "out"
+    summary = run(RunConfig(input_dir=sample_copy, output_dir=out, profile="basic",
+                            key_file=str(key_file), jobs=jobs, progress=False))
+    assert summary.exit_code == 0
+    timings = audit_records(out / AUDIT)[-1]["timings"]
+    assert set(timings) == {"read", "parse", "deidentify", "write", "worker_other", "commit",
+                            "audit", "progress", "dispatch", "sync"}
+    assert all(isinstance(v, float) and v >= 0 for v in timings.values()), timings
+    assert all(timings[stage] > 0 for stage in ("read", "parse", "deidentify", "write"))

@@ -22,6 +22,7 @@ from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.destination import DeliveryFailed, Destination, DestinationRefused
 from anonymizer.pipeline.resume import PreviousRuns, compact
+from anonymizer.pipeline.timings import clock
 from anonymizer.pipeline.worker import FATAL_WRITE_ERRNOS, FileOutcome
 
 #: the audit log's name in OUT (or in a gateway's DEST or spool) unless ``--audit`` says
@@ -211,6 +212,9 @@ class Committer:
         self.audit = audit
         self.pseudonyms: dict[tuple[str, str], str] = {}
         self.tables = PhiTables(manifest_path, crosswalk_path, quarantine_dir)
+        #: CPU seconds spent building and queueing audit records (the rest of a commit:
+        #: placing outputs, the PHI tables)
+        self.audit_seconds = 0.0
 
     def flush(self) -> None:
         """Push manifest/crosswalk/quarantine rows out with every audit flush, so every
@@ -265,6 +269,7 @@ class Committer:
         if outcome.status != "written":
             self.destination.retire(outcome)
         written = outcome.status == "written"
+        recording = clock()
         record = {
             "type": "file", "input": outcome.token, "status": outcome.status,
             "reason": outcome.reason,
@@ -276,6 +281,7 @@ class Committer:
         if outcome.pixels is not None:
             record["pixels"] = outcome.pixels
         self.audit.write(record)
+        self.audit_seconds += clock() - recording
         self.tables.record(outcome, outcome.target if written else None)
         if self.destination.records_each and written:
             # sent: on disk at once (its table rows first, as flush promises), so that a

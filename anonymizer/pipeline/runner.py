@@ -10,15 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
 
 from anonymizer.errors import AnonymizerError, UsageError
 from anonymizer.net.options import NetOptions
@@ -41,6 +38,7 @@ from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.network import NetworkEnds
 from anonymizer.pipeline.parallel import batches
+from anonymizer.pipeline.progress import Progress
 from anonymizer.pipeline.resume import PreviousRuns, sweep_temporaries
 from anonymizer.pipeline.settings import (
     Settings,
@@ -50,6 +48,7 @@ from anonymizer.pipeline.settings import (
     refuse_other_settings,
     start_record,
 )
+from anonymizer.pipeline.timings import RunTimings, clock
 from anonymizer.pipeline.worker import FileOutcome, WorkItem, input_token
 
 #: what other modules and the README's tests take from here
@@ -241,28 +240,48 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
             else:
                 yield WorkItem(relative, token=token)
 
-    bar = tqdm(unit="file", disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
+    progress = Progress(config.progress, None if network.feed is not None
+                        else discover(config.input_dir, exclude=excluded))
+    timings = RunTimings()
 
     def consume(outcomes: list[FileOutcome]) -> None:
+        began = clock()
+        timings.add_batch(outcomes)
         committer.make_durable(outcomes)
-        for outcome in outcomes:
-            status = committer.commit(outcome)
-            summary.counts[status] += 1
-            if status == "failed" and outcome.reason:
-                summary.failures[outcome.reason] += 1
-            if network.feed is not None:
-                network.feed.release(outcome.relative)
-            bar.update(1)
-            if outcome.fatal_errno is not None:
-                raise RunStopped(f"output not writable: {os.strerror(outcome.fatal_errno)}",
-                                 EXIT_OUTPUT_UNWRITABLE)
+        placing = clock()
+        timings.totals["sync"] += placing - began
+        counts, failures = summary.counts, summary.failures
+        failed = counts["failed"]
+        try:
+            for outcome in outcomes:
+                status = committer.commit(outcome)
+                counts[status] += 1
+                if status == "failed" and outcome.reason:
+                    failures[outcome.reason] += 1
+                if network.feed is not None:
+                    network.feed.release(outcome.relative)
+                if outcome.fatal_errno is not None:
+                    raise RunStopped(
+                        f"output not writable: {os.strerror(outcome.fatal_errno)}",
+                        EXIT_OUTPUT_UNWRITABLE)
+        finally:
+            committed = clock()
+            progress.advance(len(outcomes), counts["failed"] - failed)
+            timings.totals["progress"] += clock() - committed
+            timings.totals["commit"] += committed - placing
+
+    def flush() -> None:
+        began = clock()
+        committer.flush()
+        flush_audit(audit)
+        timings.totals["audit"] += clock() - began
 
     pending = batches(work_items(), config.batch_size)
     try:
         with _stop_on_signals(), backend(config.backend, config.scheduler) as (
                 backend_jobs, worker_died):
-            process_batches(pending, worker_config, backend_jobs or jobs, consume,
-                            lambda: (committer.flush(), flush_audit(audit)), worker_died)
+            process_batches(pending, worker_config, backend_jobs or jobs, consume, flush,
+                            worker_died)
         if network.feed is not None and network.feed.stopped:
             raise RunStopped(network.feed.stopped, network.feed.exit_code or 3)
     except RunStopped as stop:
@@ -270,12 +289,15 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
         network.cancel()  # a network source fetches no more: only what it has is counted
         summary.left = sum(len(batch) for batch in pending)  # discovery only, no reading
     finally:
-        bar.close()
+        progress.close()
         committer.close()
         network.close()  # before the sweep: the spool of a network source goes too
         sweep_temporaries(config.output_dir)
         summary.elapsed = time.monotonic() - started
+        # the audit records' share of the commit is the audit log's
+        timings.totals["commit"] -= committer.audit_seconds
+        timings.totals["audit"] += committer.audit_seconds
         finish_audit(audit, audit_path, reserve, {
             "elapsed_s": round(summary.elapsed, 3), "counts": dict(summary.counts),
-            "stopped": summary.stopped, "left": summary.left})
+            "stopped": summary.stopped, "left": summary.left, "timings": timings.record()})
     return summary
