@@ -9,8 +9,9 @@ kills its worker process fails on its own (:func:`died_outcome`) and the rest go
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 
 from joblib import parallel_config
@@ -55,7 +56,7 @@ def backend(name: str, scheduler: str | None
         Dask is not installed, or the scheduler cannot be reached (one line).
     """
     if name != "dask":
-        yield None, (TerminatedWorkerError,)
+        yield None, LOCAL_WORKER_DIED
         return
     try:
         from dask.distributed import Client, KilledWorker
@@ -76,21 +77,88 @@ def backend(name: str, scheduler: str | None
 def process_batches(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, jobs: int,
                     consume: Callable[[list[FileOutcome]], None], flush: Callable[[], object],
                     worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,),
-                    function: BatchFunction = process_batch) -> None:
-    """Run batches through joblib, committing in order; survive dying worker processes.
+                    function: BatchFunction = process_batch, local: bool = True) -> None:
+    """Run batches in worker processes, committing in order; survive dying workers.
 
-    A file that kills its worker process is failed on its own
-    (:func:`~anonymizer.pipeline.parallel.ordered_results`) and the run continues with a
-    new pool. When ``consume`` stops the run, the results generator is closed at once:
-    joblib aborts and the workers are killed now, rather than finishing their batches
-    into OUT after the run has swept its temporaries and written its last record.
-    ``function`` runs a batch in a worker (:func:`~anonymizer.pipeline.worker.process_batch`).
+    ``local``: a pool of local processes (:func:`local_results`), else joblib's current
+    backend (Dask: :func:`~anonymizer.pipeline.parallel.ordered_results`). A file that
+    kills its worker process is failed on its own and the run continues with a new pool.
+    When ``consume`` stops the run, the results generator is closed at once: the workers
+    are killed now, rather than finishing their batches into OUT after the run has swept
+    its temporaries and written its last record. ``function`` runs a batch in a worker
+    (:func:`~anonymizer.pipeline.worker.process_batch`).
     """
-    with contextlib.closing(ordered_results(function, worker_config, pending, jobs,
+    ordered = local_results if local else ordered_results
+    with contextlib.closing(ordered(function, worker_config, pending, jobs,
                                             died_outcome, worker_died)) as results:
         for outcomes in results:
             consume(outcomes)
             flush()
+
+
+def local_results(function: BatchFunction, worker_config: WorkerConfig,
+                  pending: Iterator[list[WorkItem]], jobs: int,
+                  died: Callable[[WorkItem], FileOutcome],
+                  worker_died: tuple[type[BaseException], ...] = LOCAL_WORKER_DIED,
+                  ) -> Iterator[list[FileOutcome]]:
+    """``function(worker_config, batch)`` for every batch, in a pool of ``jobs`` local
+    processes, results in submission order.
+
+    Up to two batches per worker are in flight (taken from ``pending`` only then, so
+    memory does not grow with the number of inputs); the next ones are sent before a
+    result is handed on, so the workers keep busy while it is committed. The caller blocks
+    on the oldest batch's future (no polling: joblib's loop cost the committing process
+    CPU in proportion to the run's duration). When a worker process dies, the pool is
+    broken: every batch in flight is run again one file at a time (:func:`each_alone`),
+    and a new pool takes the rest. Closing the generator early kills the workers.
+    One job runs in this process, as joblib does.
+    """
+    if jobs == 1:
+        for batch in pending:
+            yield function(worker_config, batch)
+        return
+    window = 2 * jobs
+    #: a None future: the pool was found broken when that batch was sent
+    in_flight: deque[tuple[Future | None, list[WorkItem]]] = deque()
+    executor = local_pool(jobs)
+
+    def fill() -> None:
+        while len(in_flight) < window:
+            batch = next(pending, None)
+            if batch is None:
+                return
+            try:
+                in_flight.append((executor.submit(function, worker_config, batch), batch))
+            except worker_died:
+                in_flight.append((None, batch))
+                return
+
+    try:
+        fill()
+        while in_flight:
+            future = in_flight[0][0]
+            outcomes = None
+            if future is not None:
+                with contextlib.suppress(*worker_died):
+                    outcomes = future.result()
+            if outcomes is None:  # a worker died: its pool is broken
+                suspects = [batch for _, batch in in_flight]
+                in_flight.clear()
+                for batch in suspects:
+                    for item in batch:
+                        yield [isolated(function, worker_config, item, died)]
+                executor = local_pool(jobs)  # a new pool for the rest
+                fill()
+                continue
+            in_flight.popleft()
+            fill()
+            yield outcomes
+    finally:
+        if in_flight:  # stopped early: the batches in flight must not reach OUT
+            for future, _ in in_flight:
+                if future is not None:
+                    future.cancel()
+            stop_local_pool()
 
 
 def died_outcome(item: WorkItem) -> FileOutcome:

@@ -281,7 +281,7 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
         with _stop_on_signals(), backend(config.backend, config.scheduler) as (
                 backend_jobs, worker_died):
             process_batches(pending, worker_config, backend_jobs or jobs, consume, flush,
-                            worker_died)
+                            worker_died, local=config.backend != "dask")
         if network.feed is not None and network.feed.stopped:
             raise RunStopped(network.feed.stopped, network.feed.exit_code or 3)
     except RunStopped as stop:
