@@ -51,8 +51,9 @@ class Progress:
         self.found = 0  # inputs counted so far
         self.final = False  # the count is complete
         self.failed = 0
+        self.counting = inputs is not None
         self._stop = threading.Event()
-        self.bar = _Bar(total=0 if inputs is not None else None, unit="file",
+        self.bar = _Bar(total=None, unit="file",  # "0/?" until the first count
                         bar_format=COUNTED if inputs is not None else UNCOUNTED,
                         disable=not enabled, dynamic_ncols=True, file=sys.stderr)
         if enabled and inputs is not None:
@@ -74,7 +75,7 @@ class Progress:
         if not self.enabled:
             return
         bar = self.bar
-        if bar.total is not None:  # never below what is done: IN may change meanwhile
+        if self.counting:  # never below what is done: IN may change meanwhile
             total = max(self.found, bar.n + done)
             if total != bar.total:
                 bar.total = total
@@ -85,6 +86,6 @@ class Progress:
 
     def close(self) -> None:
         self._stop.set()
-        if self.enabled and self.final and self.bar.total is not None:
+        if self.enabled and self.final and self.counting:
             self.bar.total = max(self.found, self.bar.n)
         self.bar.close()
