@@ -160,3 +160,9 @@ def dicom_values(out: Path) -> dict[str, set[str]]:
 def as_date(text: str) -> dt.date:
     return dt.datetime.strptime(text, "%Y%m%d").date()
 
+
+def module_key_file(folder: Path) -> Path:
+    """A key file (KEY_A) in ``folder``: for a module's runs to share."""
+    path = folder / "secret.key"
+    path.write_bytes(KEY_A)
+    return path

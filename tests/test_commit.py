@@ -23,6 +23,7 @@ from pipeline_helpers import (
     check_audit_matches_outputs,
     cli,
     manifest_map,
+    module_key_file,
     output_tree,
     read_csv,
     write_without_sop_instance_uid,
@@ -46,9 +47,7 @@ from anonymizer.pipeline.worker import FileOutcome, input_token
 
 @pytest.fixture(scope="module")
 def module_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("key") / "secret.key"
-    path.write_bytes(KEY_A)
-    return path
+    return module_key_file(tmp_path_factory.mktemp("key"))
 
 
 @pytest.fixture(scope="module")

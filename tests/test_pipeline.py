@@ -34,6 +34,7 @@ from pipeline_helpers import (
     file_records,
     garbage_after_dicm,
     input_state,
+    module_key_file,
     output_tree,
     records_by_input,
     truncated_copy,
@@ -46,9 +47,7 @@ from anonymizer.pipeline import RunConfig, run
 
 @pytest.fixture(scope="module")
 def module_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("key") / "secret.key"
-    path.write_bytes(KEY_A)
-    return path
+    return module_key_file(tmp_path_factory.mktemp("key"))
 
 
 @pytest.fixture(scope="module")
