@@ -51,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local worker processes (default) or a Dask distributed cluster")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="Dask scheduler address for --backend dask (e.g. tcp://host:8786)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shown.add_argument("--progress", action="store_true",
+                       help="a progress bar also when stderr is not a terminal (a log file)")
     _add_network_options(run)
 
     verify = commands.add_parser(
@@ -299,7 +302,7 @@ def _run(args: argparse.Namespace) -> int:
         quarantine_dir=args.quarantine, force=args.force, wait_lock=args.wait_lock,
         timeout=args.timeout,
         backend=args.backend, scheduler=args.scheduler,
-        progress=not args.no_progress and sys.stderr.isatty()))
+        progress=args.progress or (not args.no_progress and sys.stderr.isatty())))
     counts = summary.counts
     done = f", {counts['unchanged']} already done" if counts["unchanged"] else ""
     print(f"anonymizer: {counts['written']} written, {counts['failed']} failed, "

@@ -75,6 +75,8 @@ class Row:
     ratio_vs_noop: float | None = None
     profile: str | None = None
     exit_code: int = 0  # what the command must exit with (1: some inputs fail by design)
+    #: CPU ms per file by stage, from the audit log's run_end ``timings`` (anonymizer run)
+    timings: dict[str, float] | None = None
     repeats: list[dict] = field(default_factory=list)
 
 
@@ -134,6 +136,39 @@ def _check_anonymizer(expected: int, pixel: tuple[str, int] | None = None
     return check
 
 
+def _run_end_timings(out: Path) -> dict[str, float] | None:
+    """The ``timings`` of the audit log's last ``run_end`` record (CPU seconds by stage)."""
+    timings = None
+    try:
+        for line in (out / "audit.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            if record.get("type") == "run_end":
+                timings = record.get("timings")
+    except (OSError, ValueError):
+        return None
+    return timings
+
+
+#: the stages of ``timings``: in the worker, then in the committing (main) process
+WORKER_STAGES = ("read", "parse", "deidentify", "write", "worker_other")
+PARENT_STAGES = ("sync", "commit", "audit", "progress", "dispatch")
+
+
+def _breakdown(rows: list[Row]) -> str:
+    """CPU ms per file by stage of every row whose audit log gave timings."""
+    stages = (*WORKER_STAGES, *PARENT_STAGES)
+    header = (f"{'CPU ms per file':<28} " + " ".join(f"{s[:10]:>10}" for s in stages)
+              + f" {'outside':>8}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        if not row.timings:
+            continue
+        outside = sum(row.timings.get(s, 0.0) for s in PARENT_STAGES)
+        lines.append(f"{row.name:<28} " + " ".join(f"{row.timings.get(s, 0.0):>10.3f}"
+                                                   for s in stages) + f" {outside:>8.3f}")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _run_end_counts(out: Path) -> dict | str:
     """The counts of the audit log's last ``run_end`` record, or why there are none."""
     counts: dict = {}
@@ -173,6 +208,8 @@ def _run_row(row: Row, out: Path, check: Callable[[Path, Path], str], repeat: in
                                            2)
         report["check"] = check(out, log) if report["exit_code"] == row.exit_code else \
             f"FAILED: exit {report['exit_code']}; {_tail(log)}"
+        if row.kind in ("anonymizer", "baseline"):
+            report["timings"] = _run_end_timings(out)
         samples.append(report)
         shutil.rmtree(out, ignore_errors=True)
     chosen = sorted(samples, key=lambda s: s["seconds"])[len(samples) // 2]
@@ -184,6 +221,9 @@ def _run_row(row: Row, out: Path, check: Callable[[Path, Path], str], repeat: in
     row.cpu_s = round(chosen["user_s"] + chosen["sys_s"], 3)
     row.background_cpu_s = chosen["background_cpu_s"]
     row.exit_code = chosen["exit_code"]
+    if chosen.get("timings"):
+        row.timings = {stage: round(seconds / row.files * 1e3, 4)
+                       for stage, seconds in chosen["timings"].items()}
     bad = [s["check"] for s in samples if not s["check"].startswith("ok")]
     row.check = bad[0] if bad else chosen["check"]
     row.repeats = samples
@@ -338,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"single-frame corpus: {files} files, {stamp['bytes'] / 1e6:.0f} MB, N = {jobs}")
     print(_table(rows))
+    if breakdown := _breakdown(rows):
+        print()
+        print("where the CPU goes (from each run's audit log; 'outside': the main process's "
+              "sync, commit, audit, progress and dispatch/result transfer)")
+        print(breakdown)
     if huge_rows:
         print()
         print(f"multi-frame file: {huge.stamp['bytes'] / MiB:.0f} MiB "

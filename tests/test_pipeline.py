@@ -1,182 +1,53 @@
 """The batch pipeline end to end: real CLI subprocesses and the Python API, no mocks.
 
-Covers the output layout, collision names, non-DICOM and corrupt inputs, determinism
-across job counts and runs, PHI in paths and the audit log, path refusals, the
-manifest and crosswalk, exit codes and ``anonymizer report``.
+Covers the output layout, non-DICOM and corrupt inputs, keys, PHI in paths and the audit
+log, path refusals, exit codes and ``anonymizer report``. The committer's part (collision
+names, the manifest and crosswalk, resume) is in test_commit, the backends' (job counts,
+worker pools) in test_backends.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import hashlib
 import json
-import os
 import re
 import shutil
-import stat
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import KEY_A, KEY_B, SAMPLE_DATA, dcmread_quiet, one_line_error
-from pydicom.dataset import FileMetaDataset
+from pipeline_helpers import (
+    AUDIT,
+    DEFAULT_LAYOUT,
+    DOE_CT,
+    MULLER_DIR,
+    PATIENT_ADDRESS,
+    PIXEL_DATA,
+    ROE_HEAD,
+    TMP_PREFIX,
+    all_files,
+    anonymize,
+    audit_records,
+    check_audit_matches_outputs,
+    cli,
+    dicom_values,
+    file_records,
+    garbage_after_dicm,
+    input_state,
+    module_key_file,
+    output_tree,
+    records_by_input,
+    truncated_copy,
+    write_without_sop_instance_uid,
+)
 from pydicom.multival import MultiValue
 
-from anonymizer.keyed import KeyedSource
 from anonymizer.pipeline import RunConfig, run
-from anonymizer.pipeline.worker import input_token
-
-ANONYMIZER = [sys.executable, "-m", "anonymizer"]
-AUDIT = "audit.jsonl"
-TMP_PREFIX = ".anonymizer-tmp-"
-DEFAULT_LAYOUT = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-ROE_HEAD = SAMPLE_DATA / "ROE^RICHARD_99887766" / "20220911_CT_HEAD" / "IM0001.dcm"
-DOE_CT = SAMPLE_DATA / "DOE^JOHN_12345678" / "20190101_CT_CHEST" / "IM0001.dcm"
-MULLER_DIR = "MÜLLER^ANNA MRN-0042"
-PIXEL_DATA = 0x7FE00010
-PATIENT_ADDRESS = 0x00101040
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _env(key: bytes | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "ANONYMIZER_KEY"}
-    if key is not None:
-        env["ANONYMIZER_KEY"] = key.decode()
-    return env
-
-
-def cli(*args: object, key: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m anonymizer ARGS`` (ANONYMIZER_KEY set to ``key`` or unset)."""
-    return subprocess.run([*ANONYMIZER, *map(str, args)], capture_output=True, text=True,
-                          env=_env(key), timeout=300, check=False)
-
-
-def anonymize(source: Path, out: Path, key_file: Path | None, *options: object,
-              key: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    key_option = ["--key-file", key_file] if key_file is not None else []
-    return cli("run", *key_option, "--no-progress", *options, source, out, key=key)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def all_files(root: Path) -> list[str]:
-    """Relative POSIX paths of every file under ``root``, hidden ones included."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
-def output_tree(out: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file in OUT except the audit log."""
-    return {rel: sha256(out / rel) for rel in all_files(out) if rel != AUDIT}
-
-
-def input_state(root: Path) -> dict[str, tuple[str, int, int]]:
-    """Content hash, mtime and mode of every file under ``root``."""
-    state = {}
-    for rel in all_files(root):
-        info = (root / rel).stat()
-        state[rel] = (sha256(root / rel), info.st_mtime_ns, info.st_mode)
-    return state
-
-
-def audit_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def file_records(out: Path) -> list[dict]:
-    return [r for r in audit_records(out / AUDIT) if r["type"] == "file"]
-
-
-def records_by_input(out: Path, source: Path, key: bytes = KEY_A) -> dict[str, dict]:
-    """The audit's file records keyed by input relative path (the log only has tokens)."""
-    keyed = KeyedSource(key)
-    tokens = {input_token(keyed, rel): rel for rel in all_files(source)}
-    records = file_records(out)
-    by_input = {tokens[r["input"]]: r for r in records}
-    assert len(by_input) == len(records), "two audit records for one input"
-    return by_input
-
-
-def check_audit_matches_outputs(out: Path) -> list[dict]:
-    """Every written record names an existing output with its hash; no other output exists."""
-    records = file_records(out)
-    written = {}
-    for record in records:
-        assert record["status"] in ("written", "failed", "skipped"), record
-        if record["status"] == "written":
-            assert record["output"] not in written, "two inputs claim one output"
-            written[record["output"]] = record["output_sha256"]
-        else:
-            assert record["output"] is None and record["reason"], record
-    assert output_tree(out) == written
-    return records
-
-
-def read_csv(path: Path) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.reader(handle))
-
-
-def manifest_map(path: Path) -> dict[str, tuple[str, str]]:
-    rows = read_csv(path)
-    assert rows[0] == ["input", "output", "status"]
-    return {row[0]: (row[1], row[2]) for row in rows[1:]}
-
-
-def truncated_copy(source: Path, target: Path, tag: int) -> None:
-    """Copy ``source`` cut off in the middle of the value of element ``tag``."""
-    raw = dcmread_quiet(source).get_item(tag)
-    assert raw.length > 8
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(source.read_bytes()[: raw.value_tell + raw.length // 2])
-
-
-def garbage_after_dicm(target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(b"\0" * 128 + b"DICM" + bytes(range(256)) * 4)
-
-
-def write_without_sop_instance_uid(source: Path, target: Path, raw: bool,
-                                   instance_number: int) -> None:
-    """A DICOM file without SOP Instance UID: Part 10 (with meta) or a raw dataset."""
-    ds = dcmread_quiet(source)
-    del ds.SOPInstanceUID
-    ds.InstanceNumber = instance_number
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if raw:
-        ds.file_meta = FileMetaDataset()
-        ds.preamble = None
-        ds.save_as(target, enforce_file_format=False, implicit_vr=True, little_endian=True)
-    else:
-        ds.save_as(target, enforce_file_format=False)
-    assert "SOPInstanceUID" not in dcmread_quiet(target, force=True)
-
-
-def dicom_values(out: Path) -> dict[str, set[str]]:
-    """PatientID and UIDs found in the outputs."""
-    values: dict[str, set[str]] = {k: set() for k in DEFAULT_LAYOUT}
-    for rel in output_tree(out):
-        ds = dcmread_quiet(out / rel, force=True)
-        for keyword in DEFAULT_LAYOUT:
-            if ds.get(keyword):
-                values[keyword].add(str(ds.get(keyword)))
-    return values
-
-
-def _date(text: str) -> dt.date:
-    return dt.datetime.strptime(text, "%Y%m%d").date()
 
 
 @pytest.fixture(scope="module")
 def module_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("key") / "secret.key"
-    path.write_bytes(KEY_A)
-    return path
+    return module_key_file(tmp_path_factory.mktemp("key"))
 
 
 @pytest.fixture(scope="module")
@@ -190,21 +61,6 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, module_key: Path) -> Si
                      "--manifest", base / "manifest.csv")
     assert proc.returncode == 0, proc.stderr
     return SimpleNamespace(source=source, out=out, proc=proc, manifest=base / "manifest.csv")
-
-
-@pytest.fixture(scope="module")
-def research_run(tmp_path_factory: pytest.TempPathFactory, module_key: Path) -> SimpleNamespace:
-    """sample_data/ through the research profile, with manifest and crosswalk."""
-    base = tmp_path_factory.mktemp("research_run")
-    source = base / "in"
-    shutil.copytree(SAMPLE_DATA, source)
-    out = base / "out"
-    side = base / "phi"  # outside OUT
-    proc = anonymize(source, out, module_key, "--profile", "research",
-                     "--manifest", side / "manifest.csv", "--crosswalk", side / "crosswalk.csv")
-    assert proc.returncode == 0, proc.stderr
-    return SimpleNamespace(source=source, out=out, proc=proc,
-                           manifest=side / "manifest.csv", crosswalk=side / "crosswalk.csv")
 
 
 @pytest.fixture(scope="module")
@@ -283,55 +139,6 @@ def test_layout_through_the_python_api(tmp_path, sample_copy, key_file):
         assert rel == f"{ds.Modality}/{ds.SOPInstanceUID}.dcm"
 
 
-# --------------------------------------------------------------------------- collisions
-
-def test_collisions_get_distinct_deterministic_names(tmp_path, key_file):
-    source = tmp_path / "in"
-    copies = ["a/x.dcm", "b/y.dcm", "z.dcm"]  # one file, three names, one SOP Instance UID
-    for rel in copies:
-        (source / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROE_HEAD, source / rel)
-    write_without_sop_instance_uid(ROE_HEAD, source / "nosop" / "part10.dcm", False, 101)
-    write_without_sop_instance_uid(ROE_HEAD, source / "nosop" / "raw.dcm", True, 102)
-    runs = []
-    for name, options in (("one", ["--jobs", "2", "--batch-size", "1"]),
-                          ("two", ["--jobs", "2", "--batch-size", "1"]),
-                          ("serial", ["--jobs", "1"])):
-        out, manifest = tmp_path / f"out-{name}", tmp_path / f"manifest-{name}.csv"
-        proc = anonymize(source, out, key_file, *options, "--manifest", manifest)
-        assert proc.returncode == 0, proc.stderr
-        check_audit_matches_outputs(out)
-        runs.append((output_tree(out), manifest_map(manifest)))
-    (tree, names), *others = runs
-    for other_tree, other_names in others:  # same names and bytes every time
-        assert other_names == names
-        assert other_tree == tree
-    assert len(tree) == 5 and all(status == "written" for _, status in names.values())
-
-    copy_outputs = [names[rel][0] for rel in copies]
-    assert len(set(copy_outputs)) == 3
-    folders = {o.rsplit("/", 1)[0] for o in copy_outputs}
-    assert len(folders) == 1
-    plain = [o for o in copy_outputs if "~" not in o]
-    assert len(plain) == 1
-    stem = plain[0][: -len(".dcm")]
-    suffixed = [o for o in copy_outputs if o != plain[0]]
-    assert all(re.fullmatch(re.escape(stem) + r"~[0-9a-f]{12}\.dcm", o) for o in suffixed)
-    out = tmp_path / "out-one"
-    sop = {str(dcmread_quiet(out / o).SOPInstanceUID) for o in copy_outputs}
-    assert sop == {stem.rsplit("/", 1)[1]}
-
-    fallback = [names[rel][0] for rel in ("nosop/part10.dcm", "nosop/raw.dcm")]
-    assert len(set(fallback)) == 2 and not set(fallback) & set(copy_outputs)
-    numbers = set()
-    for rel in fallback:
-        assert rel.endswith(".dcm") and rel.rsplit("/", 1)[1] != ".dcm"
-        ds = dcmread_quiet(out / rel, force=True)
-        assert "SOPInstanceUID" not in ds
-        numbers.add(int(ds.InstanceNumber))
-    assert numbers == {101, 102}  # both inputs survived: neither overwrote the other
-
-
 # --------------------------------------------------------------------------- bad inputs
 
 def test_non_dicom_inputs_are_skipped_and_not_written(mixed_run):
@@ -366,26 +173,6 @@ def test_out_holds_only_the_audit_log_and_outputs(mixed_run):
 
 # --------------------------------------------------------------------------- determinism
 
-def test_parallel_and_serial_runs_are_byte_identical(tmp_path, testdata_tree, key_file):
-    source = tmp_path / "in"
-    shutil.copytree(SAMPLE_DATA, source / "sample")
-    shutil.copytree(testdata_tree, source / "testdata")
-    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
-    # basic: the same walk without OCR of the test images' pixels, which would make this
-    # the slowest test by far (the pixel stage's own pipeline runs are in test_pixel_stage)
-    first = anonymize(source, serial, key_file, "--jobs", "1", "--profile", "basic")
-    second = anonymize(source, parallel, key_file, "--jobs", "2", "--batch-size", "3",
-                       "--profile", "basic")
-    assert first.returncode == second.returncode
-    assert first.returncode in (0, 1), first.stderr
-    tree = output_tree(serial)
-    assert len(tree) > 100
-    assert sorted(tree) == sorted(output_tree(parallel))  # same relative paths
-    assert tree == output_tree(parallel)  # and the same bytes
-    assert file_records(serial) == file_records(parallel)  # same records, same order
-    check_audit_matches_outputs(serial)
-
-
 def test_same_key_same_outputs_other_key_other_pseudonyms(tmp_path, sample_copy, key_file):
     key_b = tmp_path / "b.key"
     key_b.write_bytes(KEY_B)
@@ -404,44 +191,6 @@ def test_same_key_same_outputs_other_key_other_pseudonyms(tmp_path, sample_copy,
         assert values_a[keyword] and values_b[keyword]
         assert values_a[keyword].isdisjoint(values_b[keyword]), keyword
     assert set(output_tree(runs["a"])).isdisjoint(output_tree(runs["b"]))
-
-
-_TWO_API_RUNS = """
-import os, sys
-from pathlib import Path
-from anonymizer.pipeline import RunConfig, run
-source, base, mode, jobs = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-key_path = base / "rotated.key"
-for name, key in (("a", sys.argv[5]), ("b", sys.argv[6])):
-    if mode == "env":
-        os.environ["ANONYMIZER_KEY"] = key
-    else:
-        key_path.write_text(key)
-    summary = run(RunConfig(input_dir=source, output_dir=base / ("out-" + name),
-                            profile="default", key_file=str(key_path) if mode != "env" else None,
-                            jobs=jobs, batch_size=1, progress=False))
-    assert summary.counts["written"] == 12, summary.counts
-"""
-
-
-@pytest.mark.parametrize("jobs", [1, 2])
-@pytest.mark.parametrize("source", ["env", "key-file"])
-def test_python_api_runs_use_the_key_they_are_given(tmp_path, sample_copy, source, jobs):
-    """One process, two API runs, the key changed in between: the second uses the new key.
-
-    The key comes from ANONYMIZER_KEY, or from one key file rewritten between the runs.
-    (In a subprocess, so that the test process and its worker pool stay clean.)
-    """
-    proc = subprocess.run([sys.executable, "-c", _TWO_API_RUNS, sample_copy, tmp_path, source,
-                           str(jobs), KEY_A.decode(), KEY_B.decode()],
-                          capture_output=True, text=True, env=_env(), timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr
-    outs = [tmp_path / "out-a", tmp_path / "out-b"]
-    fingerprints = [audit_records(out / AUDIT)[0]["key_fingerprint"] for out in outs]
-    assert fingerprints == [KeyedSource(KEY_A).fingerprint, KeyedSource(KEY_B).fingerprint]
-    values_a, values_b = dicom_values(outs[0]), dicom_values(outs[1])
-    assert values_a["PatientID"].isdisjoint(values_b["PatientID"])
-    assert values_a["SOPInstanceUID"].isdisjoint(values_b["SOPInstanceUID"])
 
 
 # --------------------------------------------------------------------------- PHI
@@ -613,62 +362,6 @@ def test_input_files_are_never_modified(tmp_path, sample_copy, key_file):
         assert input_state(sample_copy) == before
 
 
-# --------------------------------------------------------------------------- manifest, crosswalk
-
-def test_manifest_lists_every_input_outside_out(research_run):
-    rows = manifest_map(research_run.manifest)
-    assert sorted(rows) == all_files(research_run.source)
-    for rel, (output, status) in rows.items():
-        if rel.endswith(".txt"):
-            assert (output, status) == ("", "skipped")
-        else:
-            assert status == "written" and (research_run.out / output).is_file()
-    assert stat.S_IMODE(research_run.manifest.stat().st_mode) == 0o600
-    assert stat.S_IMODE(research_run.crosswalk.stat().st_mode) == 0o600
-    assert all_files(research_run.out) == sorted([AUDIT, *(o for o, s in rows.values() if o)])
-
-
-def test_crosswalk_maps_patient_ids_with_date_offsets(research_run):
-    rows = read_csv(research_run.crosswalk)
-    assert rows[0] == ["kind", "attribute", "original", "replacement", "date_offset_days"]
-    patient_rows = {r[2]: r for r in rows[1:] if r[:2] == ["pseudonym", "PatientID"]}
-    manifest = manifest_map(research_run.manifest)
-    checked = set()
-    for rel, (output, status) in manifest.items():
-        if status != "written":
-            continue
-        original = dcmread_quiet(research_run.source / rel)
-        result = dcmread_quiet(research_run.out / output)
-        row = patient_rows[str(original.PatientID)]
-        assert row[3] == str(result.PatientID) != str(original.PatientID)
-        offset = int(row[4])
-        assert offset != 0
-        assert (_date(result.StudyDate) - _date(original.StudyDate)).days == offset
-        checked.add(str(original.PatientID))
-    assert checked == {"12345678", "MRN-0042", "99887766"} == set(patient_rows)
-
-
-def test_crosswalk_study_uid_rows_hold_plain_uids(research_run):
-    uid_rows = [r for r in read_csv(research_run.crosswalk)[1:] if r[0] == "uid"]
-    manifest = manifest_map(research_run.manifest)
-    expected = set()
-    for rel, (output, status) in manifest.items():
-        if status == "written":
-            expected.add((str(dcmread_quiet(research_run.source / rel).StudyInstanceUID),
-                          str(dcmread_quiet(research_run.out / output).StudyInstanceUID)))
-    assert len(expected) == 5
-    assert {(r[2], r[3]) for r in uid_rows if r[1] == "StudyInstanceUID"} == expected
-
-
-def test_manifest_and_crosswalk_only_when_asked(tmp_path, sample_copy, key_file):
-    out = tmp_path / "out"
-    summary = run(RunConfig(input_dir=sample_copy, output_dir=out, profile="research",
-                            key_file=str(key_file), jobs=1, progress=False))
-    assert summary.exit_code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "secret.key"]
-    assert not [f for f in all_files(out) if f != AUDIT and not f.endswith(".dcm")]
-
-
 # --------------------------------------------------------------------------- exit codes, report
 
 def test_failed_file_gives_exit_1_and_one_record_per_input(tmp_path, sample_copy, key_file):
@@ -718,47 +411,35 @@ def test_report_of_a_clean_run_exits_0(sample_run):
     assert proc.stdout.splitlines()[0] == "13 inputs in 1 run(s): 12 written, 0 failed, 1 skipped"
 
 
-def test_resumed_run_appends_to_manifest_and_crosswalk(sample_copy: Path, key_file: Path,
-                                                       tmp_path: Path) -> None:
-    """A second run on the same OUT adds its rows: the tables cover every input."""
-    held_back = tmp_path / "held-back"
-    held_back.mkdir()
-    roe = next(p for p in sample_copy.iterdir() if p.name.startswith("ROE"))
-    shutil.move(str(roe), held_back / roe.name)
-    out, manifest, crosswalk = tmp_path / "out", tmp_path / "m.csv", tmp_path / "x.csv"
-    args = ["--key-file", str(key_file), "--manifest", str(manifest),
-            "--crosswalk", str(crosswalk), str(sample_copy), str(out)]
-    assert cli("run", "--no-progress", *args).returncode == 0
-    shutil.move(str(held_back / roe.name), sample_copy / roe.name)
-    assert cli("run", "--no-progress", *args).returncode == 0
-    rows = list(csv.DictReader(manifest.open(encoding="utf-8")))
-    inputs = {str(p.relative_to(sample_copy)) for p in sample_copy.rglob("*") if p.is_file()}
-    assert {r["input"] for r in rows} == inputs
-    assert manifest.read_text(encoding="utf-8").count("input,output,status") == 1
-    originals = {r["original"] for r in csv.DictReader(crosswalk.open(encoding="utf-8"))
-                 if r["attribute"] == "PatientID"}
-    assert {"12345678", "99887766"} <= originals
-    assert oct(manifest.stat().st_mode & 0o777) == "0o600"
+# --------------------------------------------------------------------------- progress
+
+def test_progress_bar_shows_the_total_percentage_and_failures(tmp_path, sample_copy, key_file):
+    """--progress forces the bar into a file: its last state says N/N, 100% and how many
+    failed (the total came from the counting walk, ahead of the workers)."""
+    truncated_copy(ROE_HEAD, sample_copy / "cut" / "a.dcm", PIXEL_DATA)
+    truncated_copy(DOE_CT, sample_copy / "cut" / "b.dcm", PIXEL_DATA)
+    inputs = len(all_files(sample_copy))
+    proc = cli("run", "--key-file", key_file, "--progress", "--jobs", "2", "--batch-size", "2",
+               sample_copy, tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    states = [s.strip() for s in re.split(r"[\r\n]", proc.stderr) if "files [" in s]
+    final = states[-1]
+    assert re.fullmatch(rf"100% {inputs}/{inputs} files \[\d\d:\d\d<00:00, (\d+|\?) files/s, "
+                        r"2 failed\]", final), final
+    quiet = anonymize(sample_copy, tmp_path / "quiet", key_file)  # --no-progress
+    assert "files [" not in quiet.stderr
 
 
-def test_input_that_now_fails_loses_its_earlier_output(sample_copy: Path, key_file: Path,
-                                                      tmp_path: Path) -> None:
-    """OUT holds exactly what the latest audit records say, also after a rerun."""
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_end_says_where_the_cpu_went_by_stage(tmp_path, sample_copy, key_file, jobs):
+    """The run_end record's timings: CPU seconds by stage, workers' and the main process's
+    (counts of seconds only); with one job the workers' stages are not counted twice."""
     out = tmp_path / "out"
-    assert anonymize(sample_copy, out, key_file).returncode == 0
-    source = next(p for p in sorted(sample_copy.rglob("*.dcm")))
-    token = input_token(KeyedSource(KEY_A), source.relative_to(sample_copy).as_posix())
-    records = {r["input"]: r for r in map(json.loads, (out / AUDIT).open())
-               if r["type"] == "file"}
-    earlier = out / records[token]["output"]
-    assert earlier.is_file()
-    ds = dcmread_quiet(source)
-    ds.BurnedInAnnotation = "YES"
-    ds.save_as(source)
-    assert anonymize(sample_copy, out, key_file).returncode == 1
-    records = {r["input"]: r for r in map(json.loads, (out / AUDIT).open())
-               if r["type"] == "file"}
-    assert records[token]["status"] == "failed" and records[token]["output"] is None
-    assert not earlier.exists()
-    written = {r["output"] for r in records.values() if r["status"] == "written"}
-    assert written == {p.relative_to(out).as_posix() for p in out.rglob("*.dcm")}
+    summary = run(RunConfig(input_dir=sample_copy, output_dir=out, profile="basic",
+                            key_file=str(key_file), jobs=jobs, progress=False))
+    assert summary.exit_code == 0
+    timings = audit_records(out / AUDIT)[-1]["timings"]
+    assert set(timings) == {"read", "parse", "deidentify", "write", "worker_other", "commit",
+                            "audit", "progress", "dispatch", "sync"}
+    assert all(isinstance(v, float) and v >= 0 for v in timings.values()), timings
+    assert all(timings[stage] > 0 for stage in ("read", "parse", "deidentify", "write"))

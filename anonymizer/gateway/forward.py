@@ -5,7 +5,7 @@ the spool (:mod:`anonymizer.gateway.spool`). This module's loop, in the main thr
 the oldest waiting instances in small batches, runs them through the same worker code as
 ``anonymizer run`` (:func:`anonymizer.pipeline.worker.process_batch`, one engine per
 worker process) in a pool of processes, and commits each finished batch as ``run`` does
-(:class:`anonymizer.pipeline.runner.Committer` through a
+(:class:`anonymizer.pipeline.commit.Committer` through a
 :class:`~anonymizer.pipeline.destination.Destination`): place the outputs, make them
 durable, flush the audit records, and only then delete the spooled inputs.
 
@@ -38,14 +38,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from joblib.externals.loky import get_reusable_executor
-from joblib.externals.loky.process_executor import TerminatedWorkerError
-
-from anonymizer import __version__
 from anonymizer.errors import UsageError
 from anonymizer.gateway.receiver import (
     NETWORK_TIMEOUT,
@@ -56,9 +51,25 @@ from anonymizer.gateway.receiver import (
 from anonymizer.gateway.spool import Spool, sync_directory, token_of
 from anonymizer.io import file_sha256
 from anonymizer.io.writer import TEMP_PREFIX
-from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.net.options import NetOptions
 from anonymizer.pipeline.audit import AuditLog
+from anonymizer.pipeline.backends import (
+    LOCAL_WORKER_DIED,
+    each_alone,
+    local_pool,
+    stop_local_pool,
+)
+from anonymizer.pipeline.commit import (
+    AUDIT_NAME,
+    EXIT_OUTPUT_UNWRITABLE,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    Committer,
+    RunStopped,
+    finish_audit,
+    flush_audit,
+    reserve_space,
+)
 from anonymizer.pipeline.destination import (
     Destination,
     DestinationSpec,
@@ -66,30 +77,19 @@ from anonymizer.pipeline.destination import (
     NetworkDestination,
     parse_destination,
 )
-from anonymizer.pipeline.layout import DEFAULT_LAYOUT, MIRROR, check_layout
+from anonymizer.pipeline.layout import MIRROR
 from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.network import url_kind
-from anonymizer.pipeline.parallel import isolated
 from anonymizer.pipeline.resume import Done, PreviousRuns, sweep_temporaries
-from anonymizer.pipeline.runner import (
-    AUDIT_NAME,
-    EXIT_OUTPUT_UNWRITABLE,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    Committer,
-    RunStopped,
-    _flush,
-    _reserve_space,
-    died_outcome,
-    finish_audit,
+from anonymizer.pipeline.settings import (
+    Settings,
     inside,
+    load_settings,
     make_worker_config,
     refuse_other_settings,
+    start_record,
 )
 from anonymizer.pipeline.worker import FileOutcome, WorkItem, process_batch
-from anonymizer.pixels.stage import check_pixel_extras
-from anonymizer.profiles import load_profile
-from anonymizer.rules import CompiledProfile
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,8 @@ def listen(config: ListenConfig) -> ListenSummary:
     spool_dir = spool_folder(config, destination)
     check_paths(config, destination, spool_dir)
     require_pynetdicom()
-    profile = load_profile(config.profile)
-    check_pixel_extras(profile.settings.pixels)
-    keyed = load_key(config.key_file)
-    try:
-        layout = check_layout(config.layout or profile.layout or DEFAULT_LAYOUT)
-    except ValueError as exc:
-        raise UsageError(f"layout: {exc}") from None
-    if layout == MIRROR:
+    settings = load_settings(config.profile, config.key_file, config.layout)
+    if settings.layout == MIRROR:
         raise UsageError("--layout mirror keeps input paths, and received instances have "
                          "none: give a template")
     if destination is not None:
@@ -218,17 +212,18 @@ def listen(config: ListenConfig) -> ListenSummary:
             sender = open_destination(spec.text, config.net or NetOptions())
             held.callback(sender.close)
             sender.probe()  # refused or unreachable: one line now, nothing received
-        gateway = _Gateway(config, profile, keyed, layout, spec, spool_dir, sender)
+        gateway = _Gateway(config, settings, spec, spool_dir, sender)
         return gateway.serve()
 
 
 class _Gateway:
     """One gateway session, holding the spool and DEST."""
 
-    def __init__(self, config: ListenConfig, profile: CompiledProfile, keyed: KeyedSource,
-                 layout: str, spec: DestinationSpec, spool_dir: Path, sender=None):
+    def __init__(self, config: ListenConfig, settings: Settings, spec: DestinationSpec,
+                 spool_dir: Path, sender=None):
         self.config = config
-        self.keyed = keyed
+        self.settings = settings
+        self.keyed = settings.keyed
         self.jobs = config.jobs or os.cpu_count() or 1
         self.spec = spec
         #: the opened network destination (None: a folder DEST)
@@ -236,19 +231,16 @@ class _Gateway:
         folder = spec.folder
         self.audit_path = config.audit_path or (folder or spool_dir) / AUDIT_NAME
         self.previous = PreviousRuns.load(self.audit_path)
-        self.settings = {"profile_sha256": profile.fingerprint(),
-                         "key_fingerprint": keyed.fingerprint, "layout": layout}
-        self.forced = bool(refuse_other_settings(self.previous, self.settings,
+        self.forced = bool(refuse_other_settings(self.previous, settings.fingerprints,
                                                  folder or self.audit_path, config.force))
-        self.profile = profile
         #: where workers write outputs: the folder DEST, or SPOOL/outgoing on their way out
         self.staging = folder if folder is not None else spool_dir / OUTGOING
         self.spool = Spool(spool_dir)
         self.worker_config = make_worker_config(
-            config.profile, config.key_file, spool_dir, self.staging, layout=layout,
+            config.profile, config.key_file, spool_dir, self.staging, layout=settings.layout,
             want_crosswalk=config.crosswalk_path is not None,
-            timeout=config.timeout, key_fingerprint=keyed.fingerprint,
-            profile_sha256=self.settings["profile_sha256"], delivered=sender is not None)
+            timeout=config.timeout, key_fingerprint=self.keyed.fingerprint,
+            profile_sha256=settings.fingerprints["profile_sha256"], delivered=sender is not None)
         self.counts: Counter[str] = Counter()
         self.in_flight: dict[Future, list[WorkItem]] = {}
         self.busy: set[str] = set()  # tokens in flight
@@ -283,21 +275,14 @@ class _Gateway:
         self._sweep_staging()
         waiting = self.spool.open()
         audit = AuditLog(self.audit_path)
-        reserve = _reserve_space(self.audit_path)
+        reserve = reserve_space(self.audit_path)
         receiver_config = self.config.receiver
-        audit.write({
-            "type": "run_start", "tool": "anonymizer", "version": __version__,
-            "mode": "listen",
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "profile": self.profile.name, "profile_version": self.profile.version,
-            **self.settings, "options": list(self.profile.options), "jobs": self.jobs,
-            "resumed": bool(self.previous.latest),
-            "forced": self.forced,
-            "input": self.keyed.hexdigest(
-                "input-root", f"listen:{receiver_config.ae_title}:{receiver_config.port}", 32),
-            "spooled_at_start": waiting, "destination": url_kind(
-                None if self.spec.is_folder else self.spec.text),
-        })
+        audit.write(start_record(
+            self.settings, mode="listen", jobs=self.jobs, resumed=bool(self.previous.latest),
+            forced=self.forced,
+            root=f"listen:{receiver_config.ae_title}:{receiver_config.port}",
+            spooled_at_start=waiting,
+            destination=url_kind(None if self.spec.is_folder else self.spec.text)))
         self.committer = Committer(
             self._destination(), audit, self.previous, crosswalk_path=self.config.crosswalk_path,
             quarantine_dir=self.config.quarantine_dir, defer_transient=True)
@@ -393,8 +378,7 @@ class _Gateway:
                 return
             items = [item for item in map(self._work_item, names) if item is not None]
             if items:
-                executor = get_reusable_executor(max_workers=self.jobs)
-                future = executor.submit(process_batch, self.worker_config, items)
+                future = local_pool(self.jobs).submit(process_batch, self.worker_config, items)
                 self.in_flight[future] = items
                 if self.down:
                     self.probe = future
@@ -422,10 +406,9 @@ class _Gateway:
         items = self.in_flight.pop(future)
         try:
             outcomes = future.result()
-        except (TerminatedWorkerError, BrokenProcessPool):
+        except LOCAL_WORKER_DIED:
             # a worker died: every file of the batch alone, to find the one that kills it
-            outcomes = [isolated(process_batch, self.worker_config, item, died_outcome)
-                        for item in items]
+            outcomes = each_alone(self.worker_config, items)
         # a batch dispatched before the destination went down is not tried: it waits
         trying = not self.down or future is self.probe
         if future is self.probe:
@@ -457,7 +440,7 @@ class _Gateway:
                 continue
             recorded.append(outcome)
         self.committer.destination.sync()
-        _flush(self.audit)
+        flush_audit(self.audit)
         self.committer.flush()
         quarantine = self.config.quarantine_dir
         for item in items:
@@ -513,7 +496,7 @@ class _Gateway:
         if not self.in_flight:
             return
         self.in_flight.clear()
-        get_reusable_executor().shutdown(wait=True, kill_workers=True)
+        stop_local_pool()
         self._sweep_staging()
 
     # -- reporting ----------------------------------------------------------------------

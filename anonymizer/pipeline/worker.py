@@ -24,6 +24,7 @@ from anonymizer.io.splice import EncodedConstants
 from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.pipeline.audit import safe_reason
 from anonymizer.pipeline.layout import output_path
+from anonymizer.pipeline.timings import WORKER_STAGES, BatchOutcomes, clock
 from anonymizer.profiles import load_profile
 
 
@@ -192,11 +193,22 @@ class WorkItem:
         return self.token or input_token(keyed, self.relative)
 
 
+#: CPU seconds of this process by stage in the batch under way (one batch at a time)
+_stage_seconds: dict[str, float] = dict.fromkeys(WORKER_STAGES, 0.0)
+
+
 def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutcome]:
-    """De-identify a batch; every file gets an outcome, no exception escapes per file."""
+    """De-identify a batch; every file gets an outcome, no exception escapes per file.
+
+    Returns a :class:`~anonymizer.pipeline.timings.BatchOutcomes`: the outcomes in order,
+    with the CPU seconds spent on each stage.
+    """
+    started = clock()
+    for stage in _stage_seconds:
+        _stage_seconds[stage] = 0.0
     loaded = _load(config.profile, config.key_file, config.key_fingerprint,
                    config.profile_sha256)
-    outcomes = []
+    outcomes = BatchOutcomes(pid=os.getpid())
     for item in items:
         try:
             with time_limit(config.timeout):
@@ -205,6 +217,8 @@ def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutco
             # write_temporary removes its partial file on any exception, this one included
             outcomes.append(FileOutcome(item.relative, item.token_with(loaded.keyed), "failed",
                                         reason=f"timeout: {exc}"))
+    outcomes.seconds = dict(_stage_seconds)
+    outcomes.seconds["worker_other"] = max(0.0, clock() - started - sum(_stage_seconds.values()))
     return outcomes
 
 
@@ -228,11 +242,14 @@ def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileO
         return outcome
     source = Path(config.input_dir) / relative
     try:
+        started = clock()
         raw = read_input(source)  # read once: hashed for resume, then parsed if changed
+        _stage_seconds["read"] += (read_at := clock()) - started
         if item.done_sha256 is not None and _unchanged(config, item, raw.sha256):
             outcome.status, outcome.input_sha256 = "unchanged", raw.sha256
             return outcome
         read = read_dataset(source, raw)
+        _stage_seconds["parse"] += clock() - read_at
     except NotDicomError as exc:
         outcome.status, outcome.reason = "skipped", str(exc)
         return outcome
@@ -250,6 +267,7 @@ def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileO
 def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResult,
                           outcome: FileOutcome) -> None:
     ds, keyed = read.dataset, loaded.keyed
+    started = clock()
     try:
         # cleaned pixels too large for memory are built on the output's file system
         result = loaded.engine.deidentify(ds, scratch_dir=config.output_dir)
@@ -268,6 +286,8 @@ def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResul
             "pseudonyms": result.pseudonyms, "date_offset_days": result.date_offset_days,
             "study_uid": result.study_uid_map,
         }
+    written_at = clock()
+    _stage_seconds["deidentify"] += written_at - started
     try:
         directory = (Path(config.output_dir) / target).parent
         temporary, digest = write_temporary(
@@ -278,5 +298,6 @@ def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResul
         if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
             outcome.fatal_errno = exc.errno
         return
+    _stage_seconds["write"] += clock() - written_at
     outcome.status, outcome.target = "written", target
     outcome.temporary, outcome.output_sha256 = str(temporary), digest

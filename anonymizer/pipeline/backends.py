@@ -1,0 +1,185 @@
+"""Where batches run: local worker processes (loky, through joblib) or a Dask cluster.
+
+``run`` streams batches through :func:`process_batches` inside :func:`backend`; the
+``listen`` gateway submits its batches one at a time to :func:`local_pool` and runs the
+files of a batch whose worker died alone (:func:`each_alone`). Either way a file that
+kills its worker process fails on its own (:func:`died_outcome`) and the rest go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+
+from joblib import parallel_config
+from joblib.externals.loky import get_reusable_executor
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+from anonymizer.errors import UsageError
+from anonymizer.pipeline.parallel import isolated, ordered_results
+from anonymizer.pipeline.worker import FileOutcome, WorkerConfig, WorkItem, process_batch
+
+#: what a local pool raises when one of its worker processes died
+LOCAL_WORKER_DIED: tuple[type[BaseException], ...] = (TerminatedWorkerError, BrokenProcessPool)
+
+#: what runs one batch in a worker process
+BatchFunction = Callable[[WorkerConfig, list[WorkItem]], list[FileOutcome]]
+
+_worker_key: list[str] = []
+
+
+def fresh_workers_if_key_changed(fingerprint: str) -> None:
+    """Reusable worker processes keep the environment they started with: restart them
+    when this process runs with another key (e.g. ANONYMIZER_KEY changed)."""
+    if _worker_key and _worker_key[0] != fingerprint:
+        get_reusable_executor().shutdown(kill_workers=True)
+    _worker_key[:] = [fingerprint]
+
+
+@contextlib.contextmanager
+def backend(name: str, scheduler: str | None
+            ) -> Iterator[tuple[int | None, tuple[type[BaseException], ...]]]:
+    """The joblib backend: ``local`` processes (loky), or ``dask`` (a distributed cluster
+    at ``scheduler``).
+
+    With Dask, the same batches run on the cluster's workers through joblib's Dask
+    backend; IN, OUT and the key file must be on storage every worker can read.
+    Yields the n_jobs to use (None: the --jobs value) and the exceptions that mean a
+    worker process died.
+
+    Raises
+    ------
+    UsageError
+        Dask is not installed, or the scheduler cannot be reached (one line).
+    """
+    if name != "dask":
+        yield None, LOCAL_WORKER_DIED
+        return
+    try:
+        from dask.distributed import Client, KilledWorker
+    except ImportError:
+        raise UsageError("--backend dask needs dask.distributed: "
+                         "pip install 'anonymizer[dask]'") from None
+    try:
+        client = Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
+    try:
+        with parallel_config(backend="dask"):
+            yield -1, (TerminatedWorkerError, KilledWorker)  # -1: every worker of the cluster
+    finally:
+        client.close()
+
+
+def process_batches(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, jobs: int,
+                    consume: Callable[[list[FileOutcome]], None], flush: Callable[[], object],
+                    worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,),
+                    function: BatchFunction = process_batch, local: bool = True) -> None:
+    """Run batches in worker processes, committing in order; survive dying workers.
+
+    ``local``: a pool of local processes (:func:`local_results`), else joblib's current
+    backend (Dask: :func:`~anonymizer.pipeline.parallel.ordered_results`). A file that
+    kills its worker process is failed on its own and the run continues with a new pool.
+    When ``consume`` stops the run, the results generator is closed at once: the workers
+    are killed now, rather than finishing their batches into OUT after the run has swept
+    its temporaries and written its last record. ``function`` runs a batch in a worker
+    (:func:`~anonymizer.pipeline.worker.process_batch`).
+    """
+    ordered = local_results if local else ordered_results
+    with contextlib.closing(ordered(function, worker_config, pending, jobs,
+                                            died_outcome, worker_died)) as results:
+        for outcomes in results:
+            consume(outcomes)
+            flush()
+
+
+def local_results(function: BatchFunction, worker_config: WorkerConfig,
+                  pending: Iterator[list[WorkItem]], jobs: int,
+                  died: Callable[[WorkItem], FileOutcome],
+                  worker_died: tuple[type[BaseException], ...] = LOCAL_WORKER_DIED,
+                  ) -> Iterator[list[FileOutcome]]:
+    """``function(worker_config, batch)`` for every batch, in a pool of ``jobs`` local
+    processes, results in submission order.
+
+    Up to two batches per worker are in flight (taken from ``pending`` only then, so
+    memory does not grow with the number of inputs); the next ones are sent before a
+    result is handed on, so the workers keep busy while it is committed. The caller blocks
+    on the oldest batch's future (no polling: joblib's loop cost the committing process
+    CPU in proportion to the run's duration). When a worker process dies, the pool is
+    broken: every batch in flight is run again one file at a time (:func:`each_alone`),
+    and a new pool takes the rest. Closing the generator early kills the workers.
+    One job runs in this process, as joblib does.
+    """
+    if jobs == 1:
+        for batch in pending:
+            yield function(worker_config, batch)
+        return
+    window = 2 * jobs
+    #: a None future: the pool was found broken when that batch was sent
+    in_flight: deque[tuple[Future | None, list[WorkItem]]] = deque()
+    executor = local_pool(jobs)
+
+    def fill() -> None:
+        while len(in_flight) < window:
+            batch = next(pending, None)
+            if batch is None:
+                return
+            try:
+                in_flight.append((executor.submit(function, worker_config, batch), batch))
+            except worker_died:
+                in_flight.append((None, batch))
+                return
+
+    try:
+        fill()
+        while in_flight:
+            future = in_flight[0][0]
+            outcomes = None
+            if future is not None:
+                with contextlib.suppress(*worker_died):
+                    outcomes = future.result()
+            if outcomes is None:  # a worker died: its pool is broken
+                suspects = [batch for _, batch in in_flight]
+                in_flight.clear()
+                for batch in suspects:
+                    for item in batch:
+                        yield [isolated(function, worker_config, item, died)]
+                executor = local_pool(jobs)  # a new pool for the rest
+                fill()
+                continue
+            in_flight.popleft()
+            fill()
+            yield outcomes
+    finally:
+        if in_flight:  # stopped early: the batches in flight must not reach OUT
+            for future, _ in in_flight:
+                if future is not None:
+                    future.cancel()
+            stop_local_pool()
+
+
+def died_outcome(item: WorkItem) -> FileOutcome:
+    """The outcome of a file whose worker process died on it."""
+    assert item.token is not None  # the committing process names every input
+    return FileOutcome(item.relative, item.token, "failed",
+                       reason="de-identify: the worker process died on this file")
+
+
+def local_pool(jobs: int) -> Executor:
+    """The pool of ``jobs`` local worker processes (reused between calls)."""
+    return get_reusable_executor(max_workers=jobs)
+
+
+def stop_local_pool() -> None:
+    """Kill the local worker processes now (what they were doing is abandoned)."""
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+
+
+def each_alone(worker_config: WorkerConfig, items: list[WorkItem],
+               function: BatchFunction = process_batch) -> list[FileOutcome]:
+    """A batch whose worker died, one file at a time in its own process: only the file
+    that kills its worker fails."""
+    return [isolated(function, worker_config, item, died_outcome) for item in items]
