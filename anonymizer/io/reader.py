@@ -19,6 +19,7 @@ from anonymizer.elements import stored, text_value
 from anonymizer.errors import AnonymizerError
 from anonymizer.io.scan import Unsupported, scan
 from anonymizer.io.splice import Source, SpliceMap, splice_supported
+from anonymizer.reasons import exception_class
 from anonymizer.tags import AFTER_PIXEL_DATA, PIXEL_DATA, UNDEFINED_LENGTH
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -222,7 +223,7 @@ def _parse(stream: BinaryIO, is_part10: bool, defer: bool = False) -> Dataset:
             return pydicom.dcmread(stream, force=not is_part10,
                                    defer_size=_DEFER_SIZE if defer else None)
         except InvalidDicomError as exc:
-            raise NotDicomError(f"not DICOM ({exc})") from None
+            raise NotDicomError(f"not DICOM ({exception_class(exc)})") from None
 
 
 def _refuse_dicomdir(ds: Dataset) -> None:

@@ -54,6 +54,7 @@ from anonymizer.pipeline.worker import (
 )
 from anonymizer.pixels.stage import check_pixel_extras
 from anonymizer.profiles import load_profile
+from anonymizer.reasons import safe_reason
 from anonymizer.rules import CompiledProfile
 
 AUDIT_NAME = "audit.jsonl"
@@ -563,7 +564,7 @@ class Committer:
                 except OSError as exc:
                     Path(outcome.temporary or "").unlink(missing_ok=True)
                     outcome.status = "failed"
-                    outcome.reason = f"write: {exc.strerror or type(exc).__name__}"
+                    outcome.reason = safe_reason("write", exc)
                     if exc.errno in FATAL_WRITE_ERRNOS:
                         outcome.fatal_errno = exc.errno
         if outcome.status != "written":
