@@ -251,8 +251,9 @@ class FileContext:
         if new is None:
             if lookup is not None and self.settings.on_missing == "fail" \
                     and lookup.covers(keyword):
-                raise DeidentificationError(f"{keyword}: value not in the lookup table "
-                                            f"{lookup.source}")
+                # not the table's path: a file name may be PHI too (a per-file reason
+                # names only fixed parts, anonymizer/reasons.py)
+                raise DeidentificationError(f"{keyword}: value not in the lookup table")
             digest = self.keyed.hexdigest("pseudonym", original, 64)
             fmt = fmt or self.settings.pseudonym_format
             patient = None
