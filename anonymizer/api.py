@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from anonymizer.errors import DeidentificationError, SecretKeyError
+from anonymizer.errors import AnonymizerError, DeidentificationError, SecretKeyError
 
 if TYPE_CHECKING:
     import pydicom
@@ -152,6 +152,8 @@ class Deidentifier:
             cleaned, a corrupt element, pixel data that cannot be decoded, anything
             unexpected): nothing is returned. The message is one line from the audit
             log's vocabulary (:mod:`anonymizer.reasons`), never a value of the dataset.
+        MissingExtraError
+            The pixel data needs a decoder whose extra is not installed.
 
         Notes
         -----
@@ -166,8 +168,8 @@ class Deidentifier:
             self._engine.deidentify(copied)
             # the file meta, preamble and encoding run's writer gives the output
             new_file_meta(copied)
-        except DeidentificationError:
-            raise
+        except AnonymizerError:
+            raise  # ours: DeidentificationError, or MissingExtraError for a decoder
         except Exception as exc:  # noqa: BLE001 - fail closed, in the audit log's words
             raise DeidentificationError(safe_reason("de-identify", exc)) from None
         return copied

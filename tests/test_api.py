@@ -131,3 +131,17 @@ def test_run_refuses_as_the_command_does(tmp_path: Path) -> None:
         anonymizer.run(SAMPLE_DATA, SAMPLE_DATA / "out", key_file=key)
     with pytest.raises(anonymizer.ProfileError):
         anonymizer.load_profile(tmp_path / "missing.yaml")
+
+
+def test_a_dataset_built_in_memory(tmp_path: Path) -> None:
+    """No file behind it: no file meta, no encoding read from a file."""
+    ds = Dataset()
+    ds.PatientName, ds.PatientID, ds.StudyDate = "DOE^JANE", "PID-88421", "19700101"
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5.6.7"
+    result = Deidentifier("research", key=KEY_A).deidentify(ds)
+    encoded = _encoded(result)
+    for value in (b"DOE", b"88421", b"19700101", b"1.2.3.4.5.6.7"):
+        assert value not in encoded
+    assert result.PatientIdentityRemoved == "YES"
+    assert result.file_meta.MediaStorageSOPInstanceUID == result.SOPInstanceUID
+    assert ds.PatientName == "DOE^JANE" and "PatientIdentityRemoved" not in ds
