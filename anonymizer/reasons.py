@@ -91,6 +91,31 @@ def os_error_phrase(exc: OSError) -> str:
     return exception_class(exc)
 
 
+def tag_label(tag: int) -> str:
+    """A tag as a reason may name it: ``(gggg,eeee)`` when the standard defines it, else
+    only whether it is private.
+
+    A tag in a damaged file is often four bytes of a value read as a tag (``(0004,4331)``
+    is ``"1C"`` of a Patient ID): the digits of a tag the standard does not define are
+    not given.
+
+    Parameters
+    ----------
+    tag : int
+        The tag as an integer.
+
+    Returns
+    -------
+    str
+        ``(0010,0010)``, ``(private tag)`` or ``(unknown tag)``.
+    """
+    from anonymizer.tags import dictionary_vr, format_tag
+
+    if dictionary_vr(tag) is not None:
+        return format_tag(tag)
+    return "(private tag)" if tag >> 16 & 1 else "(unknown tag)"
+
+
 def our_message(exc: BaseException) -> str:
     """The first line of a message this project wrote (see the module docstring)."""
     lines = str(exc).splitlines()

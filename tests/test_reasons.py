@@ -31,7 +31,7 @@ import anonymizer
 from anonymizer.errors import DeidentificationError, PixelDataError
 from anonymizer.io.reader import NotDicomError, TruncatedError
 from anonymizer.net.errors import PermanentError
-from anonymizer.reasons import INTERNAL_ERROR, STAGES, exception_class, safe_reason
+from anonymizer.reasons import INTERNAL_ERROR, STAGES, exception_class, safe_reason, tag_label
 
 #: What a file, a path or a server may hold; none of it may reach a reason.
 PHI = ("DOE^JOHN", "Jane Smith", "PID-88421", "MRN 00123", "19700101", "1970-01-01")
@@ -86,6 +86,14 @@ def test_safe_reason_says_only_what_the_vocabulary_allows(exc: BaseException,
     assert safe_reason("read", exc) == f"read: {expected}"
 
 
+@pytest.mark.parametrize("tag, label", [
+    (0x00100010, "(0010,0010)"), (0x60003000, "(6000,3000)"),  # a repeating group too
+    (0x00044331, "(unknown tag)"),  # "1C" of a Patient ID read as an element number
+    (0x4F441234, "(unknown tag)"), (0x00291010, "(private tag)")])
+def test_a_tag_is_named_only_when_the_standard_defines_it(tag: int, label: str) -> None:
+    assert tag_label(tag) == label
+
+
 def test_a_class_name_only_from_a_known_module() -> None:
     import requests
 
@@ -104,7 +112,7 @@ _REASON_CLASSES = {"DeidentificationError", "PixelDataError", "TruncatedError", 
 #: What such a message may interpolate: tags, keywords, VRs, standard names, counts,
 #: status codes, our own labels; reviewed one by one. Anything else fails this test.
 _ALLOWED_PARTS = {
-    "format_tag(tag)", "keyword", "vr", "elem.length", "limit", "tag >> 16", "tag & 65535",
+    "tag_label(tag)", "keyword", "vr", "elem.length", "limit",
     "size - last_end", "'has an invalid VR' if elem.VR else 'lost its VR'",
     "exception_class(exc)", "_syntax_label(syntax)", "_photometric_label(photometric)",
     "arr.shape", "bits", "columns", "rows", "count", "index", "samples", "stored_bits",
@@ -189,8 +197,9 @@ def _unknown_vr(folder: Path) -> Path:
 
 _INVALID_VR = ("corrupt: element (0010,0010) has an invalid VR: the header cannot be "
                "parsed reliably from there on")
-#: the tag is where the guessed encoding went astray
-_TRUNCATED = re.compile(r"read: truncated: element \([0-9A-F]{4},[0-9A-F]{4}\) is cut short")
+#: the guessed encoding reads four bytes of the name as a tag the standard does not
+#: define: its digits are not given
+_TRUNCATED = "read: truncated: element (unknown tag) is cut short"
 
 
 def _unknown_transfer_syntax(folder: Path) -> Path:
@@ -249,8 +258,7 @@ def test_read_pixel_and_write_failures_leak_nothing(tmp_path: Path, key_file: Pa
     assert reasons == [
         f"de-identify: {_INVALID_VR}",
         "de-identify: pixel data in JPEG Baseline (Process 1) cannot be decoded: RuntimeError",
-        reasons[2], "write: File exists"], reasons
-    assert _TRUNCATED.fullmatch(reasons[2]), reasons
+        _TRUNCATED, "write: File exists"], reasons
     assert_no_phi((out / "audit.jsonl").read_text())
     assert_no_phi(proc.stderr + proc.stdout)
     report = _run("report", out / "audit.jsonl")
