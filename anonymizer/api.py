@@ -116,12 +116,10 @@ class Deidentifier:
     def __init__(self, profile: Profile | PathLike = "default", *,
                  key: bytes | str | None = None, key_file: PathLike | None = None):
         from anonymizer.engine import Engine
-        from anonymizer.pipeline.worker import quiet_pydicom
         from anonymizer.pixels.stage import check_pixel_extras
 
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         check_pixel_extras(self.profile._compiled.settings.pixels)
-        quiet_pydicom()  # pydicom's warnings quote values of the file
         self._engine: Engine = Engine(self.profile._compiled,
                                       _keyed_source(key, key_file))
 
@@ -165,6 +163,8 @@ class Deidentifier:
 
         copied = copy.deepcopy(ds)
         try:
+            # values are read from their bytes, not through pydicom's validation: the
+            # caller's pydicom settings do not change the result
             self._engine.deidentify(copied)
             # the file meta, preamble and encoding run's writer gives the output
             new_file_meta(copied)

@@ -9,8 +9,10 @@ import io
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import pydicom
 import pytest
 from conftest import KEY_A, SAMPLE_DATA, dcmread_quiet
 from pydicom.data import get_testdata_file
@@ -145,3 +147,27 @@ def test_a_dataset_built_in_memory(tmp_path: Path) -> None:
     assert result.PatientIdentityRemoved == "YES"
     assert result.file_meta.MediaStorageSOPInstanceUID == result.SOPInstanceUID
     assert ds.PatientName == "DOE^JANE" and "PatientIdentityRemoved" not in ds
+
+
+def test_the_callers_pydicom_settings_do_not_change_the_result(tmp_path: Path) -> None:
+    """A caller who validates values strictly and turns warnings into errors still gets
+    what ``run`` writes for a file with invalid values, and keeps their settings."""
+    from pydicom import config
+
+    ds = dcmread_quiet(Path(get_testdata_file("CT_small.dcm")))
+    path = tmp_path / "invalid.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.PatientAge, ds.StudyDate = "DOE^JOHN", "19700101 Jane"  # invalid AS and DA
+        ds.save_as(path, enforce_file_format=True)
+    deidentifier = Deidentifier("research", key=KEY_A)
+    expected = _encoded(deidentifier.deidentify(dcmread_quiet(path)))
+    before = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.RAISE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # pydicom's warnings quote values: none
+            assert _encoded(deidentifier.deidentify(pydicom.dcmread(path))) == expected
+        assert config.settings.reading_validation_mode == config.RAISE
+    finally:
+        config.settings.reading_validation_mode = before
