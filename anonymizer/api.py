@@ -141,7 +141,9 @@ class Deidentifier:
         -------
         pydicom.Dataset
             The de-identified dataset, with Patient Identity Removed, De-identification
-            Method and its code sequence stamped as in every output of ``run``.
+            Method and its code sequence stamped as in every output of ``run``, and the
+            file meta ``run`` writes: ``save_as(path, enforce_file_format=True)`` writes
+            the bytes ``run`` writes for the same input.
 
         Raises
         ------
@@ -159,7 +161,7 @@ class Deidentifier:
         pseudonym; one dataset at a time cannot see that (use a longer ``{hash:N}``).
         """
         from anonymizer.io.writer import _prepare as new_file_meta
-        from anonymizer.reasons import safe_reason
+        from anonymizer.reasons import describe
 
         copied = copy.deepcopy(ds)
         try:
@@ -171,7 +173,7 @@ class Deidentifier:
         except AnonymizerError:
             raise  # ours: DeidentificationError, or MissingExtraError for a decoder
         except Exception as exc:  # noqa: BLE001 - fail closed, in the audit log's words
-            raise DeidentificationError(safe_reason("de-identify", exc)) from None
+            raise DeidentificationError(describe(exc)) from None
         return copied
 
 
