@@ -18,10 +18,13 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anonymizer import __version__
 from anonymizer.errors import AnonymizerError, OutputInUseError
+
+if TYPE_CHECKING:
+    from anonymizer.pipeline import RunConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: What a shell reports for a command killed by SIGPIPE (128 + 13), as ``yes | head`` does.
@@ -284,8 +287,10 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _run(args: argparse.Namespace) -> int:
-    from anonymizer.pipeline import RunConfig, run
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The :class:`RunConfig` of ``anonymizer run``'s parsed options (checked); the
+    Python API's ``run`` builds its options through this too."""
+    from anonymizer.pipeline import RunConfig
     from anonymizer.pipeline.layout import check_layout
 
     if args.jobs < 0 or args.batch_size < 1:
@@ -295,14 +300,20 @@ def _run(args: argparse.Namespace) -> int:
             check_layout(args.layout)
         except ValueError as exc:
             raise _usage(f"--layout: {exc}") from None
-    summary = run(RunConfig(
+    return RunConfig(
         **_network(args), profile=args.profile,
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
         quarantine_dir=args.quarantine, force=args.force, wait_lock=args.wait_lock,
         timeout=args.timeout,
         backend=args.backend, scheduler=args.scheduler,
-        progress=args.progress or (not args.no_progress and sys.stderr.isatty())))
+        progress=args.progress or (not args.no_progress and sys.stderr.isatty()))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from anonymizer.pipeline import run
+
+    summary = run(run_config(args))
     counts = summary.counts
     done = f", {counts['unchanged']} already done" if counts["unchanged"] else ""
     print(f"anonymizer: {counts['written']} written, {counts['failed']} failed, "

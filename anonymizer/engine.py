@@ -38,6 +38,7 @@ from anonymizer.elements import (
 from anonymizer.errors import DeidentificationError
 from anonymizer.keyed import KeyedSource
 from anonymizer.pixels.stage import PixelOutcome, PixelStage
+from anonymizer.reasons import tag_label
 from anonymizer.rules import CompiledProfile
 from anonymizer.tags import (
     CONTENT_SEQUENCE,
@@ -127,15 +128,15 @@ def _check_plausible(tag: int, vr: str | None, elem: object) -> None:
         value = elem.value
         nul = value.find(b"\x00")
         if nul != -1 and value[nul:].strip(b"\x00 "):
-            raise DeidentificationError(f"corrupt: text element {format_tag(tag)} holds "
+            raise DeidentificationError(f"corrupt: text element {tag_label(tag)} holds "
                                         "binary data (a wrong length?)")
     elif vr in _NUMBER_SIZE and elem.length not in (0, _NUMBER_SIZE[vr]) \
             and not tag >> 16 & 1 and dictionary_vm(tag) == "1":
-        raise DeidentificationError(f"corrupt: element {format_tag(tag)} holds {elem.length} "
+        raise DeidentificationError(f"corrupt: element {tag_label(tag)} holds {elem.length} "
                                     f"bytes for one {vr} value (a wrong length?)")
     elif vr != "SQ" and elem.length >= 8 and tag not in PIXEL_KEYWORDS \
             and _ends_in_elements(tag, elem.value):
-        raise DeidentificationError(f"corrupt: element {format_tag(tag)} ends in encoded "
+        raise DeidentificationError(f"corrupt: element {tag_label(tag)} ends in encoded "
                                     "elements (a wrong length?)")
 
 
@@ -257,8 +258,9 @@ class FileContext:
         if new is None:
             if lookup is not None and self.settings.on_missing == "fail" \
                     and lookup.covers(keyword):
-                raise DeidentificationError(f"{keyword}: value not in the lookup table "
-                                            f"{lookup.source}")
+                # not the table's path: a file name may be PHI too (a per-file reason
+                # names only fixed parts, anonymizer/reasons.py)
+                raise DeidentificationError(f"{keyword}: value not in the lookup table")
             digest = self.keyed.hexdigest("pseudonym", original, 64)
             fmt = fmt or self.settings.pseudonym_format
             patient = None
@@ -449,7 +451,7 @@ class Engine:
             tag = int(key)
             if elem.is_raw and _misparsed(elem):
                 raise DeidentificationError(
-                    f"corrupt: element {format_tag(tag)} "
+                    f"corrupt: element {tag_label(tag)} "
                     f"{'has an invalid VR' if elem.VR else 'lost its VR'}: "
                     "the header cannot be parsed reliably from there on")
             if tag >> 16 & 1:

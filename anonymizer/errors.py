@@ -2,17 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
-_DIGITS = re.compile(r"\d{3,}")
-
-
-def without_values(text: str) -> str:
-    """Text of an exception this project did not write, without what may be values
-    from a file (quoted substrings, runs of 3+ digits): what a failure reason may say."""
-    return _DIGITS.sub("#", _QUOTED.sub("'…'", text))
-
 
 class AnonymizerError(Exception):
     """Base class of errors reported to the user as a single line."""

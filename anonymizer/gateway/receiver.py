@@ -21,6 +21,7 @@ from anonymizer.errors import MissingExtraError, UsageError
 from anonymizer.gateway.spool import Spool
 from anonymizer.keyed import KeyedSource
 from anonymizer.pipeline.worker import instance_token
+from anonymizer.reasons import os_error_phrase
 
 #: C-STORE statuses (PS3.4 Table B.2-1)
 SUCCESS = 0x0000
@@ -158,7 +159,7 @@ class Receiver:
                                      evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         except OSError as exc:
             raise UsageError(f"cannot listen on {self.config.bind}:{self.config.port}: "
-                             f"{exc.strerror or exc}") from None
+                             f"{os_error_phrase(exc)}") from None
         self._ae = ae
         self.address = server.server_address[:2]
 

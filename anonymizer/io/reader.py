@@ -19,6 +19,7 @@ from anonymizer.elements import stored, text_value
 from anonymizer.errors import AnonymizerError
 from anonymizer.io.scan import Unsupported, scan
 from anonymizer.io.splice import Source, SpliceMap, splice_supported
+from anonymizer.reasons import exception_class, tag_label
 from anonymizer.tags import AFTER_PIXEL_DATA, PIXEL_DATA, UNDEFINED_LENGTH
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -117,8 +118,7 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
             ends.append(tell + len(value) + _DELIMITER if isinstance(value, bytes) else None)
             continue
         if (len(value) != length) if value is not None else (tell + length > size):
-            raise TruncatedError(f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
-                                 "is cut short")
+            raise TruncatedError(f"truncated: element {tag_label(tag)} is cut short")
         ends.append(tell + length)
     if not ends or ends[-1] is None:
         return notes  # the last element's end is unknown: trust the parse
@@ -222,7 +222,7 @@ def _parse(stream: BinaryIO, is_part10: bool, defer: bool = False) -> Dataset:
             return pydicom.dcmread(stream, force=not is_part10,
                                    defer_size=_DEFER_SIZE if defer else None)
         except InvalidDicomError as exc:
-            raise NotDicomError(f"not DICOM ({exc})") from None
+            raise NotDicomError(f"not DICOM ({exception_class(exc)})") from None
 
 
 def _refuse_dicomdir(ds: Dataset) -> None:

@@ -23,6 +23,7 @@ from anonymizer.net.errors import PermanentError, RefusedError, TransientError
 from anonymizer.net.retry import Retry
 from anonymizer.net.sources import Instance
 from anonymizer.net.urls import Endpoint
+from anonymizer.reasons import exception_class, os_error_phrase
 
 #: Transfer syntaxes offered for each SOP Class we receive (one presentation context each,
 #: so that the peer can send an instance as it stores it, without transcoding).
@@ -391,7 +392,7 @@ class _Receiver:
                     handle.write(event.encoded_dataset(include_meta=True))
             except OSError as exc:
                 self._target.unlink(missing_ok=True)
-                self.failed = f"cannot write the spool file: {exc.strerror}"
+                self.failed = f"cannot write the spool file: {os_error_phrase(exc)}"
                 return 0xA700
             self.received = True
             return 0x0000
@@ -502,7 +503,7 @@ class DimseDestination:
             pair = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
         except Exception as exc:  # noqa: BLE001 - our own output: should not happen
             raise PermanentError(f"DIMSE destination: cannot read the file meta "
-                                 f"({type(exc).__name__})") from None
+                                 f"({exception_class(exc)})") from None
         self.retry(lambda: self._store_once(path, pair))
 
     def _store_once(self, path: Path, pair: tuple[str, str]) -> None:
@@ -516,7 +517,7 @@ class DimseDestination:
         except (OSError, ValueError, AttributeError) as exc:
             self.peer.release()
             raise TransientError(f"{self.peer.name()}: C-STORE: "
-                                 f"{type(exc).__name__}") from None
+                                 f"{exception_class(exc)}") from None
         code = _status_code(status)
         if code is None:
             raise self.peer.no_answer("C-STORE")

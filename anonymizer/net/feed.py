@@ -20,9 +20,9 @@ from pathlib import Path
 from anonymizer.keyed import KeyedSource
 from anonymizer.net.errors import NetworkError, RefusedError
 from anonymizer.net.sources import Instance, Selection, Source, list_instances
-from anonymizer.pipeline.audit import safe_reason
 from anonymizer.pipeline.resume import Done
 from anonymizer.pipeline.worker import WorkItem, instance_token
+from anonymizer.reasons import describe, safe_reason
 
 #: what the runner's exit code is when a source refuses us / stops answering mid-run
 EXIT_REFUSED, EXIT_SOURCE_LOST = 2, 3
@@ -110,9 +110,9 @@ class NetworkFeed:
                 if not self._put(item):
                     return
         except RefusedError as exc:
-            self.stopped, self.exit_code = str(exc), EXIT_REFUSED
+            self.stopped, self.exit_code = describe(exc), EXIT_REFUSED
         except NetworkError as exc:
-            self.stopped, self.exit_code = f"source: {exc}", EXIT_SOURCE_LOST
+            self.stopped, self.exit_code = safe_reason("source", exc), EXIT_SOURCE_LOST
         except Exception as exc:  # noqa: BLE001 - never leave the runner waiting
             self.stopped = safe_reason("source", exc)
             self.exit_code = EXIT_SOURCE_LOST
@@ -125,9 +125,7 @@ class NetworkFeed:
             self.source.fetch(instance, self.spool_dir / relative)
         except RefusedError:
             raise
-        except NetworkError as exc:
-            return WorkItem(relative, token=token, outcome="failed", reason=f"fetch: {exc}")
-        except OSError as exc:
+        except (NetworkError, OSError) as exc:
             return WorkItem(relative, token=token, outcome="failed",
                             reason=safe_reason("fetch", exc))
         return WorkItem(relative, token=token)

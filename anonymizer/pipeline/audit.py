@@ -1,7 +1,7 @@
 """The audit log: JSON Lines, one record per input file plus a run header and footer.
 
 Nothing in it is PHI: inputs are named by a keyed hash of their relative path,
-failure reasons are scrubbed of quoted values and digit runs, tags are listed with
+failure reasons come from a fixed vocabulary (:mod:`anonymizer.reasons`), tags are listed with
 the action taken and never with a value.
 """
 
@@ -11,24 +11,6 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-
-
-def safe_reason(stage: str, exc: BaseException) -> str:
-    """A one-line failure reason without values from the file (no PHI).
-
-    OSError gives its strerror only (the path may be PHI); other messages lose
-    quoted substrings and runs of 3+ digits, which is where values appear.
-    """
-    from anonymizer.errors import AnonymizerError, without_values
-
-    if isinstance(exc, AnonymizerError):
-        message = str(exc)  # ours: written without values
-    elif isinstance(exc, OSError):
-        message = exc.strerror or type(exc).__name__
-    else:
-        text = without_values(str(exc).splitlines()[0] if str(exc) else "")
-        message = f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
-    return f"{stage}: {message}"
 
 
 class AuditLog:

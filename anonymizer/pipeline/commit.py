@@ -24,6 +24,7 @@ from anonymizer.pipeline.destination import DeliveryFailed, Destination, Destina
 from anonymizer.pipeline.resume import PreviousRuns, compact
 from anonymizer.pipeline.timings import clock
 from anonymizer.pipeline.worker import FATAL_WRITE_ERRNOS, FileOutcome
+from anonymizer.reasons import safe_reason
 
 #: the audit log's name in OUT (or in a gateway's DEST or spool) unless ``--audit`` says
 AUDIT_NAME = "audit.jsonl"
@@ -263,7 +264,7 @@ class Committer:
                 except OSError as exc:
                     Path(outcome.temporary or "").unlink(missing_ok=True)
                     outcome.status = "failed"
-                    outcome.reason = f"write: {exc.strerror or type(exc).__name__}"
+                    outcome.reason = safe_reason("write", exc)
                     if exc.errno in FATAL_WRITE_ERRNOS:
                         outcome.fatal_errno = exc.errno
         if outcome.status != "written":

@@ -26,6 +26,7 @@ from anonymizer.io.writer import sync_file
 from anonymizer.net import is_network_url, parse_endpoint
 from anonymizer.pipeline.layout import with_suffix_token
 from anonymizer.pipeline.worker import FileOutcome
+from anonymizer.reasons import describe, safe_reason
 
 
 class Destination(Protocol):
@@ -264,9 +265,9 @@ class NetworkDestination:
         try:
             self.sender.store(temporary)
         except RefusedError as exc:
-            raise DestinationRefused(str(exc)) from None
+            raise DestinationRefused(describe(exc)) from None
         except NetworkError as exc:
-            raise DeliveryFailed(f"send: {exc}",
+            raise DeliveryFailed(safe_reason("send", exc),
                                  transient=isinstance(exc, TransientError)) from None
         finally:
             temporary.unlink(missing_ok=True)

@@ -87,7 +87,26 @@ class RunConfig:
 
 @dataclass
 class RunSummary:
-    """Totals of a run, for the CLI's exit code and summary line."""
+    """Totals of a run, for the CLI's exit code and summary line (and ``anonymizer.run``).
+
+    Attributes
+    ----------
+    counts : Counter[str]
+        Inputs by outcome: ``written``, ``failed``, ``skipped``, ``unchanged`` (done by an
+        earlier run).
+    failures : Counter[str]
+        Failed inputs by reason (the audit log's words: no values, see README).
+    audit_path : Path
+        The audit log.
+    elapsed : float
+        Seconds the run took.
+    stopped : str or None
+        Why the run stopped early (a signal, OUT not writable), else None.
+    left : int
+        Inputs not reached when it stopped.
+    exit_code : int
+        The command's exit code (0, 1 some failed, 3, 130, 143...).
+    """
 
     counts: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)

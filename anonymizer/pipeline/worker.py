@@ -22,10 +22,10 @@ from anonymizer.errors import ProfileError, SecretKeyError
 from anonymizer.io import NotDicomError, ReadResult, read_dataset, read_input, write_temporary
 from anonymizer.io.splice import EncodedConstants
 from anonymizer.keyed import KeyedSource, load_key
-from anonymizer.pipeline.audit import safe_reason
 from anonymizer.pipeline.layout import output_path
 from anonymizer.pipeline.timings import WORKER_STAGES, BatchOutcomes, clock
 from anonymizer.profiles import load_profile
+from anonymizer.reasons import safe_reason
 
 
 @dataclass(frozen=True)

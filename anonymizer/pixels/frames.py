@@ -48,7 +48,8 @@ from pydicom.uid import (
 )
 
 from anonymizer.elements import remove, store, stored, text_value
-from anonymizer.errors import MissingExtraError, PixelDataError, without_values
+from anonymizer.errors import MissingExtraError, PixelDataError
+from anonymizer.reasons import exception_class
 from anonymizer.tags import ITEM_TAG, PIXEL_DATA, SEQUENCE_DELIMITER, UNDEFINED_LENGTH
 
 if TYPE_CHECKING:
@@ -287,7 +288,7 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
         options = as_pixel_options(view, number_of_frames=count, pixel_keyword="PixelData",
                                    pixel_vr=vr)
     except Exception as exc:
-        raise PixelDataError(f"Image Pixel elements unreadable: {_one_line(exc)}") from exc
+        raise PixelDataError(f"Image Pixel elements unreadable: {exception_class(exc)}") from exc
     rows, columns = _integer(view, "Rows"), _integer(view, "Columns")
     with _value_source(ds) as source:
         frames = _iter_array(decoder, source, syntax, indices, raw, options)
@@ -300,7 +301,7 @@ def _decoded(ds: Dataset, indices: Sequence[int], raw: bool,
                 raise
             except Exception as exc:  # any decoder's failure: the file fails, in one line
                 raise PixelDataError(f"pixel data in {_syntax_label(syntax)} cannot be "
-                                     f"decoded: {_one_line(exc)}") from exc
+                                     f"decoded: {exception_class(exc)}") from exc
             if arr.shape[:2] != (rows, columns):
                 raise PixelDataError(f"frame {index} decoded as {arr.shape}, not "
                                      f"{rows}x{columns}")
@@ -318,17 +319,6 @@ def _iter_array(decoder: Any, source: bytes | BinaryIO, syntax: UID, indices: Se
             for frame in decoder.iter_array(source, indices=[index], raw=raw, **options))
 
 
-def _one_line(exc: BaseException) -> str:
-    """A decoder's own message, for a PixelDataError: the reason reaches the audit log as
-    ours (not scrubbed again), so what may be a value of the file is taken out here."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    # "...raised by all available plugins:" says why on the next line
-    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
-    return f"{type(exc).__name__}: {without_values(text)[:300]}"
-
-
 def _palette(view: Dataset, bits_stored: int) -> tuple[numpy.ndarray, int]:
     """The palette as an 8-bit RGB table indexed by stored value, and the index whose
     colour is darkest (lowest luma, BT.601 weights)."""
@@ -337,7 +327,7 @@ def _palette(view: Dataset, bits_stored: int) -> tuple[numpy.ndarray, int]:
     try:
         table = apply_color_lut(values, view)
     except Exception as exc:
-        raise PixelDataError(f"palette unreadable: {_one_line(exc)}") from exc
+        raise PixelDataError(f"palette unreadable: {exception_class(exc)}") from exc
     darkest = int(np.argmin(table.astype(np.float64) @ np.array([0.299, 0.587, 0.114])))
     if table.dtype != np.uint8:
         # A 16-bit palette whose entries are all below 256 holds 8-bit colours (a common

@@ -33,8 +33,8 @@ from pydicom.uid import UID
 from anonymizer.elements import element_strings, stored, text_value, undeclared_items
 from anonymizer.errors import AnonymizerError
 from anonymizer.io import NotDicomError, read_dataset
-from anonymizer.pipeline.audit import safe_reason
 from anonymizer.pipeline.discovery import discover
+from anonymizer.reasons import safe_reason
 from anonymizer.review.thumbnails import first_frame, png_data_uri
 from anonymizer.scrub import dicom_date
 from anonymizer.tags import PIXEL_DATA, dictionary_vr, format_tag

@@ -38,7 +38,7 @@ from anonymizer import scrub
 from anonymizer.elements import element_strings, stored
 from anonymizer.engine import judged_vr
 from anonymizer.io import NotDicomError, ReadResult, read_dataset, read_input
-from anonymizer.pipeline.audit import safe_reason
+from anonymizer.reasons import safe_reason
 from anonymizer.tags import format_tag
 from anonymizer.verify import raw
 from anonymizer.verify.intent import ProfileIntent
