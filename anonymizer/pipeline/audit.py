@@ -3,14 +3,34 @@
 Nothing in it is PHI: inputs are named by a keyed hash of their relative path,
 failure reasons are scrubbed of quoted values and digit runs, tags are listed with
 the action taken and never with a value.
+
+A file record's per-tag action list is most of its size and repeats from file to file, so
+each distinct list is written once, as a ``{"type": "tags", "id": ..., "tags": [...]}``
+record before the first file record that refers to it by ``"tags_ref": id``. The id is a
+hash of the list: the same list has the same id in every run, so a definition written
+twice is the same line, and compaction keeps one of each that a kept record refers to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+#: How many tag-list ids one writer remembers as defined. A list seen again after it was
+#: forgotten is defined once more (an identical line): memory stays bounded however many
+#: distinct lists a run meets.
+REMEMBERED_TAG_LISTS = 4096
+
+
+def tags_id(tags: list) -> str:
+    """The id of a per-tag action list: a hash of its JSON (64 bits, as 16 hex digits)."""
+    canonical = json.dumps(tags, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("ascii"), digest_size=8).hexdigest()
 
 
 def safe_reason(stage: str, exc: BaseException) -> str:
@@ -47,11 +67,41 @@ class AuditLog:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._pending: list[str] = []
+        #: tag-list ids defined by this writer, least recently used first
+        self._defined: OrderedDict[str, None] = OrderedDict()
+        self._end_torn_line()
+
+    def _end_torn_line(self) -> None:
+        """A run killed mid-write left a line without its newline: end it, so that the
+        next record (this run's header) is a line of its own, not glued to the torn one."""
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
 
     def write(self, record: dict[str, Any]) -> None:
+        """Queue one record; a file record's tag list is replaced by a reference to it
+        (defined first, if this writer has not defined it lately)."""
+        tags = record.get("tags")
+        if tags and record.get("type") == "file":
+            record = self._refer_to_tags(record, tags)
         self._pending.append(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
+
+    def _refer_to_tags(self, record: dict[str, Any], tags: list) -> dict[str, Any]:
+        ref = tags_id(tags)
+        if ref in self._defined:
+            self._defined.move_to_end(ref)
+        else:
+            definition = {"type": "tags", "id": ref, "tags": tags}
+            self._pending.append(
+                json.dumps(definition, ensure_ascii=True, separators=(",", ":")) + "\n")
+            self._defined[ref] = None
+            if len(self._defined) > REMEMBERED_TAG_LISTS:
+                self._defined.popitem(last=False)
+        # same key order, the list replaced by its id
+        return {("tags_ref" if key == "tags" else key): (ref if key == "tags" else value)
+                for key, value in record.items()}
 
     def flush(self) -> None:
         if not self._pending:
@@ -95,13 +145,36 @@ class AuditLog:
             os.close(self._fd)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a log (a torn last line from a crash is ignored)."""
-    records = []
+def iter_records(path: Path, resolve_tags: bool = False) -> Iterator[dict[str, Any]]:
+    """The complete records of a log, one at a time (a torn line from a crash is skipped).
+
+    With ``resolve_tags`` a file record gets its ``tags`` list back in place of its
+    ``tags_ref`` (a reference without a definition gives no ``tags``), and the ``tags``
+    definitions themselves are not yielded; memory then holds one copy of each distinct
+    list.
+    """
+    definitions: dict[str, list] = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    return records
+            if not isinstance(record, dict):
+                continue
+            if resolve_tags:
+                kind = record.get("type")
+                if kind == "tags":
+                    definitions.setdefault(str(record.get("id")), record.get("tags") or [])
+                    continue
+                if kind == "file" and "tags_ref" in record:
+                    ref = record.pop("tags_ref")
+                    if ref in definitions:
+                        record["tags"] = definitions[ref]
+            yield record
+
+
+def read_records(path: Path, resolve_tags: bool = True) -> list[dict[str, Any]]:
+    """All complete records of a log, file records with their ``tags`` (see
+    :func:`iter_records`; for a large log iterate that instead)."""
+    return list(iter_records(path, resolve_tags))
