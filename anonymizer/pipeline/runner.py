@@ -277,6 +277,7 @@ def _run_holding_output(config: RunConfig, profile: CompiledProfile, keyed: Keye
                     changed, network)
     finally:
         network.close()
+        previous.close()  # its scratch index beside the log
 
 
 def _run(config: RunConfig, profile: CompiledProfile, keyed: KeyedSource, layout: str,
