@@ -23,7 +23,7 @@ from anonymizer.io.writer import TEMP_PREFIX
 #: SQLite page cache of a scratch index, in KiB (the parent's memory for resume state)
 INDEX_CACHE_KIB = 16384
 #: rows inserted per statement while a log is read
-_INSERT_CHUNK = 10000
+_INSERT_CHUNK = 2000
 
 
 class Done(NamedTuple):
