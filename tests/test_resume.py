@@ -16,7 +16,7 @@ import pytest
 from conftest import SAMPLE_DATA
 
 from anonymizer.pipeline import RunConfig, run
-from anonymizer.pipeline.audit import AuditLog, iter_records, read_records, tags_id
+from anonymizer.pipeline.audit import AuditLog, iter_records, list_id, read_records
 from anonymizer.pipeline.resume import DoneIndex, PreviousRuns, compact
 
 AUDIT = "audit.jsonl"
@@ -31,16 +31,20 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _assert_refs_defined_before_use(records: list[dict]) -> None:
-    """Every ``tags_ref`` names a definition on an earlier line; one definition per id."""
-    defined: set[str] = set()
+    """Every ``tags_ref`` / ``warnings_ref`` names a definition on an earlier line; one
+    definition per id."""
+    defined: set[tuple[str, str]] = set()
     for record in records:
-        if record["type"] == "tags":
-            assert record["id"] not in defined, "a tag list defined twice"
-            assert record["id"] == tags_id(record["tags"])
-            defined.add(record["id"])
-        elif record["type"] == "file" and "tags_ref" in record:
-            assert record["tags_ref"] in defined
-            assert "tags" not in record
+        kind = record["type"]
+        if kind in ("tags", "warnings"):
+            assert (kind, record["id"]) not in defined, f"a {kind} list defined twice"
+            assert record["id"] == list_id(record[kind])
+            defined.add((kind, record["id"]))
+        elif kind == "file":
+            for name in ("tags", "warnings"):
+                if f"{name}_ref" in record:
+                    assert (name, record[f"{name}_ref"]) in defined
+                    assert name not in record
 
 
 def _run(source: Path, out: Path, key_file: Path) -> dict[str, int]:
@@ -67,13 +71,27 @@ def test_a_tag_list_is_written_once_and_referred_to(tmp_path: Path):
     records = _lines(tmp_path / AUDIT)
     assert [r["type"] for r in records] == ["tags", "file", "tags", "file", "file", "file"]
     _assert_refs_defined_before_use(records)
-    assert records[4]["tags_ref"] == records[1]["tags_ref"] == tags_id(first)
+    assert records[4]["tags_ref"] == records[1]["tags_ref"] == list_id(first)
     assert records[5]["tags"] == []  # nothing acted on: nothing to refer to
     # readers get the lists back, in place of the references
     resolved = {r["input"]: r["tags"] for r in read_records(tmp_path / AUDIT)}
     assert resolved == {"a": first, "b": second, "c": first, "d": []}
     assert all(r["type"] != "tags" for r in read_records(tmp_path / AUDIT))
     assert any(r["type"] == "tags" for r in iter_records(tmp_path / AUDIT))
+
+
+def test_warnings_are_shared_the_same_way(tmp_path: Path):
+    log = AuditLog(tmp_path / AUDIT)
+    warned = ["(0040,0009): Type 1 attribute removed"]
+    for token, warnings in (("a", warned), ("b", warned), ("c", [])):
+        log.write({"type": "file", "input": token, "status": "written", "tags": [],
+                   "warnings": warnings})
+    log.close()
+    records = _lines(tmp_path / AUDIT)
+    assert [r["type"] for r in records] == ["warnings", "file", "file", "file"]
+    _assert_refs_defined_before_use(records)
+    assert {r["input"]: r["warnings"] for r in read_records(tmp_path / AUDIT)} == {
+        "a": warned, "b": warned, "c": []}
 
 
 def test_the_same_list_has_the_same_id_in_every_run(tmp_path: Path):
@@ -84,7 +102,7 @@ def test_the_same_list_has_the_same_id_in_every_run(tmp_path: Path):
         log.close()
     definitions = [r for r in _lines(tmp_path / AUDIT) if r["type"] == "tags"]
     assert len(definitions) == 2 and definitions[0] == definitions[1]
-    assert tags_id(tags) != tags_id([["(0010,0010)", "X"]])
+    assert list_id(tags) != list_id([["(0010,0010)", "X"]])
 
 
 def test_a_run_logs_tag_lists_by_reference(done_run: Path):
@@ -130,7 +148,7 @@ def test_compaction_keeps_the_definitions_kept_records_refer_to(tmp_path: Path):
     compact(path)
     records = _lines(path)
     _assert_refs_defined_before_use(records)
-    assert {r["id"] for r in records if r["type"] == "tags"} == {tags_id(kept), tags_id(new)}
+    assert {r["id"] for r in records if r["type"] == "tags"} == {list_id(kept), list_id(new)}
     assert {r["input"]: r["tags"] for r in read_records(path) if r["type"] == "file"} == {
         "a": new, "b": kept}
     assert [r["type"] for r in records][:3] == ["run_start", "run_end", "run_start"]

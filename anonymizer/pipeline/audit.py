@@ -4,11 +4,12 @@ Nothing in it is PHI: inputs are named by a keyed hash of their relative path,
 failure reasons are scrubbed of quoted values and digit runs, tags are listed with
 the action taken and never with a value.
 
-A file record's per-tag action list is most of its size and repeats from file to file, so
-each distinct list is written once, as a ``{"type": "tags", "id": ..., "tags": [...]}``
-record before the first file record that refers to it by ``"tags_ref": id``. The id is a
-hash of the list: the same list has the same id in every run, so a definition written
-twice is the same line, and compaction keeps one of each that a kept record refers to.
+A file record's per-tag action list is most of its size and repeats from file to file (so
+do its warnings), so each distinct list is written once, as a ``{"type": "tags", "id": ...,
+"tags": [...]}`` (``"warnings"``) record before the first file record that refers to it by
+``"tags_ref": id`` (``"warnings_ref"``). The id is a hash of the list: the same list has the
+same id in every run, so a definition written twice is the same line, and compaction keeps
+one of each that a kept record refers to.
 """
 
 from __future__ import annotations
@@ -21,15 +22,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-#: How many tag-list ids one writer remembers as defined. A list seen again after it was
+#: How many shared-list ids one writer remembers as defined. A list seen again after it was
 #: forgotten is defined once more (an identical line): memory stays bounded however many
 #: distinct lists a run meets.
-REMEMBERED_TAG_LISTS = 4096
+REMEMBERED_LISTS = 4096
 
 
-def tags_id(tags: list) -> str:
-    """The id of a per-tag action list: a hash of its JSON (64 bits, as 16 hex digits)."""
-    canonical = json.dumps(tags, ensure_ascii=True, separators=(",", ":"))
+#: The lists of a file record written once per distinct value and referred to by
+#: ``<name>_ref``: the per-tag actions, the warnings.
+SHARED_LISTS = ("tags", "warnings")
+
+
+def list_id(values: list) -> str:
+    """The id of a shared list: a hash of its JSON (64 bits, as 16 hex digits)."""
+    canonical = json.dumps(values, ensure_ascii=True, separators=(",", ":"))
     return hashlib.blake2b(canonical.encode("ascii"), digest_size=8).hexdigest()
 
 
@@ -69,8 +75,8 @@ class AuditLog:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._pending: list[str] = []
-        #: tag-list ids defined by this writer, least recently used first
-        self._defined: OrderedDict[str, None] = OrderedDict()
+        #: (list name, id) of the lists this writer defined, least recently used first
+        self._defined: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._end_torn_line()
 
     def _end_torn_line(self) -> None:
@@ -81,26 +87,29 @@ class AuditLog:
             os.write(self._fd, b"\n")
 
     def write(self, record: dict[str, Any]) -> None:
-        """Queue one record; a file record's tag list is replaced by a reference to it
-        (defined first, if this writer has not defined it lately)."""
-        tags = record.get("tags")
-        if tags and record.get("type") == "file":
-            record = self._refer_to_tags(record, tags)
+        """Queue one record; a file record's shared lists (:data:`SHARED_LISTS`) are
+        replaced by references to them (each defined first, if this writer has not
+        defined it lately)."""
+        if record.get("type") == "file":
+            for name in SHARED_LISTS:
+                if record.get(name):
+                    record = self._refer(record, name)
         self._pending.append(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
 
-    def _refer_to_tags(self, record: dict[str, Any], tags: list) -> dict[str, Any]:
-        ref = tags_id(tags)
-        if ref in self._defined:
-            self._defined.move_to_end(ref)
+    def _refer(self, record: dict[str, Any], name: str) -> dict[str, Any]:
+        values = record[name]
+        ref = list_id(values)
+        if (name, ref) in self._defined:
+            self._defined.move_to_end((name, ref))
         else:
-            definition = {"type": "tags", "id": ref, "tags": tags}
+            definition = {"type": name, "id": ref, name: values}
             self._pending.append(
                 json.dumps(definition, ensure_ascii=True, separators=(",", ":")) + "\n")
-            self._defined[ref] = None
-            if len(self._defined) > REMEMBERED_TAG_LISTS:
+            self._defined[name, ref] = None
+            if len(self._defined) > REMEMBERED_LISTS:
                 self._defined.popitem(last=False)
         # same key order, the list replaced by its id
-        return {("tags_ref" if key == "tags" else key): (ref if key == "tags" else value)
+        return {(f"{name}_ref" if key == name else key): (ref if key == name else value)
                 for key, value in record.items()}
 
     def flush(self) -> None:
@@ -148,12 +157,12 @@ class AuditLog:
 def iter_records(path: Path, resolve_tags: bool = False) -> Iterator[dict[str, Any]]:
     """The complete records of a log, one at a time (a torn line from a crash is skipped).
 
-    With ``resolve_tags`` a file record gets its ``tags`` list back in place of its
-    ``tags_ref`` (a reference without a definition gives no ``tags``), and the ``tags``
-    definitions themselves are not yielded; memory then holds one copy of each distinct
-    list.
+    With ``resolve_tags`` a file record gets its shared lists (``tags``, ``warnings``) back
+    in place of their ``..._ref`` (a reference without a definition gives no list), and
+    the definitions themselves are not yielded; memory then holds one copy of each
+    distinct list.
     """
-    definitions: dict[str, list] = {}
+    definitions: dict[tuple[str, str], list] = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
@@ -164,17 +173,23 @@ def iter_records(path: Path, resolve_tags: bool = False) -> Iterator[dict[str, A
                 continue
             if resolve_tags:
                 kind = record.get("type")
-                if kind == "tags":
-                    definitions.setdefault(str(record.get("id")), record.get("tags") or [])
+                if kind in SHARED_LISTS:
+                    definitions.setdefault((kind, str(record.get("id"))), record.get(kind) or [])
                     continue
-                if kind == "file" and "tags_ref" in record:
-                    ref = record.pop("tags_ref")
-                    if ref in definitions:
-                        record["tags"] = definitions[ref]
+                if kind == "file":
+                    resolve_lists(record, definitions)
             yield record
 
 
+def resolve_lists(record: dict[str, Any], definitions: dict[tuple[str, str], list]) -> None:
+    """Put a file record's shared lists back in place of their references (in place)."""
+    for name in SHARED_LISTS:
+        ref = record.pop(f"{name}_ref", None)
+        if ref is not None and (name, ref) in definitions:
+            record[name] = definitions[name, ref]
+
+
 def read_records(path: Path, resolve_tags: bool = True) -> list[dict[str, Any]]:
-    """All complete records of a log, file records with their ``tags`` (see
+    """All complete records of a log, file records with their lists (see
     :func:`iter_records`; for a large log iterate that instead)."""
     return list(iter_records(path, resolve_tags))

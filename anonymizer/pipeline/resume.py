@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from anonymizer.io.writer import TEMP_PREFIX
+from anonymizer.pipeline.audit import SHARED_LISTS
 
 #: SQLite page cache of a scratch index, in KiB (the parent's memory for resume state)
 INDEX_CACHE_KIB = 16384
@@ -276,10 +277,10 @@ def sweep_temporaries(root: Path) -> int:
 
 def compact(audit_path: Path) -> None:
     """Rewrite the log with every run header/footer, only the latest record per input and
-    the tag-list definitions those records refer to (one of each).
+    the shared-list definitions (tags, warnings) those records refer to (one of each).
 
     Two streaming passes over the file; which lines to keep is worked out in a scratch
-    database (memory: a page cache, one bit per line, one entry per distinct tag list).
+    database (memory: a page cache, one bit per line, one entry per distinct shared list).
     Written to a temporary name and renamed, so a crash leaves the old log intact.
     """
     database = scratch_database(audit_path)
@@ -294,7 +295,7 @@ def compact(audit_path: Path) -> None:
         with open(audit_path, encoding="utf-8") as source, \
                 open(temporary, "w", encoding="utf-8") as target:
             # every run's header and footer first, then one record per input (each tag
-            # list's definition before the first record that refers to it), then the
+            # shared list's definition before the first record that refers to it), then the
             # footer of the last run
             for number, line in enumerate(source):
                 if number in earlier:
@@ -317,14 +318,14 @@ def compact(audit_path: Path) -> None:
 
 def _lines_to_keep(audit_path: Path, database: sqlite3.Connection
                    ) -> tuple[bytearray, list[int]]:
-    """A bitmap of the file records and tag definitions to keep, and the header and
-    footer lines."""
-    database.execute("CREATE TABLE last (token TEXT PRIMARY KEY, line INTEGER, ref TEXT) "
+    """A bitmap of the file records and shared-list definitions to keep, and the header
+    and footer lines."""
+    database.execute("CREATE TABLE last (token TEXT PRIMARY KEY, line INTEGER, refs TEXT) "
                      "WITHOUT ROWID")
     insert = "INSERT OR REPLACE INTO last VALUES (?, ?, ?)"
-    definitions: dict[str, int] = {}  # tag-list id -> its first definition's line
+    definitions: dict[str, int] = {}  # "name id" of a shared list -> its first definition
     headers: list[int] = []
-    rows: list[tuple[str, int, str | None]] = []
+    rows: list[tuple[str, int, str]] = []
     lines = 0
     with open(audit_path, encoding="utf-8") as handle:
         for lines, line in enumerate(handle, start=1):
@@ -336,15 +337,16 @@ def _lines_to_keep(audit_path: Path, database: sqlite3.Connection
                 continue
             kind, number = record.get("type"), lines - 1
             if kind == "file" and isinstance(record.get("input"), str):
-                ref = record.get("tags_ref")
-                rows.append((record["input"], number, ref if isinstance(ref, str) else None))
+                refs = ",".join(f"{name} {record[name + '_ref']}" for name in SHARED_LISTS
+                                if isinstance(record.get(f"{name}_ref"), str))
+                rows.append((record["input"], number, refs))
                 if len(rows) >= _INSERT_CHUNK:
                     database.executemany(insert, rows)
                     rows.clear()
             elif kind in ("run_start", "run_end"):
                 headers.append(number)
-            elif kind == "tags" and isinstance(record.get("id"), str):
-                definitions.setdefault(record["id"], number)
+            elif kind in SHARED_LISTS and isinstance(record.get("id"), str):
+                definitions.setdefault(f"{kind} {record['id']}", number)
     database.executemany(insert, rows)
     keep = bytearray((lines + 7) // 8)
 
@@ -352,10 +354,10 @@ def _lines_to_keep(audit_path: Path, database: sqlite3.Connection
         keep[number >> 3] |= 1 << (number & 7)
 
     needed: set[str] = set()
-    for number, ref in database.execute("SELECT line, ref FROM last"):
+    for number, refs in database.execute("SELECT line, refs FROM last"):
         mark(number)
-        if ref is not None:
-            needed.add(ref)
+        if refs:
+            needed.update(refs.split(","))
     for ref in needed:
         if ref in definitions:
             mark(definitions[ref])
