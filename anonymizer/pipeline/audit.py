@@ -14,6 +14,7 @@ one of each that a kept record refers to.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -84,7 +85,8 @@ class AuditLog:
         next record (this run's header) is a line of its own, not glued to the torn one."""
         size = os.fstat(self._fd).st_size
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
-            os.write(self._fd, b"\n")
+            with contextlib.suppress(OSError):  # a full disk: the header joins the torn line
+                os.write(self._fd, b"\n")
 
     def write(self, record: dict[str, Any]) -> None:
         """Queue one record; a file record's shared lists (:data:`SHARED_LISTS`) are

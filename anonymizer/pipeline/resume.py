@@ -9,6 +9,7 @@ gone when the run ends, however it ends.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from anonymizer.pipeline.audit import SHARED_LISTS
 INDEX_CACHE_KIB = 16384
 #: rows inserted per statement while a log is read
 _INSERT_CHUNK = 2000
+#: numbers the scratch databases of this process (each its own file)
+_SCRATCH = itertools.count()
 
 
 class Done(NamedTuple):
@@ -41,7 +44,7 @@ def scratch_database(beside: Path) -> sqlite3.Connection:
 
     No journal and no syncing: it is rebuilt from the audit log by every run.
     """
-    path = beside.with_name(f"{TEMP_PREFIX}{beside.name}.{os.getpid()}.{id(beside):x}.index")
+    path = beside.with_name(f"{TEMP_PREFIX}{beside.name}.{os.getpid()}.{next(_SCRATCH)}.index")
     path.unlink(missing_ok=True)
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
