@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_DATA
 
-from anonymizer.pipeline import RunConfig, run
+from anonymizer.pipeline import RunConfig, resume, run
 from anonymizer.pipeline.audit import AuditLog, iter_records, list_id, read_records
 from anonymizer.pipeline.resume import DoneIndex, PreviousRuns, compact
 
@@ -135,7 +135,7 @@ def test_resume_over_a_log_with_references(done_run: Path, sample_copy: Path, ke
     assert not [p for p in done_run.iterdir() if p.name.endswith(".index")]
 
 
-def test_compaction_keeps_the_definitions_kept_records_refer_to(tmp_path: Path):
+def test_compaction_keeps_the_definitions_kept_records_refer_to(tmp_path: Path, spill: bool):
     path = tmp_path / AUDIT
     old, kept, new = [["(0010,0010)", "Z"]], [["(0010,0020)", "X"]], [["(0010,0030)", "D"]]
     for run_number, files in enumerate(({"a": old, "b": kept}, {"a": new})):
@@ -196,7 +196,16 @@ def _synthetic_log(path: Path, count: int) -> None:
     log.close()
 
 
-def test_the_index_answers_like_the_log(tmp_path: Path):
+@pytest.fixture(params=["in memory", "spilled to disk"])
+def spill(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The index small (in memory), or moved to its scratch file at once."""
+    if request.param == "spilled to disk":
+        monkeypatch.setattr(resume, "SPILL_BYTES", 0)
+        monkeypatch.setattr(resume, "_SPILL_CHECK_ROWS", 1)
+    return request.param == "spilled to disk"
+
+
+def test_the_index_answers_like_the_log(tmp_path: Path, spill: bool):
     path = tmp_path / AUDIT
     _synthetic_log(path, 3000)
     with open(path, "a", encoding="utf-8") as handle:  # a later run failed one input
@@ -220,6 +229,7 @@ def test_the_index_answers_like_the_log(tmp_path: Path):
         assert claims.get("new.dcm") == "t" and "series-5/image-00000005.dcm" not in claims
         previous.latest["t"] = previous.latest[f"{5:032x}"]._replace(output="new.dcm")
         assert previous.latest["t"].output == "new.dcm"
+        assert previous._database._in_memory is not spill  # noqa: SLF001
         # the input hash is stored as its 32 bytes, not as text
         database = previous._database.get()  # noqa: SLF001 - the storage is what is tested
         assert database.execute("SELECT typeof(sha), length(sha) FROM done WHERE token = ?",

@@ -9,6 +9,8 @@ gone when the run ends, however it ends.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import os
@@ -28,6 +30,10 @@ INDEX_CACHE_KIB = 16384
 _INSERT_CHUNK = 2000
 #: numbers the scratch databases of this process (each its own file)
 _SCRATCH = itertools.count()
+#: an index larger than this moves from memory to a scratch file beside the log
+SPILL_BYTES = 32 << 20
+#: rows written between two looks at the index's size
+_SPILL_CHECK_ROWS = 10000
 
 
 class Done(NamedTuple):
@@ -60,13 +66,29 @@ def scratch_database(beside: Path) -> sqlite3.Connection:
     return connection
 
 
-class _LazyDatabase:
-    """A scratch database created on first use (a run that finds no log creates it only
-    when it places its first output, once the log's folder exists)."""
+#: the resume index: latest outcome per input, output claims
+INDEX_SCHEMA = (
+    "CREATE TABLE done (token TEXT PRIMARY KEY, status TEXT, sha BLOB, output TEXT) "
+    "WITHOUT ROWID",
+    "CREATE TABLE claims (output TEXT PRIMARY KEY, token TEXT) WITHOUT ROWID")
+#: compaction: the latest line of each input and the shared lists it refers to
+_LAST_SCHEMA = ("CREATE TABLE last (token TEXT PRIMARY KEY, line INTEGER, refs TEXT) "
+                "WITHOUT ROWID",)
 
-    def __init__(self, beside: Path):
+
+class _LazyDatabase:
+    """The index's database: created on first use, in memory while it is small, moved to a
+    scratch file beside the log (:func:`scratch_database`) once it holds more than
+    :data:`SPILL_BYTES`. A small run never writes it to disk (nor needs room for it on a
+    full one); a large one keeps a page cache in memory, not the index.
+    """
+
+    def __init__(self, beside: Path, schema: tuple[str, ...] = INDEX_SCHEMA):
         self.beside = beside
+        self.schema = schema
         self._connection: sqlite3.Connection | None = None
+        self._in_memory = False
+        self._writes = 0
 
     @property
     def opened(self) -> bool:
@@ -74,18 +96,51 @@ class _LazyDatabase:
 
     def get(self) -> sqlite3.Connection:
         if self._connection is None:
-            connection = scratch_database(self.beside)
-            connection.execute("CREATE TABLE done (token TEXT PRIMARY KEY, status TEXT, "
-                               "sha BLOB, output TEXT) WITHOUT ROWID")
-            connection.execute("CREATE TABLE claims (output TEXT PRIMARY KEY, token TEXT) "
-                               "WITHOUT ROWID")
-            self._connection = connection
+            connection = sqlite3.connect(":memory:", isolation_level=None,
+                                         check_same_thread=False)
+            for statement in self.schema:
+                connection.execute(statement)
+            self._connection, self._in_memory = connection, True
         return self._connection
+
+    def wrote(self, rows: int = 1) -> None:
+        """Called after writes: move to disk once the database is large."""
+        self._writes += rows
+        if not self._in_memory or self._writes < _SPILL_CHECK_ROWS:
+            return
+        self._writes = 0
+        memory = self.get()
+        pages, size = (memory.execute(f"PRAGMA {name}").fetchone()[0]
+                       for name in ("page_count", "page_size"))
+        if pages * size <= SPILL_BYTES:
+            return
+        try:
+            on_disk = scratch_database(self.beside)
+        except (OSError, sqlite3.Error):
+            return  # no room beside the log: it stays in memory
+        try:
+            memory.backup(on_disk)
+        except sqlite3.Error:
+            on_disk.close()
+            return
+        memory.close()
+        self._connection, self._in_memory = on_disk, False
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+@contextlib.contextmanager
+def _disk_full_as_os_error() -> Iterator[None]:
+    """A scratch file that no longer fits is a full disk (the run stops with exit 3)."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "full" in str(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        raise
 
 
 def _pack_sha(sha256: str | None) -> bytes | str | None:
@@ -131,9 +186,11 @@ class DoneIndex(MutableMapping[str, Done]):
 
     def put_many(self, rows: list[tuple[str, str, str | None, str | None]]) -> None:
         """(token, status, input_sha256, output) rows; a later row of a token wins."""
-        self._database.get().executemany(
-            "INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?)",
-            [(token, status, _pack_sha(sha), output) for token, status, sha, output in rows])
+        with _disk_full_as_os_error():
+            self._database.get().executemany(
+                "INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?)",
+                [(token, status, _pack_sha(sha), output) for token, status, sha, output in rows])
+        self._database.wrote(len(rows))
 
     def __delitem__(self, token: str) -> None:
         if token not in self:
@@ -171,8 +228,10 @@ class ClaimIndex(MutableMapping[str, str]):
         return rows[0][0]
 
     def __setitem__(self, output: str, token: str) -> None:
-        self._database.get().execute("INSERT OR REPLACE INTO claims VALUES (?, ?)",
-                                     (output, token))
+        with _disk_full_as_os_error():
+            self._database.get().execute("INSERT OR REPLACE INTO claims VALUES (?, ?)",
+                                         (output, token))
+        self._database.wrote()
 
     def __delitem__(self, output: str) -> None:
         if output not in self:
@@ -248,9 +307,12 @@ class PreviousRuns:
             return {done.output: token for token, done in self.latest.items()
                     if done.status == "written" and done.output}
         connection = self._database.get()
-        connection.execute("DELETE FROM claims")
-        connection.execute("INSERT OR REPLACE INTO claims SELECT output, token FROM done "
-                           "WHERE status = 'written' AND output IS NOT NULL AND output != ''")
+        with _disk_full_as_os_error():
+            connection.execute("DELETE FROM claims")
+            connection.execute("INSERT OR REPLACE INTO claims SELECT output, token FROM done "
+                               "WHERE status = 'written' AND output IS NOT NULL "
+                               "AND output != ''")
+        self._database.wrote(_SPILL_CHECK_ROWS)
         return ClaimIndex(self._database)
 
     def close(self) -> None:
@@ -286,7 +348,7 @@ def compact(audit_path: Path) -> None:
     database (memory: a page cache, one bit per line, one entry per distinct shared list).
     Written to a temporary name and renamed, so a crash leaves the old log intact.
     """
-    database = scratch_database(audit_path)
+    database = _LazyDatabase(audit_path, _LAST_SCHEMA)
     try:
         keep, headers = _lines_to_keep(audit_path, database)
     finally:
@@ -319,13 +381,17 @@ def compact(audit_path: Path) -> None:
         raise
 
 
-def _lines_to_keep(audit_path: Path, database: sqlite3.Connection
+def _lines_to_keep(audit_path: Path, database: _LazyDatabase
                    ) -> tuple[bytearray, list[int]]:
     """A bitmap of the file records and shared-list definitions to keep, and the header
     and footer lines."""
-    database.execute("CREATE TABLE last (token TEXT PRIMARY KEY, line INTEGER, refs TEXT) "
-                     "WITHOUT ROWID")
     insert = "INSERT OR REPLACE INTO last VALUES (?, ?, ?)"
+
+    def store(rows: list[tuple[str, int, str]]) -> None:
+        with _disk_full_as_os_error():
+            database.get().executemany(insert, rows)
+        database.wrote(len(rows))
+
     definitions: dict[str, int] = {}  # "name id" of a shared list -> its first definition
     headers: list[int] = []
     rows: list[tuple[str, int, str]] = []
@@ -344,20 +410,20 @@ def _lines_to_keep(audit_path: Path, database: sqlite3.Connection
                                 if isinstance(record.get(f"{name}_ref"), str))
                 rows.append((record["input"], number, refs))
                 if len(rows) >= _INSERT_CHUNK:
-                    database.executemany(insert, rows)
+                    store(rows)
                     rows.clear()
             elif kind in ("run_start", "run_end"):
                 headers.append(number)
             elif kind in SHARED_LISTS and isinstance(record.get("id"), str):
                 definitions.setdefault(f"{kind} {record['id']}", number)
-    database.executemany(insert, rows)
+    store(rows)
     keep = bytearray((lines + 7) // 8)
 
     def mark(number: int) -> None:
         keep[number >> 3] |= 1 << (number & 7)
 
     needed: set[str] = set()
-    for number, refs in database.execute("SELECT line, refs FROM last"):
+    for number, refs in database.get().execute("SELECT line, refs FROM last"):
         mark(number)
         if refs:
             needed.update(refs.split(","))
