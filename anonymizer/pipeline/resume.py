@@ -1,9 +1,10 @@
 """What a previous run in the same OUT left: its settings and the latest record per input.
 
 A nightly job may have millions of inputs: the latest outcome of each (and which input
-holds each output name) is kept in a scratch SQLite database beside the audit log, built
-streaming while the log is read, so that the parent process holds a page cache and not
-one Python object per input. The database is unlinked as soon as it is opened: it is
+holds each output name) is kept in a scratch SQLite database, built streaming while the
+log is read, so that the parent process holds at most a bounded database or page cache
+and not one Python object per input. It stays in memory while small and moves to a file
+beside the audit log when large; that file is unlinked as soon as it is opened, so it is
 gone when the run ends, however it ends.
 """
 
