@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from anonymizer.io.writer import TEMP_PREFIX
-from anonymizer.pipeline.audit import SHARED_LISTS
+from anonymizer.pipeline.audit import SHARED_LISTS, iter_records
 
 #: SQLite page cache of a scratch index, in KiB (the parent's memory for resume state)
 INDEX_CACHE_KIB = 16384
@@ -273,24 +273,17 @@ class PreviousRuns:
         rows: list[tuple[str, str, str | None, str | None]] = []
         latest = state.latest
         assert isinstance(latest, DoneIndex)
-        with open(audit_path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if not isinstance(record, dict):
-                    continue
-                kind = record.get("type")
-                if kind == "file" and isinstance(record.get("input"), str):
-                    rows.append((record["input"], str(record.get("status", "")),
-                                 record.get("input_sha256"), record.get("output")))
-                    if len(rows) >= _INSERT_CHUNK:
-                        latest.put_many(rows)
-                        rows.clear()
-                elif kind == "run_start":
-                    state.settings = {k: record.get(k) for k in
-                                      ("profile_sha256", "key_fingerprint", "layout")}
+        for record in iter_records(audit_path):
+            kind = record.get("type")
+            if kind == "file" and isinstance(record.get("input"), str):
+                rows.append((record["input"], str(record.get("status", "")),
+                             record.get("input_sha256"), record.get("output")))
+                if len(rows) >= _INSERT_CHUNK:
+                    latest.put_many(rows)
+                    rows.clear()
+            elif kind == "run_start":
+                state.settings = {k: record.get(k) for k in
+                                  ("profile_sha256", "key_fingerprint", "layout")}
         if rows:
             latest.put_many(rows)
         return state
