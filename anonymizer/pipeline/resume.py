@@ -26,13 +26,13 @@ from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.pipeline.audit import SHARED_LISTS, iter_records
 
 #: SQLite page cache of a scratch index, in KiB (the parent's memory for resume state)
-INDEX_CACHE_KIB = 16384
+INDEX_CACHE_KIB = 8192
 #: rows inserted per statement while a log is read
 _INSERT_CHUNK = 2000
 #: numbers the scratch databases of this process (each its own file)
 _SCRATCH = itertools.count()
 #: an index larger than this moves from memory to a scratch file beside the log
-SPILL_BYTES = 32 << 20
+SPILL_BYTES = 8 << 20
 #: rows written between two looks at the index's size
 _SPILL_CHECK_ROWS = 10000
 
