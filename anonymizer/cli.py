@@ -453,19 +453,21 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from anonymizer.pipeline.audit import read_records
+    from anonymizer.pipeline.audit import iter_records
 
+    latest: dict[str, tuple[str, str | None]] = {}  # input -> (status, reason)
+    runs = 0
     try:
-        records = read_records(args.audit)
+        for record in iter_records(args.audit):  # streamed: the log may be large
+            kind = record.get("type")
+            if kind == "file" and "input" in record:
+                latest[record["input"]] = (record["status"], record.get("reason"))
+            elif kind == "run_start":
+                runs += 1
     except OSError as exc:
         raise _usage(f"{args.audit}: {exc.strerror}") from None
-    latest: dict[str, dict] = {}
-    for record in records:
-        if record.get("type") == "file":
-            latest[record["input"]] = record
-    totals = Counter(r["status"] for r in latest.values())
-    reasons = Counter(r.get("reason") for r in latest.values() if r["status"] != "written")
-    runs = sum(1 for r in records if r.get("type") == "run_start")
+    totals = Counter(status for status, _ in latest.values())
+    reasons = Counter(reason for status, reason in latest.values() if status != "written")
     print(f"{len(latest)} inputs in {runs} run(s): " + ", ".join(
         f"{totals[s]} {s}" for s in ("written", "failed", "skipped")))
     for reason, number in reasons.most_common():

@@ -2,6 +2,7 @@
 
     python -m bench.run [--quick] [--files N] [--frames F] [--skip-huge] [--ultrasound N]
                         [--baseline REF] [--jobs N] [--listen N] [--network N] [--repeat K]
+                        [--scale N] [--scale-dask N]
 
 Builds (or reuses) the cached corpus of :mod:`bench.corpus`, then measures, one after the
 other and each in a fresh :mod:`bench.measure` helper process:
@@ -50,6 +51,8 @@ FULL_FILES = 5000
 FULL_FRAMES = 2048  # 2048 x 512 x 512 x 2 bytes = 1 GiB of Pixel Data
 QUICK_FILES = 500
 QUICK_FRAMES = 128  # 64 MiB
+FULL_SCALE = 200000  # tiny files of the scale rows (bench.scale)
+QUICK_SCALE = 5000
 MiB = 1 << 20
 
 
@@ -78,6 +81,11 @@ class Row:
     #: CPU ms per file by stage, from the audit log's run_end ``timings`` (anonymizer run)
     timings: dict[str, float] | None = None
     repeats: list[dict] = field(default_factory=list)
+    # scale rows (bench.scale): the run's parent process alone, and what it wrote
+    parent_rss_mib: float | None = None
+    first_output_s: float | None = None
+    audit_bytes_per_file: float | None = None
+    dask_overhead_ms_per_file: float | None = None
 
 
 def _anonymizer() -> str:
@@ -334,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
                              "measure run's and listen's network paths against a second "
                              "Orthanc (an archive) (default 300; 0 = skip; skipped when "
                              "Orthanc is not installed)")
+    parser.add_argument("--scale", type=int, metavar="N",
+                        help="discovery, commit and resume of N tiny files, and N/4 "
+                             "(bench.scale: the parent's peak RSS, time to first output; "
+                             f"default {FULL_SCALE}, {QUICK_SCALE} with --quick; 0 = skip)")
+    parser.add_argument("--scale-dask", type=int, default=20000, metavar="N",
+                        help="the local and the Dask backend (LocalCluster, --jobs workers) "
+                             "on N of the tiny files (default 20000; 0 = skip)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per command; the median by wall time is reported")
     args = parser.parse_args(argv)
@@ -372,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         us = corpus.ultrasound(args.ultrasound) if args.ultrasound else None
         us_rows = _mixed_rows(single, us, tmp, key, jobs, repeat, baseline) \
             if us is not None else []
+        scale = args.scale if args.scale is not None else (
+            QUICK_SCALE if args.quick else FULL_SCALE)
+        scale_rows = _scale_rows(scale, args.scale_dask, tmp, key, jobs) if scale else []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -424,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {row.name}: {extra:.2f} s of a process per ultrasound image (the "
                   f"mixed run's time less the CT/MR run's)")
 
+    if scale_rows:
+        print()
+        print(f"scale: tiny synthetic CT files (hard links), anonymizer -p research --layout "
+              f"mirror, N = {jobs}; first run, then the rerun with nothing to do; check column: "
+              "the parent process's own peak RSS, time to first output, audit log per file")
+        print(_table(scale_rows))
+
     when = dt.datetime.now(dt.timezone.utc)
     record = {
         "benchmark": "anonymizer bench", "when": when.isoformat(timespec="seconds"),
@@ -445,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "mixed": [asdict(r) for r in us_rows],
         "listen": [asdict(r) for r in listen_rows],
         "network": [asdict(r) for r in network_rows],
+        "scale": [asdict(r) for r in scale_rows],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1) + "\n"
@@ -453,17 +479,23 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(text)
     print(f"\nwritten: {target.relative_to(REPO)} and bench/results/latest.json "
           f"(total {record['total_seconds']:.0f} s)")
-    busy = [r.name for r in rows + huge_rows + us_rows + listen_rows + network_rows
+    busy = [r.name for r in rows + huge_rows + us_rows + listen_rows + network_rows + scale_rows
             if r.background_cpu_s > max(0.5, 0.1 * r.seconds * (os.cpu_count() or 1))]
     if busy:
         print(f"note: other processes used over 10% of the CPUs during: {', '.join(busy)} "
               "(column 'bg CPU'): those timings are contended", file=sys.stderr)
     failed = [r.name for r in rows + huge_rows + us_rows + listen_rows + network_rows
-              if not r.check.startswith("ok")]
+              + scale_rows if not r.check.startswith("ok")]
     if failed:
         print(f"bench: FAILED checks: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _scale_rows(files: int, dask_files: int, tmp: Path, key: Path, jobs: int) -> list[Row]:
+    from bench.scale import scale_rows  # bench.scale uses this module's helpers
+
+    return scale_rows(files, dask_files, tmp, key, jobs)
 
 
 def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,

@@ -320,6 +320,7 @@ class _Gateway:
                 "elapsed_s": round(summary.elapsed, 3), "counts": dict(self.counts),
                 "received": receiver.received, "stopped": summary.stopped,
                 "left": self.spool.waiting})
+            self.previous.close()  # its scratch index beside the log
         return summary
 
     @contextlib.contextmanager

@@ -3,14 +3,41 @@
 Nothing in it is PHI: inputs are named by a keyed hash of their relative path,
 failure reasons come from a fixed vocabulary (:mod:`anonymizer.reasons`), tags are listed with
 the action taken and never with a value.
+
+A file record's per-tag action list is most of its size and repeats from file to file (so
+do its warnings), so each distinct list is written once, as a ``{"type": "tags", "id": ...,
+"tags": [...]}`` (``"warnings"``) record before the first file record that refers to it by
+``"tags_ref": id`` (``"warnings_ref"``). The id is a hash of the list: the same list has the
+same id in every run, so a definition written twice is the same line, and compaction keeps
+one of each that a kept record refers to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+#: How many shared-list ids one writer remembers as defined. A list seen again after it was
+#: forgotten is defined once more (an identical line): memory stays bounded however many
+#: distinct lists a run meets.
+REMEMBERED_LISTS = 4096
+
+
+#: The lists of a file record written once per distinct value and referred to by
+#: ``<name>_ref``: the per-tag actions, the warnings.
+SHARED_LISTS = ("tags", "warnings")
+
+
+def list_id(values: list) -> str:
+    """The id of a shared list: a hash of its JSON (64 bits, as 16 hex digits)."""
+    canonical = json.dumps(values, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("ascii"), digest_size=8).hexdigest()
 
 
 class AuditLog:
@@ -29,11 +56,45 @@ class AuditLog:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._pending: list[str] = []
+        #: (list name, id) of the lists this writer defined, least recently used first
+        self._defined: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._end_torn_line()
+
+    def _end_torn_line(self) -> None:
+        """A run killed mid-write left a line without its newline: end it, so that the
+        next record (this run's header) is a line of its own, not glued to the torn one."""
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            with contextlib.suppress(OSError):  # a full disk: the header joins the torn line
+                os.write(self._fd, b"\n")
 
     def write(self, record: dict[str, Any]) -> None:
+        """Queue one record; a file record's shared lists (:data:`SHARED_LISTS`) are
+        replaced by references to them (each defined first, if this writer has not
+        defined it lately)."""
+        if record.get("type") == "file":
+            for name in SHARED_LISTS:
+                if record.get(name):
+                    record = self._refer(record, name)
         self._pending.append(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
+
+    def _refer(self, record: dict[str, Any], name: str) -> dict[str, Any]:
+        values = record[name]
+        ref = list_id(values)
+        if (name, ref) in self._defined:
+            self._defined.move_to_end((name, ref))
+        else:
+            definition = {"type": name, "id": ref, name: values}
+            self._pending.append(
+                json.dumps(definition, ensure_ascii=True, separators=(",", ":")) + "\n")
+            self._defined[name, ref] = None
+            if len(self._defined) > REMEMBERED_LISTS:
+                self._defined.popitem(last=False)
+        # same key order, the list replaced by its id
+        return {(f"{name}_ref" if key == name else key): (ref if key == name else value)
+                for key, value in record.items()}
 
     def flush(self) -> None:
         if not self._pending:
@@ -77,13 +138,42 @@ class AuditLog:
             os.close(self._fd)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a log (a torn last line from a crash is ignored)."""
-    records = []
+def iter_records(path: Path, resolve_tags: bool = False) -> Iterator[dict[str, Any]]:
+    """The complete records of a log, one at a time (a torn line from a crash is skipped).
+
+    With ``resolve_tags`` a file record gets its shared lists (``tags``, ``warnings``) back
+    in place of their ``..._ref`` (a reference without a definition gives no list), and
+    the definitions themselves are not yielded; memory then holds one copy of each
+    distinct list.
+    """
+    definitions: dict[tuple[str, str], list] = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    return records
+            if not isinstance(record, dict):
+                continue
+            if resolve_tags:
+                kind = record.get("type")
+                if kind in SHARED_LISTS:
+                    definitions.setdefault((kind, str(record.get("id"))), record.get(kind) or [])
+                    continue
+                if kind == "file":
+                    resolve_lists(record, definitions)
+            yield record
+
+
+def resolve_lists(record: dict[str, Any], definitions: dict[tuple[str, str], list]) -> None:
+    """Put a file record's shared lists back in place of their references (in place)."""
+    for name in SHARED_LISTS:
+        ref = record.pop(f"{name}_ref", None)
+        if ref is not None and (name, ref) in definitions:
+            record[name] = definitions[name, ref]
+
+
+def read_records(path: Path, resolve_tags: bool = True) -> list[dict[str, Any]]:
+    """All complete records of a log, file records with their lists (see
+    :func:`iter_records`; for a large log iterate that instead)."""
+    return list(iter_records(path, resolve_tags))

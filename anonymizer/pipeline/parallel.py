@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -48,26 +49,27 @@ def ordered_results(function: Callable[[Config, list[Item]], list[Result]], conf
     # joblib warns about cancelled tasks when a caller stops early; that is the point.
     warnings.filterwarnings("ignore", message=".*tasks have been successfully executed")
     while True:
-        dispatched: list[list[Item]] = []
+        #: batches dispatched and not yet yielded (a yielded one is dropped: memory stays
+        #: flat however many batches a run has)
+        dispatched: deque[list[Item]] = deque()
 
-        def tasks(dispatched: list[list[Item]] = dispatched):
+        def tasks(dispatched: deque[list[Item]] = dispatched):
             for batch in pending:
                 dispatched.append(batch)
                 yield delayed(function)(config, batch)
 
-        done = 0
         try:
             with Parallel(n_jobs=jobs, return_as="generator") as parallel:
                 results = parallel(tasks())
                 try:
                     for outcomes in results:
+                        dispatched.popleft()
                         yield outcomes
-                        done += 1
                 finally:
                     results.close()
             return
         except worker_died:
-            suspects = [item for batch in dispatched[done:] for item in batch]
+            suspects = [item for batch in dispatched for item in batch]
             for item in suspects:
                 yield [isolated(function, config, item, died)]
 

@@ -1,47 +1,291 @@
-"""What a previous run in the same OUT left: its settings and the latest record per input."""
+"""What a previous run in the same OUT left: its settings and the latest record per input.
+
+A nightly job may have millions of inputs: the latest outcome of each (and which input
+holds each output name) is kept in a scratch SQLite database, built streaming while the
+log is read, so that the parent process holds at most a bounded database or page cache
+and not one Python object per input. It stays in memory while small and moves to a file
+beside the audit log when large; that file is unlinked as soon as it is opened, so it is
+gone when the run ends, however it ends.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import itertools
 import json
 import os
 import shutil
+import sqlite3
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from anonymizer.io.writer import TEMP_PREFIX
-from anonymizer.pipeline.audit import read_records
+from anonymizer.pipeline.audit import SHARED_LISTS, iter_records
+
+#: SQLite page cache of a scratch index, in KiB (the parent's memory for resume state)
+INDEX_CACHE_KIB = 8192
+#: rows inserted per statement while a log is read
+_INSERT_CHUNK = 2000
+#: numbers the scratch databases of this process (each its own file)
+_SCRATCH = itertools.count()
+#: an index larger than this moves from memory to a scratch file beside the log
+SPILL_BYTES = 8 << 20
+#: rows written between two looks at the index's size
+_SPILL_CHECK_ROWS = 10000
 
 
 class Done(NamedTuple):
-    """What the latest record of one input says (kept small: one per input in memory)."""
+    """What the latest record of one input says."""
 
     status: str
     input_sha256: str | None
     output: str | None
 
 
+def scratch_database(beside: Path) -> sqlite3.Connection:
+    """A private SQLite database in a file next to ``beside`` (on the log's file system,
+    which has room for the outputs; not in a /tmp that may be memory), unlinked at once.
+
+    No journal and no syncing: it is rebuilt from the audit log by every run.
+    """
+    path = beside.with_name(f"{TEMP_PREFIX}{beside.name}.{os.getpid()}.{next(_SCRATCH)}.index")
+    path.unlink(missing_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE",
+                       f"cache_size=-{INDEX_CACHE_KIB}", "temp_store=FILE"):
+            connection.execute(f"PRAGMA {pragma}")
+        connection.execute("CREATE TABLE IF NOT EXISTS scratch_created (x)")  # takes the lock
+    except BaseException:
+        connection.close()
+        raise
+    finally:
+        path.unlink(missing_ok=True)
+    return connection
+
+
+#: the resume index: latest outcome per input, output claims
+INDEX_SCHEMA = (
+    "CREATE TABLE done (token TEXT PRIMARY KEY, status TEXT, sha BLOB, output TEXT) "
+    "WITHOUT ROWID",
+    "CREATE TABLE claims (output TEXT PRIMARY KEY, token TEXT) WITHOUT ROWID")
+#: compaction: the latest line of each input and the shared lists it refers to
+_LAST_SCHEMA = ("CREATE TABLE last (token TEXT PRIMARY KEY, line INTEGER, refs TEXT) "
+                "WITHOUT ROWID",)
+
+
+class _LazyDatabase:
+    """The index's database: created on first use, in memory while it is small, moved to a
+    scratch file beside the log (:func:`scratch_database`) once it holds more than
+    :data:`SPILL_BYTES`. A small run never writes it to disk (nor needs room for it on a
+    full one); a large one keeps a page cache in memory, not the index.
+    """
+
+    def __init__(self, beside: Path, schema: tuple[str, ...] = INDEX_SCHEMA):
+        self.beside = beside
+        self.schema = schema
+        self._connection: sqlite3.Connection | None = None
+        self._in_memory = False
+        self._writes = 0
+
+    @property
+    def opened(self) -> bool:
+        return self._connection is not None
+
+    def get(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(":memory:", isolation_level=None,
+                                         check_same_thread=False)
+            for statement in self.schema:
+                connection.execute(statement)
+            self._connection, self._in_memory = connection, True
+        return self._connection
+
+    def wrote(self, rows: int = 1) -> None:
+        """Called after writes: move to disk once the database is large."""
+        self._writes += rows
+        if not self._in_memory or self._writes < _SPILL_CHECK_ROWS:
+            return
+        self._writes = 0
+        memory = self.get()
+        pages, size = (memory.execute(f"PRAGMA {name}").fetchone()[0]
+                       for name in ("page_count", "page_size"))
+        if pages * size <= SPILL_BYTES:
+            return
+        try:
+            on_disk = scratch_database(self.beside)
+        except (OSError, sqlite3.Error):
+            return  # no room beside the log: it stays in memory
+        try:
+            memory.backup(on_disk)
+        except sqlite3.Error:
+            on_disk.close()
+            return
+        memory.close()
+        self._connection, self._in_memory = on_disk, False
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+@contextlib.contextmanager
+def _disk_full_as_os_error() -> Iterator[None]:
+    """A scratch file that no longer fits is a full disk (the run stops with exit 3)."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "full" in str(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        raise
+
+
+def _pack_sha(sha256: str | None) -> bytes | str | None:
+    """A hex digest as its 32 bytes (anything else kept as it is)."""
+    if sha256 is None or len(sha256) != 64:
+        return sha256
+    try:
+        return bytes.fromhex(sha256)
+    except ValueError:
+        return sha256
+
+
+def _unpack_sha(stored: bytes | str | None) -> str | None:
+    return stored.hex() if isinstance(stored, bytes) else stored
+
+
+class DoneIndex(MutableMapping[str, Done]):
+    """Input token -> :class:`Done`, in the scratch database (a dict's interface)."""
+
+    def __init__(self, database: _LazyDatabase):
+        self._database = database
+
+    def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        if not self._database.opened:
+            return []
+        return self._database.get().execute(sql, parameters).fetchall()
+
+    def __getitem__(self, token: str) -> Done:
+        rows = self._rows("SELECT status, sha, output FROM done WHERE token = ?", (token,))
+        if not rows:
+            raise KeyError(token)
+        status, sha, output = rows[0]
+        return Done(status, _unpack_sha(sha), output)
+
+    def get(self, token: str, default: Done | None = None) -> Done | None:  # type: ignore[override]
+        try:
+            return self[token]
+        except KeyError:
+            return default
+
+    def __setitem__(self, token: str, done: Done) -> None:
+        self.put_many([(token, done.status, done.input_sha256, done.output)])
+
+    def put_many(self, rows: list[tuple[str, str, str | None, str | None]]) -> None:
+        """(token, status, input_sha256, output) rows; a later row of a token wins."""
+        with _disk_full_as_os_error():
+            self._database.get().executemany(
+                "INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?)",
+                [(token, status, _pack_sha(sha), output) for token, status, sha, output in rows])
+        self._database.wrote(len(rows))
+
+    def __delitem__(self, token: str) -> None:
+        if token not in self:
+            raise KeyError(token)
+        self._database.get().execute("DELETE FROM done WHERE token = ?", (token,))
+
+    def __contains__(self, token: object) -> bool:
+        return bool(self._rows("SELECT 1 FROM done WHERE token = ?", (token,)))
+
+    def __iter__(self) -> Iterator[str]:
+        if self._database.opened:
+            for (token,) in self._database.get().execute("SELECT token FROM done"):
+                yield token
+
+    def __len__(self) -> int:
+        rows = self._rows("SELECT COUNT(*) FROM done")
+        return rows[0][0] if rows else 0
+
+    def __bool__(self) -> bool:
+        return bool(self._rows("SELECT 1 FROM done LIMIT 1"))
+
+
+class ClaimIndex(MutableMapping[str, str]):
+    """Output path -> input token of every output placed, in the scratch database."""
+
+    def __init__(self, database: _LazyDatabase):
+        self._database = database
+
+    def __getitem__(self, output: str) -> str:
+        rows = (self._database.get().execute("SELECT token FROM claims WHERE output = ?",
+                                             (output,)).fetchall()
+                if self._database.opened else [])
+        if not rows:
+            raise KeyError(output)
+        return rows[0][0]
+
+    def __setitem__(self, output: str, token: str) -> None:
+        with _disk_full_as_os_error():
+            self._database.get().execute("INSERT OR REPLACE INTO claims VALUES (?, ?)",
+                                         (output, token))
+        self._database.wrote()
+
+    def __delitem__(self, output: str) -> None:
+        if output not in self:
+            raise KeyError(output)
+        self._database.get().execute("DELETE FROM claims WHERE output = ?", (output,))
+
+    def __iter__(self) -> Iterator[str]:
+        if self._database.opened:
+            for (output,) in self._database.get().execute("SELECT output FROM claims"):
+                yield output
+
+    def __len__(self) -> int:
+        if not self._database.opened:
+            return 0
+        return self._database.get().execute("SELECT COUNT(*) FROM claims").fetchone()[0]
+
+
 @dataclass
 class PreviousRuns:
-    """The audit log's state before this run starts."""
+    """The audit log's state before this run starts.
+
+    ``latest`` and :meth:`claims` have a dict's interface over the scratch database;
+    :meth:`close` drops it (also done when the object is collected).
+    """
 
     settings: dict[str, Any] | None = None  # profile_sha256, key_fingerprint, layout
-    latest: dict[str, Done] = field(default_factory=dict)  # input token -> latest outcome
+    #: input token -> latest outcome
+    latest: MutableMapping[str, Done] = field(default_factory=dict)
+    _database: _LazyDatabase | None = None
 
     @classmethod
     def load(cls, audit_path: Path) -> PreviousRuns:
-        state = cls()
+        """Read the log in one streaming pass (a torn line from a crash is skipped)."""
+        database = _LazyDatabase(audit_path)
+        state = cls(latest=DoneIndex(database), _database=database)
         if not audit_path.is_file():
             return state
-        for record in read_records(audit_path):
+        rows: list[tuple[str, str, str | None, str | None]] = []
+        latest = state.latest
+        assert isinstance(latest, DoneIndex)
+        for record in iter_records(audit_path):
             kind = record.get("type")
-            if kind == "file" and "input" in record:
-                state.latest[record["input"]] = Done(record.get("status", ""),
-                                                     record.get("input_sha256"),
-                                                     record.get("output"))
+            if kind == "file" and isinstance(record.get("input"), str):
+                rows.append((record["input"], str(record.get("status", "")),
+                             record.get("input_sha256"), record.get("output")))
+                if len(rows) >= _INSERT_CHUNK:
+                    latest.put_many(rows)
+                    rows.clear()
             elif kind == "run_start":
                 state.settings = {k: record.get(k) for k in
                                   ("profile_sha256", "key_fingerprint", "layout")}
+        if rows:
+            latest.put_many(rows)
         return state
 
     def mismatch(self, current: dict[str, Any]) -> list[str]:
@@ -50,10 +294,25 @@ class PreviousRuns:
             return []
         return [key for key, value in current.items() if self.settings.get(key) != value]
 
-    def claims(self) -> dict[str, str]:
-        """Output path -> input token of every file a previous run wrote."""
-        return {done.output: token for token, done in self.latest.items()
-                if done.status == "written" and done.output}
+    def claims(self) -> MutableMapping[str, str]:
+        """Output path -> input token of every file a previous run wrote; the destination
+        adds and removes claims as it places outputs (a fresh copy at each call)."""
+        if self._database is None:  # built in memory by a caller, not from a log
+            return {done.output: token for token, done in self.latest.items()
+                    if done.status == "written" and done.output}
+        connection = self._database.get()
+        with _disk_full_as_os_error():
+            connection.execute("DELETE FROM claims")
+            connection.execute("INSERT OR REPLACE INTO claims SELECT output, token FROM done "
+                               "WHERE status = 'written' AND output IS NOT NULL "
+                               "AND output != ''")
+        self._database.wrote(_SPILL_CHECK_ROWS)
+        return ClaimIndex(self._database)
+
+    def close(self) -> None:
+        """Drop the scratch database (``latest`` and the claims are empty afterwards)."""
+        if self._database is not None:
+            self._database.close()
 
 
 def sweep_temporaries(root: Path) -> int:
@@ -76,39 +335,34 @@ def sweep_temporaries(root: Path) -> int:
 
 
 def compact(audit_path: Path) -> None:
-    """Rewrite the log with every run header/footer and only the latest record per input.
+    """Rewrite the log with every run header/footer, only the latest record per input and
+    the shared-list definitions (tags, warnings) those records refer to (one of each).
 
-    Two streaming passes over the file (memory: one index per input, not the records).
+    Two streaming passes over the file; which lines to keep is worked out in a scratch
+    database (memory: a page cache, one bit per line, one entry per distinct shared list).
     Written to a temporary name and renamed, so a crash leaves the old log intact.
     """
-    latest: dict[str, int] = {}
-    headers: list[int] = []
-    with open(audit_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line from a crash
-            if record.get("type") == "file" and "input" in record:
-                latest[record["input"]] = number
-            elif record.get("type") in ("run_start", "run_end"):
-                headers.append(number)
-    keep = set(latest.values())
+    database = _LazyDatabase(audit_path, _LAST_SCHEMA)
+    try:
+        keep, headers = _lines_to_keep(audit_path, database)
+    finally:
+        database.close()
     final = headers[-1] if headers else -1
+    earlier = set(headers) - {final}  # one per run: a few
     temporary = audit_path.with_name(f"{TEMP_PREFIX}{audit_path.name}")
     try:
         with open(audit_path, encoding="utf-8") as source, \
                 open(temporary, "w", encoding="utf-8") as target:
-            # every run's header and footer first, then one record per input, then the
+            # every run's header and footer first, then one record per input (each tag
+            # shared list's definition before the first record that refers to it), then the
             # footer of the last run
-            earlier = set(headers) - {final}
             for number, line in enumerate(source):
                 if number in earlier:
                     target.write(line)
             source.seek(0)
             tail = ""
             for number, line in enumerate(source):
-                if number in keep:
+                if keep[number >> 3] & (1 << (number & 7)):
                     target.write(line)
                 elif number == final:
                     tail = line
@@ -119,3 +373,55 @@ def compact(audit_path: Path) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _lines_to_keep(audit_path: Path, database: _LazyDatabase
+                   ) -> tuple[bytearray, list[int]]:
+    """A bitmap of the file records and shared-list definitions to keep, and the header
+    and footer lines."""
+    insert = "INSERT OR REPLACE INTO last VALUES (?, ?, ?)"
+
+    def store(rows: list[tuple[str, int, str]]) -> None:
+        with _disk_full_as_os_error():
+            database.get().executemany(insert, rows)
+        database.wrote(len(rows))
+
+    definitions: dict[str, int] = {}  # "name id" of a shared list -> its first definition
+    headers: list[int] = []
+    rows: list[tuple[str, int, str]] = []
+    lines = 0
+    with open(audit_path, encoding="utf-8") as handle:
+        for lines, line in enumerate(handle, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line from a crash
+            if not isinstance(record, dict):
+                continue
+            kind, number = record.get("type"), lines - 1
+            if kind == "file" and isinstance(record.get("input"), str):
+                refs = ",".join(f"{name} {record[name + '_ref']}" for name in SHARED_LISTS
+                                if isinstance(record.get(f"{name}_ref"), str))
+                rows.append((record["input"], number, refs))
+                if len(rows) >= _INSERT_CHUNK:
+                    store(rows)
+                    rows.clear()
+            elif kind in ("run_start", "run_end"):
+                headers.append(number)
+            elif kind in SHARED_LISTS and isinstance(record.get("id"), str):
+                definitions.setdefault(f"{kind} {record['id']}", number)
+    store(rows)
+    keep = bytearray((lines + 7) // 8)
+
+    def mark(number: int) -> None:
+        keep[number >> 3] |= 1 << (number & 7)
+
+    needed: set[str] = set()
+    for number, refs in database.get().execute("SELECT line, refs FROM last"):
+        mark(number)
+        if refs:
+            needed.update(refs.split(","))
+    for ref in needed:
+        if ref in definitions:
+            mark(definitions[ref])
+    return keep, headers

@@ -217,6 +217,7 @@ def _run_holding_output(config: RunConfig, settings: Settings) -> RunSummary:
         return _run(config, settings, jobs, audit_path, previous, changed, network)
     finally:
         network.close()
+        previous.close()  # its scratch index beside the log
 
 
 def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from anonymizer.errors import UsageError
+from anonymizer.pipeline.audit import SHARED_LISTS, resolve_lists
 
 #: Pixel-stage counts that mean the file's pixels held text, or were painted over.
 _FLAG_COUNTS = ("text_boxes", "identifier_boxes", "blanked")
@@ -65,6 +66,8 @@ class AuditSummary:
     #: output paths of every written file
     outputs: set[str] = field(default_factory=set)
     torn_lines: int = 0
+    #: (name, id) -> a shared list (tags, warnings) the log defined
+    _lists: dict[tuple[str, str], list] = field(default_factory=dict, repr=False)
 
     @property
     def flagged(self) -> dict[str, dict[str, Any]]:
@@ -114,7 +117,9 @@ class AuditSummary:
             self.torn_lines += 1
             return
         kind = record.get("type")
-        if kind == "run_start":
+        if kind in SHARED_LISTS:  # a list file records refer to (see pipeline.audit)
+            self._lists.setdefault((kind, str(record.get("id"))), record.get(kind) or [])
+        elif kind == "run_start":
             self.runs.append(Run(record))
         elif kind == "run_end":
             # a footer follows its own header (a compacted log keeps them in order); a
@@ -122,6 +127,7 @@ class AuditSummary:
             if self.runs and self.runs[-1].end is None:
                 self.runs[-1].end = record
         elif kind == "file" and "input" in record:
+            resolve_lists(record, self._lists)
             latest[record["input"]] = _Outcome(
                 str(record.get("status", "")), record.get("reason"), record.get("output"),
                 record.get("pixels") if record.get("status") == "written" else None,
