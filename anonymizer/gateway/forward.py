@@ -53,12 +53,7 @@ from anonymizer.io import file_sha256
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.net.options import NetOptions
 from anonymizer.pipeline.audit import AuditLog
-from anonymizer.pipeline.backends import (
-    LOCAL_WORKER_DIED,
-    each_alone,
-    local_pool,
-    stop_local_pool,
-)
+from anonymizer.pipeline.backends import LOCAL_WORKER_DIED, each_alone
 from anonymizer.pipeline.commit import (
     AUDIT_NAME,
     EXIT_OUTPUT_UNWRITABLE,
@@ -80,6 +75,7 @@ from anonymizer.pipeline.destination import (
 from anonymizer.pipeline.layout import MIRROR
 from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.network import url_kind
+from anonymizer.pipeline.parallel import stop_worker_pool, worker_pool
 from anonymizer.pipeline.resume import Done, PreviousRuns, sweep_temporaries
 from anonymizer.pipeline.settings import (
     Settings,
@@ -379,7 +375,7 @@ class _Gateway:
                 return
             items = [item for item in map(self._work_item, names) if item is not None]
             if items:
-                future = local_pool(self.jobs).submit(process_batch, self.worker_config, items)
+                future = worker_pool(self.jobs).submit(process_batch, self.worker_config, items)
                 self.in_flight[future] = items
                 if self.down:
                     self.probe = future
@@ -497,7 +493,7 @@ class _Gateway:
         if not self.in_flight:
             return
         self.in_flight.clear()
-        stop_local_pool()
+        stop_worker_pool()
         self._sweep_staging()
 
     # -- reporting ----------------------------------------------------------------------

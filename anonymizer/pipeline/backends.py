@@ -1,8 +1,8 @@
 """Where batches run: local worker processes (loky, through joblib) or a Dask cluster.
 
 ``run`` streams batches through :func:`process_batches` inside :func:`backend`; the
-``listen`` gateway submits its batches one at a time to :func:`local_pool` and runs the
-files of a batch whose worker died alone (:func:`each_alone`). Either way a file that
+``listen`` gateway submits its batches one at a time to the shared pool
+(:func:`~anonymizer.pipeline.parallel.worker_pool`) and runs the files of a batch whose worker died alone (:func:`each_alone`). Either way a file that
 kills its worker process fails on its own (:func:`died_outcome`) and the rest go on.
 """
 
@@ -11,15 +11,19 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
 from joblib import parallel_config
-from joblib.externals.loky import get_reusable_executor
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from anonymizer.errors import UsageError
-from anonymizer.pipeline.parallel import isolated, ordered_results
+from anonymizer.pipeline.parallel import (
+    isolated,
+    ordered_results,
+    stop_worker_pool,
+    worker_pool,
+)
 from anonymizer.pipeline.worker import FileOutcome, WorkerConfig, WorkItem, process_batch
 
 #: what a local pool raises when one of its worker processes died
@@ -35,7 +39,7 @@ def fresh_workers_if_key_changed(fingerprint: str) -> None:
     """Reusable worker processes keep the environment they started with: restart them
     when this process runs with another key (e.g. ANONYMIZER_KEY changed)."""
     if _worker_key and _worker_key[0] != fingerprint:
-        get_reusable_executor().shutdown(kill_workers=True)
+        stop_worker_pool()
     _worker_key[:] = [fingerprint]
 
 
@@ -120,7 +124,7 @@ def local_results(function: BatchFunction, worker_config: WorkerConfig,
     window = 2 * jobs
     #: a None future: the pool was found broken when that batch was sent
     in_flight: deque[tuple[Future | None, list[WorkItem]]] = deque()
-    executor = local_pool(jobs)
+    executor = worker_pool(jobs)
 
     def fill() -> None:
         while len(in_flight) < window:
@@ -147,7 +151,7 @@ def local_results(function: BatchFunction, worker_config: WorkerConfig,
                 for batch in suspects:
                     for item in batch:
                         yield [isolated(function, worker_config, item, died)]
-                executor = local_pool(jobs)  # a new pool for the rest
+                executor = worker_pool(jobs)  # a new pool for the rest
                 fill()
                 continue
             in_flight.popleft()
@@ -158,7 +162,7 @@ def local_results(function: BatchFunction, worker_config: WorkerConfig,
             for future, _ in in_flight:
                 if future is not None:
                     future.cancel()
-            stop_local_pool()
+            stop_worker_pool()
 
 
 def died_outcome(item: WorkItem) -> FileOutcome:
@@ -166,16 +170,6 @@ def died_outcome(item: WorkItem) -> FileOutcome:
     assert item.token is not None  # the committing process names every input
     return FileOutcome(item.relative, item.token, "failed",
                        reason="de-identify: the worker process died on this file")
-
-
-def local_pool(jobs: int) -> Executor:
-    """The pool of ``jobs`` local worker processes (reused between calls)."""
-    return get_reusable_executor(max_workers=jobs)
-
-
-def stop_local_pool() -> None:
-    """Kill the local worker processes now (what they were doing is abandoned)."""
-    get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
 def each_alone(worker_config: WorkerConfig, items: list[WorkItem],

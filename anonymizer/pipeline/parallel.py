@@ -11,15 +11,32 @@ import itertools
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from typing import TypeVar
 
 from joblib import Parallel, delayed
+from joblib.executor import get_memmapping_executor
 from joblib.externals.loky import get_reusable_executor
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 Config = TypeVar("Config")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+def worker_pool(jobs: int) -> Executor:
+    """The pool of ``jobs`` local worker processes, reused between calls.
+
+    It is the one joblib's ``Parallel`` uses too (loky's process-wide reusable executor,
+    made by joblib, which gives it the temporary-folder manager its own calls expect):
+    ``run`` and ``verify`` in one process (the Python API, the tests) share it.
+    """
+    return get_memmapping_executor(jobs)
+
+
+def stop_worker_pool() -> None:
+    """Kill the local worker processes now (what they were doing is abandoned)."""
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
 def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -77,7 +94,7 @@ def ordered_results(function: Callable[[Config, list[Item]], list[Result]], conf
 def isolated(function: Callable[[Config, list[Item]], list[Result]], config: Config,
               item: Item, died: Callable[[Item], Result]) -> Result:
     """Run one item in its own worker process; a dead worker fails only this item."""
-    executor = get_reusable_executor(max_workers=1)
+    executor = worker_pool(1)
     try:
         return executor.submit(function, config, [item]).result()[0]
     except TerminatedWorkerError:
