@@ -2,8 +2,9 @@
 
 ``run`` streams batches through :func:`process_batches` inside :func:`backend`; the
 ``listen`` gateway submits its batches one at a time to the shared pool
-(:func:`~anonymizer.pipeline.parallel.worker_pool`) and runs the files of a batch whose worker died alone (:func:`each_alone`). Either way a file that
-kills its worker process fails on its own (:func:`died_outcome`) and the rest go on.
+(:func:`~anonymizer.pipeline.parallel.worker_pool`) and runs the files of a batch whose
+worker died alone (:func:`each_alone`). Either way a file that kills its worker process
+fails on its own (:func:`died_outcome`) and the rest go on.
 """
 
 from __future__ import annotations
