@@ -580,10 +580,11 @@ class Engine:
                 code = rule.action.apply(meta, tag, ctx)
                 if code != "K":
                     self._record(ctx, (), tag, code)
-        if SOP_INSTANCE_UID in ds:
-            meta.MediaStorageSOPInstanceUID = text_value(ds, "SOPInstanceUID")
-        if "SOPClassUID" in ds:
-            meta.MediaStorageSOPClassUID = text_value(ds, "SOPClassUID")
+        # stored encoded: pydicom's attribute assignment validates a new element (0.07 ms)
+        for meta_tag, keyword in ((0x00020003, "SOPInstanceUID"), (0x00020002, "SOPClassUID")):
+            if keyword in ds:
+                set_encoded(meta, meta_tag, "UI",
+                            text_value(ds, keyword).encode("latin-1", "replace"))
 
     def _add(self, ds: Dataset) -> None:
         for addition in self.profile.additions:
