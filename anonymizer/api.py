@@ -160,7 +160,7 @@ class Deidentifier:
         ``run`` also fails the later of two files whose different values map to one
         pseudonym; one dataset at a time cannot see that (use a longer ``{hash:N}``).
         """
-        from anonymizer.io.writer import _prepare as new_file_meta
+        from anonymizer.io.writer import prepare_file_meta
         from anonymizer.reasons import describe
 
         copied = copy.deepcopy(ds)
@@ -169,7 +169,7 @@ class Deidentifier:
             # caller's pydicom settings do not change the result
             self._engine.deidentify(copied)
             # the file meta, preamble and encoding run's writer gives the output
-            new_file_meta(copied)
+            prepare_file_meta(copied)
         except AnonymizerError:
             raise  # ours: DeidentificationError, or MissingExtraError for a decoder
         except Exception as exc:  # noqa: BLE001 - fail closed, in the audit log's words

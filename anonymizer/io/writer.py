@@ -88,7 +88,7 @@ def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
             rest = rest[os.write(fd, rest):]
 
 
-def _prepare(ds: Dataset) -> bool:
+def prepare_file_meta(ds: Dataset) -> bool:
     """Give ``ds`` a new file meta; return whether the output can be a Part 10 file
     (it needs SOP Class and SOP Instance UIDs).
 
@@ -149,7 +149,7 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
     temporary = directory / f"{TEMP_PREFIX}{token}"
     try:
         with open(temporary, "wb") as handle:  # gathered writes bypass its buffer
-            part10 = _prepare(ds)
+            part10 = prepare_file_meta(ds)
             if part10 and splice is not None and splice_supported(ds):
                 # a value held in a file (only ever cleaned Pixel Data of a huge image)
                 # must not be gathered into memory
