@@ -350,6 +350,28 @@ def _run_sample(tmp_path: Path, profile: str = "default") -> tuple[Path, Path, P
     return source, out, key
 
 
+def test_an_output_that_could_not_be_checked_is_not_named_by_its_path(tmp_path: Path) -> None:
+    """With --layout mirror an output's path is the input's (PHI): when the input is gone
+    the name cannot be searched, so the report names it by a digest unless asked."""
+    source = tmp_path / "in"
+    shutil.copytree(SAMPLE_DATA, source)
+    key = tmp_path / "key"
+    key.write_bytes(KEY_A)
+    out = tmp_path / "out"
+    assert main(["run", "--no-progress", "-j", "1", "--layout", "mirror", "--key-file",
+                 str(key), str(source), str(out)]) == 0
+    gone = source / "ROE^RICHARD_99887766" / "20220911_CT_HEAD" / "IM0001.dcm"
+    gone.unlink()
+    code, lines, err = _verify("--key-file", key, source, out)
+    unchecked = [line for line in lines if "input not found" in line]
+    assert code == 1 and len(unchecked) == 1
+    assert unchecked[0].startswith("[output ") and "RICHARD" not in "\n".join(lines) + err
+    assert "99887766" not in "\n".join(lines) + err
+    code, lines, _ = _verify("--show-values", "--key-file", key, source, out)
+    assert any(line.startswith("ROE^RICHARD_99887766/") and "input not found" in line
+               for line in lines)
+
+
 def test_a_missing_input_or_output_is_reported_not_checked(tmp_path: Path) -> None:
     source, out, key = _run_sample(tmp_path)
     (source / "ROE^RICHARD_99887766" / "20220911_CT_HEAD" / "IM0001.dcm").unlink()

@@ -37,7 +37,7 @@ from pydicom.dataset import Dataset
 from anonymizer import scrub
 from anonymizer.elements import element_strings, stored
 from anonymizer.engine import judged_vr
-from anonymizer.io import NotDicomError, ReadResult, read_dataset, read_input
+from anonymizer.io import ReadResult, read_dataset, read_input
 from anonymizer.reasons import safe_reason
 from anonymizer.tags import format_tag
 from anonymizer.verify import raw
@@ -52,6 +52,7 @@ from anonymizer.verify.results import (
     Finding,
     Pair,
     PairResult,
+    unchecked,
 )
 
 if TYPE_CHECKING:
@@ -352,13 +353,11 @@ class Checker:
     def check(self, pair: Pair) -> PairResult:
         """Every identifier of the pair's input in its output; never raises for a file."""
         if pair.input_path is None:
-            return PairResult(pair.output, error=pair.problem or "input not found")
+            return unchecked(pair.output, pair.problem or "input not found", self.show_values)
         try:
             source = read_dataset(pair.input_path)
-        except NotDicomError as exc:
-            return PairResult(pair.output, error=f"input: {exc}")
         except Exception as exc:  # noqa: BLE001 - one line, without values
-            return PairResult(pair.output, error=safe_reason("input", exc))
+            return unchecked(pair.output, safe_reason("input", exc), self.show_values)
         try:
             identifiers = scrub.collect(source.dataset)
             if pair.problem is not None:  # the output is not there: its name is still read

@@ -7,6 +7,7 @@ asked for values (``show_values``), in which case the results are PHI.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,17 @@ class PairResult:
         return {"type": "pair", "output": self.output, "findings": len(self.findings),
                 "kept": len(self.kept), "error": self.error,
                 "searched_frames": self.searched_frames}
+
+
+def unchecked(output: str, error: str, show_values: bool) -> PairResult:
+    """The result of a pair whose output name was never searched for its input's
+    identifiers (the input is missing or unreadable, or the check did not finish).
+
+    Such a name cannot be redacted, and a name made with ``--layout mirror`` may hold
+    what the input's path held: without ``show_values`` the output is named by a digest
+    of its path (``[output 1f2e...]``), which ``--show-values`` maps back.
+    """
+    if show_values:
+        return PairResult(output, error=error)
+    digest = hashlib.sha256(output.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return PairResult(f"[output {digest}]", error=error)

@@ -16,8 +16,9 @@ from pathlib import Path
 from anonymizer.pipeline.parallel import batches, ordered_results
 from anonymizer.pipeline.worker import FileTimeout, exit_with_parent, quiet_pydicom, time_limit
 from anonymizer.profiles import load_profile
+from anonymizer.reasons import safe_reason
 from anonymizer.verify.check import Checker
-from anonymizer.verify.results import Pair, PairResult
+from anonymizer.verify.results import Pair, PairResult, unchecked
 
 #: Pairs per joblib task: fewer than ``run`` sends, as a pair whose image is read by
 #: OCR takes seconds.
@@ -50,12 +51,13 @@ def check_batch(config: VerifyConfig, pairs: list[Pair]) -> list[PairResult]:
             with time_limit(config.timeout):
                 results.append(checker.check(pair))
         except FileTimeout as exc:
-            results.append(PairResult(pair.output, error=f"timeout: {exc}"))
+            results.append(unchecked(pair.output, safe_reason("timeout", exc),
+                                     config.show_values))
     return results
 
 
-def _died(pair: Pair) -> PairResult:
-    return PairResult(pair.output, error="the worker process died on this file")
+def _died(pair: Pair, show_values: bool = False) -> PairResult:
+    return unchecked(pair.output, "the worker process died on this file", show_values)
 
 
 def verify_pairs(pairs: Iterable[Pair], profile: str | None = None, *,
@@ -96,6 +98,7 @@ def verify_pairs(pairs: Iterable[Pair], profile: str | None = None, *,
         for batch in batches(pairs, batch_size):
             yield from check_batch(config, batch)
         return
+    died = functools.partial(_died, show_values=show_values)
     for results in ordered_results(check_batch, config, batches(pairs, batch_size), jobs,
-                                   _died):
+                                   died):
         yield from results
