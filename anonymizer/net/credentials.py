@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anonymizer.errors import UsageError
+from anonymizer.reasons import os_error_phrase
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def netrc_basic(host: str) -> tuple[str, str] | None:
     try:
         entry = netrc.netrc(str(path)).authenticators(host)
     except (netrc.NetrcParseError, OSError) as exc:
-        reason = exc.msg if isinstance(exc, netrc.NetrcParseError) else exc.strerror
+        # a parse error quotes the token it stopped at, which may be part of a password
+        reason = (f"cannot parse line {exc.lineno}" if isinstance(exc, netrc.NetrcParseError)
+                  else os_error_phrase(exc))
         raise UsageError(f"{path}: netrc file: {reason}") from None
     if entry is None:
         return None
