@@ -97,7 +97,9 @@ class Report:
                              "outside OUT")
         self._temporary = path.with_name(f"{TEMP_PREFIX}{path.name}")
         try:
-            fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+            # a temporary left by a killed run keeps its mode: removed, so the mode is ours
+            self._temporary.unlink(missing_ok=True)
+            fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                          0o600 if show_values else 0o644)
         except OSError as exc:
             raise UsageError(f"{path}: {exc.strerror}") from None
