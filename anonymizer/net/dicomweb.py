@@ -125,10 +125,12 @@ class DicomWebClient:
             query = _query_string({**params, "limit": str(PAGE), "offset": str(offset)})
             answer = self.retry(lambda query=query: self._request(
                 "GET", path, params=query, headers={"Accept": "application/dicom+json"}))
-            if answer.status_code == 204 or not answer.content:
+            if answer.status_code == 204:
                 return
-            if answer.status_code != 200:
+            if answer.status_code != 200:  # an error with an empty body too: never "no match"
                 raise self._permanent(answer, "query")
+            if not answer.content:
+                return
             try:
                 records = answer.json()
             except ValueError:
