@@ -35,6 +35,10 @@ class Rule:
         return f"{self.action.describe()}  [{self.origin}]"
 
 
+#: the cache key of :meth:`CompiledProfile.explicit_rule` (never a VR)
+_EXPLICIT = "explicit"
+
+
 def pattern_winner(patterns: Iterable[tuple[TagPattern, Rule]], tag: int) -> Rule | None:
     """The rule that wins among the patterns matching ``tag`` (listed in tie-break order)."""
     return winner(rule for pattern, rule in patterns if pattern.matches(tag))
@@ -157,7 +161,9 @@ class CompiledProfile:
     method_codes: tuple[MethodCode, ...] = ()
     layout: str | None = None
     settings: Settings = field(default_factory=Settings)
-    _cache: dict[tuple[int, str], Rule] = field(default_factory=dict, compare=False, repr=False)
+    #: lookups made: (tag, VR) -> rule_for's answer, (tag, EXPLICIT) -> explicit_rule's
+    _cache: dict[tuple[int, str], Rule | None] = field(default_factory=dict, compare=False,
+                                                       repr=False)
 
     def rule_for(self, tag: int, vr: str) -> Rule:
         """The rule that wins for a (non-private) element of this tag and VR."""
@@ -172,7 +178,11 @@ class CompiledProfile:
     def explicit_rule(self, tag: int) -> Rule | None:
         """The rule that wins for ``tag`` from the tag table or a pattern, ignoring VR and
         default (None: neither has one)."""
-        return winner((self.tag_rules.get(tag), pattern_winner(self.pattern_rules, tag)))
+        key = (tag, _EXPLICIT)
+        if key not in self._cache:  # patterns are matched once per tag, not per lookup
+            self._cache[key] = winner((self.tag_rules.get(tag),
+                                       pattern_winner(self.pattern_rules, tag)))
+        return self._cache[key]
 
     def level_counts(self) -> dict[Level, int]:
         """How many of the profile's rules compete at each precedence level."""
