@@ -9,7 +9,7 @@ are stored already encoded (:func:`set_encoded`), so what the engine did not cha
 stays the raw bytes the writer can copy.
 
 Every change made to a dataset while it is de-identified goes through :func:`store`,
-:func:`set_encoded`, :func:`remove` or :func:`changed` (at any depth), and each is
+:func:`set_encoded`, :func:`remove` or :func:`add_private` (at any depth), and each is
 recorded by the :class:`Mutations` recording then: the splice writer copies from the
 input only the top-level elements that record says nothing changed in.
 """
@@ -220,11 +220,6 @@ def _record(ds: Dataset, tag: int) -> None:
     recording = _RECORDING.get()
     if recording is not None:
         recording.note(ds, tag)
-
-
-def changed(ds: Dataset, tag: int) -> None:
-    """Record a change made to element ``tag`` of ``ds`` in place (its value's items)."""
-    _record(ds, tag)
 
 
 def store(ds: Dataset, elem: DataElement | RawDataElement) -> None:

@@ -280,10 +280,8 @@ def write_spliced(ds: Dataset, splice: SpliceMap, changes: Mutations | None, out
             encoded.clear()
 
     spans, originals, source = splice.spans, splice.originals, splice.source
-    # no record, or a change it could not place: nothing is copied
-    if changes is None or changes.everything:
+    if changes is None:  # no record: nothing is copied
         spans = {}
-    touched = changes.touched if changes is not None else set()
     elements = stored(ds)
     # the store's own keys to read it, plain ints for everything else (see SpliceMap)
     for key in sorted(elements, key=int):
@@ -292,7 +290,7 @@ def write_spliced(ds: Dataset, splice: SpliceMap, changes: Mutations | None, out
             continue  # group lengths are never written (PS3.5 7.2)
         span = spans.get(tag)
         elem = elements[key]
-        if span is not None and tag not in touched and elem is originals.get(tag):
+        if span is not None and changes.untouched(tag) and elem is originals.get(tag):
             flush_encoded()
             if pending is not None and pending[1] == span[0]:
                 pending = (pending[0], span[1])
