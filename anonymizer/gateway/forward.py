@@ -83,6 +83,7 @@ from anonymizer.pipeline.settings import (
     load_settings,
     make_worker_config,
     refuse_other_settings,
+    refuse_phi_inside,
     start_record,
 )
 from anonymizer.pipeline.worker import FileOutcome, WorkItem, process_batch
@@ -165,10 +166,8 @@ def check_paths(config: ListenConfig, destination: Path | None, spool: Path) -> 
         if target == queue or inside(queue, target) or inside(target, queue):
             raise UsageError("the spool holds PHI: it must be outside DEST, and DEST outside "
                              "it")
-        for what, path in (("--crosswalk", config.crosswalk_path),
-                           ("--quarantine", config.quarantine_dir)):
-            if path is not None and inside(path.resolve(), target):
-                raise UsageError(f"{what} holds PHI and must be outside DEST")
+        refuse_phi_inside({"--crosswalk": config.crosswalk_path,
+                           "--quarantine": config.quarantine_dir}, target, "DEST")
     if config.quarantine_dir is not None and inside(config.quarantine_dir.resolve(), queue):
         raise UsageError("--quarantine must be outside the spool")
 
@@ -489,12 +488,12 @@ class _Gateway:
                 self._commit(future)
 
     def _abandon(self) -> None:
-        """After an abrupt stop: let the workers go; their inputs stay spooled."""
+        """After an abrupt stop: let the workers go; their inputs stay spooled (their
+        temporaries are swept by :meth:`serve` once the committer is closed)."""
         if not self.in_flight:
             return
         self.in_flight.clear()
         stop_worker_pool()
-        self._sweep_staging()
 
     # -- reporting ----------------------------------------------------------------------
 

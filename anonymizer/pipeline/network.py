@@ -42,8 +42,7 @@ class NetworkEnds:
     kinds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, config: RunConfig, keyed: KeyedSource, layout: str, jobs: int
-             ) -> NetworkEnds:
+    def open(cls, config: RunConfig, keyed: KeyedSource, layout: str) -> NetworkEnds:
         """Check the options, open and probe the source and the destination.
 
         Raises

@@ -46,6 +46,7 @@ from anonymizer.pipeline.settings import (
     load_settings,
     make_worker_config,
     refuse_other_settings,
+    refuse_phi_inside,
     start_record,
 )
 from anonymizer.pipeline.timings import RunTimings, clock
@@ -132,12 +133,10 @@ def check_paths(config: RunConfig) -> None:
         One line saying which.
     """
     target = config.output_dir.resolve()
+    tables = {"--manifest": config.manifest_path, "--crosswalk": config.crosswalk_path,
+              "--quarantine": config.quarantine_dir}
+    refuse_phi_inside(tables, target, "OUT")
     if config.source_url is not None:
-        for what, path in (("--manifest", config.manifest_path),
-                           ("--crosswalk", config.crosswalk_path),
-                           ("--quarantine", config.quarantine_dir)):
-            if path is not None and inside(path.resolve(), target):
-                raise UsageError(f"{what} holds PHI and must be outside OUT")
         return
     source = config.input_dir.resolve()
     if not source.is_dir():
@@ -150,11 +149,7 @@ def check_paths(config: RunConfig) -> None:
         raise UsageError("IN must not be inside OUT")
     if config.audit_path is not None and inside(config.audit_path.resolve(), source):
         raise UsageError("--audit must not be inside IN")
-    for what, path in (("--manifest", config.manifest_path),
-                       ("--crosswalk", config.crosswalk_path),
-                       ("--quarantine", config.quarantine_dir)):
-        if path is not None and inside(path.resolve(), target):
-            raise UsageError(f"{what} holds PHI and must be outside OUT")
+    for what, path in tables.items():
         if path is not None and inside(path.resolve(), source):
             raise UsageError(f"{what} must not be inside IN")
 
@@ -212,7 +207,7 @@ def _run_holding_output(config: RunConfig, settings: Settings) -> RunSummary:
     changed = refuse_other_settings(
         previous, settings.fingerprints,
         audit_path if config.destination_url else config.output_dir, config.force)
-    network = NetworkEnds.open(config, settings.keyed, settings.layout, jobs)  # probed now
+    network = NetworkEnds.open(config, settings.keyed, settings.layout)  # probed now
     try:
         return _run(config, settings, jobs, audit_path, previous, changed, network)
     finally:

@@ -29,6 +29,28 @@ def inside(child: Path, parent: Path) -> bool:
     return True
 
 
+def refuse_phi_inside(tables: dict[str, Path | None], target: Path, name: str) -> None:
+    """Refuse a PHI table or folder (``--crosswalk``, ...) given inside ``target``.
+
+    Parameters
+    ----------
+    tables : dict
+        Option name -> the path given (None: not given).
+    target : Path
+        Where de-identified data goes (resolved): OUT or DEST.
+    name : str
+        What the message calls ``target``.
+
+    Raises
+    ------
+    UsageError
+        ``--crosswalk holds PHI and must be outside OUT``.
+    """
+    for what, path in tables.items():
+        if path is not None and inside(path.resolve(), target):
+            raise UsageError(f"{what} holds PHI and must be outside {name}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The profile, key and layout of one run or gateway session."""
