@@ -145,3 +145,86 @@ def test_python_api_runs_use_the_key_they_are_given(tmp_path, sample_copy, sourc
     values_a, values_b = dicom_values(outs[0]), dicom_values(outs[1])
     assert values_a["PatientID"].isdisjoint(values_b["PatientID"])
     assert values_a["SOPInstanceUID"].isdisjoint(values_b["SOPInstanceUID"])
+
+
+_FORK_PROBE = """
+import sys, threading
+import anonymizer.review  # only this process imports it: a worker started afresh has not
+from anonymizer.pipeline.parallel import forked_workers, worker_pool
+if sys.argv[1] == "with-a-thread":
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()
+probe = "'anonymizer.review' in __import__('sys').modules"
+with forked_workers(2) as forked:
+    seen = {worker_pool(2).submit(eval, probe).result() for _ in range(6)}
+print(forked, sorted(seen))
+"""
+
+
+@pytest.mark.parametrize(("threads", "expected"), [("alone", "True [True]"),
+                                                   ("with-a-thread", "False [False]")])
+def test_workers_are_forked_only_from_a_process_without_other_threads(threads: str,
+                                                                      expected: str) -> None:
+    """Forked workers start with what the main process loaded (no second import of the
+    package); with another thread running, whose locks a fork could copy held, the pool is
+    loky's fresh processes instead."""
+    proc = subprocess.run([sys.executable, "-c", _FORK_PROBE, threads], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == expected
+
+
+_RUN_THEN_LOCK = """
+import os, sys
+from pathlib import Path
+from anonymizer.pipeline import RunConfig, run
+from anonymizer.pipeline.lock import exclusive_output
+source, out, key_file = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+summary = run(RunConfig(input_dir=source, output_dir=out, profile="basic", key_file=key_file,
+                        jobs=2, batch_size=2, progress=False))
+assert summary.counts["written"] == 12, summary.counts
+children = [p for p in os.listdir("/proc") if p.isdigit()
+            and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+with exclusive_output(out, 0.0):  # no forked worker holds a copy of the run's lock
+    pass
+print(len(children))
+"""
+
+
+def test_no_forked_worker_outlives_its_run(tmp_path: Path, key_file: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", _RUN_THEN_LOCK, SAMPLE_DATA, tmp_path / "out",
+                           key_file], capture_output=True, text=True, env=env_without_key(),
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
+    records = audit_records(tmp_path / "out" / AUDIT)
+    assert records[-1]["type"] == "run_end"
+
+
+_FORKED_KILLER = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_backends import _config, _dies_on_the_killer, _items, KILLER
+from anonymizer.pipeline.backends import process_batches
+from anonymizer.pipeline.parallel import batches, forked_workers
+tmp = Path(sys.argv[1])
+seen = []
+with forked_workers(2) as forked:
+    assert forked
+    process_batches(batches(_items(["a", "b", KILLER, "c", "d", "e"]), 2),
+                    _config(tmp, tmp, Path(sys.argv[3])), 2, seen.extend, lambda: None,
+                    function=_dies_on_the_killer)
+print(" ".join(o.status for o in seen))
+"""
+
+
+def test_a_dying_forked_worker_fails_only_its_file(tmp_path: Path, key_file: Path) -> None:
+    """The forked pool breaks when a worker dies: its batches run one file at a time in
+    fresh processes and the rest of the run goes on in a new pool."""
+    proc = subprocess.run([sys.executable, "-c", _FORKED_KILLER, tmp_path,
+                           Path(__file__).parent, key_file], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["skipped", "skipped", "failed", "skipped", "skipped",
+                                   "skipped"]

@@ -20,6 +20,7 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from anonymizer.errors import UsageError
 from anonymizer.pipeline.parallel import (
+    discard_pool,
     isolated,
     ordered_results,
     stop_worker_pool,
@@ -149,6 +150,7 @@ def local_results(function: BatchFunction, worker_config: WorkerConfig,
             if outcomes is None:  # a worker died: its pool is broken
                 suspects = [batch for _, batch in in_flight]
                 in_flight.clear()
+                discard_pool(executor)
                 for batch in suspects:
                     for item in batch:
                         yield [isolated(function, worker_config, item, died)]

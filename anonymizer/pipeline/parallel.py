@@ -7,7 +7,11 @@ depend on the number of jobs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import multiprocessing
+import signal
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -17,26 +21,87 @@ from typing import TypeVar
 from joblib import Parallel, delayed
 from joblib.executor import get_memmapping_executor
 from joblib.externals.loky import get_reusable_executor
-from joblib.externals.loky.process_executor import TerminatedWorkerError
+from joblib.externals.loky.process_executor import ProcessPoolExecutor, TerminatedWorkerError
 
 Config = TypeVar("Config")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+#: pools of worker processes forked from this process (:func:`forked_workers`), by size
+_forked: dict[int, ProcessPoolExecutor] = {}
+
+
 def worker_pool(jobs: int) -> Executor:
     """The pool of ``jobs`` local worker processes, reused between calls.
 
-    It is the one joblib's ``Parallel`` uses too (loky's process-wide reusable executor,
-    made by joblib, which gives it the temporary-folder manager its own calls expect):
-    ``run`` and ``verify`` in one process (the Python API, the tests) share it.
+    Inside :func:`forked_workers` it is the pool forked there. Otherwise it is the one
+    joblib's ``Parallel`` uses too (loky's process-wide reusable executor, made by joblib,
+    which gives it the temporary-folder manager its own calls expect): ``run`` and
+    ``verify`` in one process (the Python API, the tests) share it.
     """
-    return get_memmapping_executor(jobs)
+    return _forked.get(jobs) or get_memmapping_executor(jobs)
+
+
+def discard_pool(executor: Executor) -> None:
+    """Never hand out ``executor`` again: one of its workers died, so it is broken (loky's
+    reusable pool replaces itself; a forked pool is killed and forgotten)."""
+    for jobs, forked in list(_forked.items()):
+        if forked is executor:
+            del _forked[jobs]
+            forked.shutdown(wait=True, kill_workers=True)
 
 
 def stop_worker_pool() -> None:
     """Kill the local worker processes now (what they were doing is abandoned)."""
+    for forked in list(_forked.values()):
+        discard_pool(forked)
     get_reusable_executor().shutdown(wait=True, kill_workers=True)
+
+
+@contextlib.contextmanager
+def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iterator[bool]:
+    """Inside, :func:`worker_pool` of ``jobs`` is ``jobs`` processes forked from this one
+    on entry, if it can fork safely; yields whether it did.
+
+    A forked worker starts in milliseconds with this process's modules already imported; a
+    fresh (loky) worker spends about 0.45 s of CPU importing pydicom, numpy and the package
+    again, a tenth of a 2,000-file run on two cores. Forking is safe only while this process
+    runs no other thread (a lock another thread holds at the fork stays locked in the child
+    for ever), so nothing is forked when one runs, when ``jobs`` < 2, or where fork does not
+    exist: ``worker_pool`` then gives loky's pool as before. The pool is gone on leaving, so
+    no forked worker outlives the block (they hold copies of this process's open files, the
+    output folder's lock among them). ``started`` runs in each worker as it starts.
+    """
+    if (jobs < 2 or jobs in _forked or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        yield False
+        return
+    pool = ProcessPoolExecutor(jobs, context=multiprocessing.get_context("fork"),
+                               initializer=_forked_worker_started, initargs=(started,))
+    try:
+        # every worker is forked on the first submit, before the pool starts its own thread
+        pool.submit(int).result()
+    except TerminatedWorkerError:
+        pool.shutdown(wait=True, kill_workers=True)
+        yield False
+        return
+    _forked[jobs] = pool
+    try:
+        yield True
+    finally:
+        if _forked.get(jobs) is pool:
+            del _forked[jobs]
+        pool.shutdown(wait=True, kill_workers=True)
+
+
+def _forked_worker_started(started: Callable[[], None] | None) -> None:
+    """In a forked worker: the signal handlers a fresh interpreter has (the parent's
+    may turn a signal into its own exception), then the caller's start-up."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if started is not None:
+        started()
 
 
 def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

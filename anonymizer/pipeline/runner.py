@@ -37,7 +37,7 @@ from anonymizer.pipeline.destination import Destination, FolderDestination, Netw
 from anonymizer.pipeline.discovery import discover
 from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.network import NetworkEnds
-from anonymizer.pipeline.parallel import batches
+from anonymizer.pipeline.parallel import batches, forked_workers
 from anonymizer.pipeline.progress import Progress
 from anonymizer.pipeline.resume import PreviousRuns, sweep_temporaries
 from anonymizer.pipeline.settings import (
@@ -50,7 +50,7 @@ from anonymizer.pipeline.settings import (
     start_record,
 )
 from anonymizer.pipeline.timings import RunTimings, clock
-from anonymizer.pipeline.worker import FileOutcome, WorkItem, input_token
+from anonymizer.pipeline.worker import FileOutcome, WorkItem, exit_with_parent, input_token
 
 #: what other modules and the README's tests take from here
 __all__ = ["AUDIT_NAME", "EXIT_OUTPUT_UNWRITABLE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE",
@@ -208,8 +208,11 @@ def _run_holding_output(config: RunConfig, settings: Settings) -> RunSummary:
         previous, settings.fingerprints,
         audit_path if config.destination_url else config.output_dir, config.force)
     network = NetworkEnds.open(config, settings.keyed, settings.layout)  # probed now
+    fresh_workers_if_key_changed(settings.keyed.fingerprint)
     try:
-        return _run(config, settings, jobs, audit_path, previous, changed, network)
+        # before the progress and fsync threads start: workers fork from a one-thread process
+        with forked_workers(jobs if config.backend == "local" else 0, exit_with_parent):
+            return _run(config, settings, jobs, audit_path, previous, changed, network)
     finally:
         network.close()
         previous.close()  # its scratch index beside the log
@@ -233,7 +236,6 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
         timeout=config.timeout, key_fingerprint=keyed.fingerprint,
         profile_sha256=settings.fingerprints["profile_sha256"],
         delivered=network.destination is not None)
-    fresh_workers_if_key_changed(keyed.fingerprint)
     destination: Destination = (
         FolderDestination(config.output_dir, previous.claims(), previous.latest)
         if network.destination is None

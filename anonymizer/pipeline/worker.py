@@ -100,14 +100,22 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+#: the process whose watch is running (a forked worker inherits the flag, not the thread)
+_watching: list[int] = []
+
+
 def exit_with_parent() -> None:
     """In a worker process: exit when the process that started it is gone.
 
     A killed main process would otherwise leave workers finishing queued batches into
-    OUT for minutes. Not started in the main process itself (jobs=1).
+    OUT for minutes. Not started in the main process itself (jobs=1); started once per
+    process however often it is called.
     """
     if multiprocessing.parent_process() is None and not _is_loky_worker():
         return
+    if _watching == [os.getpid()]:
+        return
+    _watching[:] = [os.getpid()]
     parent = os.getppid()
 
     def watch() -> None:
