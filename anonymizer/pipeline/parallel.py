@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import multiprocessing
 import signal
+import sys
 import threading
 import warnings
 from collections import deque
@@ -69,12 +70,12 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
     again, a tenth of a 2,000-file run on two cores. Forking is safe only while this process
     runs no other thread (a lock another thread holds at the fork stays locked in the child
     for ever), so nothing is forked when one runs, when ``jobs`` < 2, or where fork does not
-    exist: ``worker_pool`` then gives loky's pool as before. The pool is gone on leaving, so
+    exist or is not safe (only Linux: on macOS system libraries numpy may use break in a
+    forked child): ``worker_pool`` then gives loky's pool as before. The pool is gone on leaving, so
     no forked worker outlives the block (they hold copies of this process's open files, the
     output folder's lock among them). ``started`` runs in each worker as it starts.
     """
-    if (jobs < 2 or jobs in _forked or threading.active_count() > 1
-            or "fork" not in multiprocessing.get_all_start_methods()):
+    if jobs < 2 or jobs in _forked or threading.active_count() > 1 or sys.platform != "linux":
         yield False
         return
     pool = ProcessPoolExecutor(jobs, context=multiprocessing.get_context("fork"),
