@@ -152,8 +152,7 @@ def local_results(function: BatchFunction, worker_config: WorkerConfig,
                 in_flight.clear()
                 discard_pool(executor)
                 for batch in suspects:
-                    for item in batch:
-                        yield [isolated(function, worker_config, item, died)]
+                    yield each_alone(worker_config, batch, function, died)
                 executor = worker_pool(jobs)  # a new pool for the rest
                 fill()
                 continue
@@ -176,7 +175,8 @@ def died_outcome(item: WorkItem) -> FileOutcome:
 
 
 def each_alone(worker_config: WorkerConfig, items: list[WorkItem],
-               function: BatchFunction = process_batch) -> list[FileOutcome]:
+               function: BatchFunction = process_batch,
+               died: Callable[[WorkItem], FileOutcome] = died_outcome) -> list[FileOutcome]:
     """A batch whose worker died, one file at a time in its own process: only the file
-    that kills its worker fails."""
-    return [isolated(function, worker_config, item, died_outcome) for item in items]
+    that kills its worker fails (``died`` gives its outcome)."""
+    return [isolated(function, worker_config, item, died) for item in items]
