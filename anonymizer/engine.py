@@ -23,7 +23,7 @@ from pydicom.dataset import PIXEL_KEYWORDS, Dataset
 from pydicom.sequence import Sequence
 
 from anonymizer import __version__, scrub, standard
-from anonymizer.actions import TEXT_VRS, Keep, Remove, set_value
+from anonymizer.actions import TEXT_VRS, Action, Keep, Remove, set_value
 from anonymizer.elements import (
     Mutations,
     add_private,
@@ -397,6 +397,8 @@ class Engine:
         self.stamp = stamp_elements(profile)
         #: burned-in text: searched for, cleaned, or the file failed
         self.pixels = PixelStage(profile.settings.pixels)
+        #: (tag, stored VR) -> :meth:`_plan`'s answer
+        self._plans: dict[tuple[int, str | None], tuple[str, Action, bool, bool]] = {}
 
     def deidentify(self, ds: Dataset,
                    scratch_dir: str | os.PathLike[str] | None = None) -> EngineResult:
@@ -431,6 +433,17 @@ class Engine:
                                         text_value(ds, "StudyInstanceUID"))
         return ctx.result
 
+    def _plan(self, tag: int, stored_vr: str | None) -> tuple[str, Action, bool, bool]:
+        """What :meth:`_clean` does with a standard element of this tag and stored VR:
+        the VR it is judged by, its rule's action, whether that action removes it, and
+        whether it is kept as it is (not a sequence). Worked out once per profile."""
+        vr = judged_vr(tag, stored_vr)
+        action = self.profile.rule_for(tag, vr).action
+        plan = (vr, action, isinstance(action, Remove), type(action) is Keep and vr != "SQ")
+        if len(self._plans) < 1 << 16:  # tags and VRs come from files: bounded
+            self._plans[(tag, stored_vr)] = plan
+        return plan
+
     def _record(self, ctx: FileContext, path: tuple[int, ...], tag: int, code: str) -> None:
         result = ctx.result
         if path:
@@ -440,16 +453,18 @@ class Engine:
         result.counts[code] += 1
 
     def _clean(self, ds: Dataset, path: tuple[int, ...], ctx: FileContext) -> None:
-        rule_for = self.profile.rule_for
         elements = stored(ds)
         private: list[int] = []
         ctx.path = path
         # Plain ints: pydicom's BaseTag compares in Python, which every table lookup
         # below (rules, dictionary, attribute Types) would pay for. The store's own key
         # objects to change the store: a lookup by the very key compares nothing.
+        plans = self._plans
         for key, elem in list(elements.items()):
             tag = int(key)
-            if elem.is_raw and _misparsed(elem):
+            stored_vr = elem.VR
+            # a valid VR is never misparsed: the check is made for the others only
+            if elem.is_raw and stored_vr not in VALID_VRS and _misparsed(elem):
                 raise DeidentificationError(
                     f"corrupt: element {tag_label(tag)} "
                     f"{'has an invalid VR' if elem.VR else 'lost its VR'}: "
@@ -461,11 +476,13 @@ class Engine:
                 remove(ds, key)
                 self._record(ctx, path, tag, "X")
                 continue
-            vr = judged_vr(tag, elem.VR)
-            action = rule_for(tag, vr).action
-            if not isinstance(action, Remove):
+            plan = plans.get((tag, stored_vr))
+            if plan is None:
+                plan = self._plan(tag, stored_vr)
+            vr, action, removes, keeps = plan
+            if not removes:
                 _check_plausible(tag, vr, elem)
-            if type(action) is Keep and vr != "SQ":
+            if keeps:
                 if vr in _FREE_TEXT_VRS and ctx.remap_uids_in_text(ds, tag, vr, elem):
                     self._record(ctx, path, tag, "U")
                 continue

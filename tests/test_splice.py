@@ -147,6 +147,23 @@ def test_a_map_with_a_gap_or_a_missing_element_copies_nothing(tmp_path: Path) ->
     assert not SpliceMap(Source(data=data), scanned.implicit, missing, originals).spans
 
 
+def test_a_map_checks_its_spans_in_file_order_whatever_order_they_came_in(
+        tmp_path: Path) -> None:
+    data = _written(tmp_path, "in.dcm").read_bytes()
+    scanned = scan(data)
+    originals = dict(stored(scanned.dataset))
+    backwards = dict(reversed(scanned.spans.items()))
+    assert SpliceMap(Source(data=data), scanned.implicit, backwards, originals).spans \
+        == scanned.spans
+    name = 0x00100010
+    start, end = scanned.spans[name]
+    gap = {**backwards, name: (start + 2, end)}  # two bytes before the name in no span
+    assert not SpliceMap(Source(data=data), scanned.implicit, gap, originals).spans
+    in_order_with_gap = {**scanned.spans, name: (start + 2, end)}
+    assert not SpliceMap(Source(data=data), scanned.implicit, in_order_with_gap,
+                         originals).spans
+
+
 def test_a_change_the_record_cannot_place_lets_nothing_be_copied(tmp_path: Path) -> None:
     read = read_dataset(_written(tmp_path, "in.dcm"))
     ds = read.dataset

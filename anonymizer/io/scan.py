@@ -70,6 +70,12 @@ _IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 _NOT_PLAIN = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 
 
+#: ``_tuple_new(RawDataElement, fields)`` is ``RawDataElement(*fields)`` without the
+#: namedtuple's Python ``__new__`` (one is made for nearly every element read); all nine
+#: fields are given: is_raw True, is_buffered False.
+_tuple_new = tuple.__new__
+
+
 class Unsupported(Exception):
     """Not the plain case this scanner handles: parse the file with pydicom."""
 
@@ -178,22 +184,25 @@ class _Parser:
         elements: dict[BaseTag, Any] = {}
         sequences: list[DataElement] = []
         after_pixel_data = False
+        # bound once: the loop below runs for every element of the file
+        unpack_short, unpack_implicit = _SHORT.unpack_from, _IMPLICIT.unpack_from
+        vr_name = _VR_NAMES.get
         while position < end:
             if position + 8 > end:
                 raise Unsupported("truncated element header")
             start = position
             if implicit:
-                group, element, length = _IMPLICIT.unpack_from(data, position)
+                group, element, length = unpack_implicit(data, position)
                 vr = None
                 position += 8
             else:
-                group, element, vr_bytes, length = _SHORT.unpack_from(data, position)
+                group, element, vr_bytes, length = unpack_short(data, position)
                 if group == 0xFFFE:
-                    group, element, length = _IMPLICIT.unpack_from(data, position)
+                    group, element, length = unpack_implicit(data, position)
                     vr = None
                     position += 8
                 else:
-                    vr = _VR_NAMES.get(vr_bytes)
+                    vr = vr_name(vr_bytes)
                     if vr is None:
                         raise Unsupported("unknown VR")
                     position += 8
@@ -234,7 +243,8 @@ class _Parser:
                 else:
                     value = _EMPTY[vr] if not length else None \
                         if tag in _LEFT_IN_PLACE and spans is not None else data[position:value_end]
-                    elem = RawDataElement(key, vr, length, value, position, implicit, True)
+                    elem = _tuple_new(RawDataElement, (key, vr, length, value, position,
+                                                       implicit, True, True, False))
                     if tag == _CHARACTER_SET:
                         if any(not sequence.is_undefined_length for sequence in sequences):
                             raise Unsupported("Specific Character Set after a sequence")

@@ -139,6 +139,23 @@ def _end(elem: object, source: Source | None) -> int | None:
     return None
 
 
+def _one_after_another(ordered: list[tuple[int, tuple[int, int]]],
+                       originals: dict[int, object]) -> bool:
+    """Whether the spans, in this order, follow each other with nothing between them and
+    each but the last ends where its element's own length says (:func:`_end`)."""
+    for (tag, (start, end)), (_, (following, _)) in zip(ordered, ordered[1:], strict=False):
+        if end != following or start >= end:
+            return False
+        elem = originals.get(tag)
+        # _end(elem, None), inline: this runs for every element of every file
+        if isinstance(elem, RawDataElement):
+            tell = elem.value_tell
+            if tell is not None and elem.length != UNDEFINED_LENGTH \
+                    and tell + elem.length != end:
+                return False
+    return True
+
+
 @dataclass
 class SpliceMap:
     """Where each top-level element of the input lies, to copy the untouched ones.
@@ -158,7 +175,8 @@ class SpliceMap:
 
     def __post_init__(self) -> None:
         # Plain int keys: pydicom's BaseTag compares in Python on every lookup
-        self.spans = {int(tag): span for tag, span in self.spans.items()}
+        self.spans = dict(self.spans) if set(map(type, self.spans)) == {int} \
+            else {int(tag): span for tag, span in self.spans.items()}  # the scanner's: ints
         self.originals = {int(tag): elem for tag, elem in self.originals.items()}
         if not self.exact():
             self.spans = {}
@@ -166,18 +184,14 @@ class SpliceMap:
     def exact(self) -> bool:
         """Whether every original element has a span, the spans follow each other with
         nothing between them, and each ends where its element's own length says."""
-        spans = self.spans
-        if any(tag not in spans for tag in self.originals):
+        spans, originals = self.spans, self.originals
+        if not spans.keys() >= originals.keys():
             return False
-        ordered = sorted(spans.items(), key=lambda item: item[1])
-        for (tag, (start, end)), (_, (following, _)) in zip(ordered, ordered[1:],
-                                                            strict=False):
-            if end != following or start >= end:
-                return False
-            own_end = _end(self.originals.get(tag), None)
-            if own_end is not None and own_end != end:
-                return False
-        return True
+        # Spans that pass in the order they were found pass sorted too (that order is then
+        # the sorted one: their starts rise), so they are sorted only when they do not.
+        listed = list(spans.items())
+        return _one_after_another(listed, originals) or _one_after_another(
+            sorted(listed, key=lambda item: item[1]), originals)
 
     @classmethod
     def build(cls, ds: Dataset, source: Source) -> SpliceMap | None:
