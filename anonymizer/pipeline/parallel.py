@@ -8,6 +8,7 @@ depend on the number of jobs.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import multiprocessing
 import signal
@@ -97,8 +98,11 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
 
 
 def _forked_worker_started(started: Callable[[], None] | None) -> None:
-    """In a forked worker: the signal handlers a fresh interpreter has (the parent's
-    may turn a signal into its own exception), then the caller's start-up."""
+    """In a forked worker: what the parent loaded is frozen out of the garbage collector
+    (its full passes would walk those objects for every few files, and copy the pages they
+    touch); the signal handlers a fresh interpreter has (the parent's may turn a signal
+    into its own exception); then the caller's start-up."""
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if started is not None:
