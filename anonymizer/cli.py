@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local worker processes (default) or a Dask distributed cluster")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="Dask scheduler address for --backend dask (e.g. tcp://host:8786)")
+    run.add_argument("--rehash", action="store_true",
+                     help="read and hash every input an earlier run wrote to prove it "
+                     "unchanged (default: trust an unchanged size, time and inode)")
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--no-progress", action="store_true", help="no progress bar")
     shown.add_argument("--progress", action="store_true",
@@ -305,7 +308,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
         quarantine_dir=args.quarantine, force=args.force, wait_lock=args.wait_lock,
-        timeout=args.timeout,
+        timeout=args.timeout, rehash=args.rehash,
         backend=args.backend, scheduler=args.scheduler,
         progress=args.progress or (not args.no_progress and sys.stderr.isatty()))
 
