@@ -267,8 +267,11 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
                 item = WorkItem(relative, done.input_sha256, done.output, token,
                                 done_stat=done.input_stat)
                 if not config.rehash and unchanged_by_stat(worker_config, keyed, item):
-                    item = WorkItem(relative, done.input_sha256, done.output, token,
-                                    outcome="unchanged")  # not read: its stat says so
+                    # its stat says so: not read, and no worker needed (an unchanged
+                    # input's earlier record stands; nothing is placed or recorded)
+                    summary.counts["unchanged"] += 1
+                    progress.advance(1, 0)
+                    continue
                 yield item
             else:
                 yield WorkItem(relative, token=token)
