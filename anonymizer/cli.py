@@ -303,8 +303,12 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             check_layout(args.layout)
         except ValueError as exc:
             raise _usage(f"--layout: {exc}") from None
+    ends = _network(args)
+    if args.rehash and ends["source_url"] is not None:
+        raise _usage("--rehash applies to a folder IN (a network source's instances are "
+                     "never fetched again once written)")
     return RunConfig(
-        **_network(args), profile=args.profile,
+        **ends, profile=args.profile,
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
         quarantine_dir=args.quarantine, force=args.force, wait_lock=args.wait_lock,

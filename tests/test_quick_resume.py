@@ -289,3 +289,12 @@ def test_stat_records_update_the_index_and_are_folded_by_compaction(tmp_path: Pa
         assert previous.latest["a" * 32].input_stat == "5" * 32
     finally:
         previous.close()
+
+
+def test_rehash_is_refused_for_a_network_source(tmp_path: Path, key_file: Path):
+    proc = anonymize("dicomweb+http://127.0.0.1:9/dicom-web", tmp_path / "out", key_file,
+                     "--rehash")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "anonymizer: error: --rehash applies to a folder IN (a network source's instances are "
+        "never fetched again once written)"]
