@@ -186,9 +186,10 @@ def run(config: RunConfig) -> RunSummary:
     """De-identify every DICOM file under ``config.input_dir`` into ``config.output_dir``.
 
     A run in an OUT that holds an earlier run's audit log resumes it: inputs already
-    written (same input hash, output present) are not processed again, changed inputs
-    are, and the log is compacted to one record per input at the end. A different
-    profile, key or layout is refused unless ``force``.
+    written (output present, and the same stat digest or, with ``rehash`` or when the stat
+    changed, the same input hash) are not processed again, changed inputs are, and the
+    log is compacted to one record per input at the end. A different profile, key or
+    layout is refused unless ``force``.
     """
     check_paths(config)
     settings = load_settings(config.profile, config.key_file, config.layout)
