@@ -174,18 +174,21 @@ class DoneIndex(MutableMapping[str, Done]):
         return self._database.get().execute(sql, parameters).fetchall()
 
     def __getitem__(self, token: str) -> Done:
-        rows = self._rows("SELECT status, sha, output, stat FROM done WHERE token = ?",
-                          (token,))
-        if not rows:
+        done = self.get(token)
+        if done is None:
             raise KeyError(token)
-        status, sha, output, stat = rows[0]
-        return Done(status, _unpack_sha(sha), output, _unpack_sha(stat))
+        return done
 
     def get(self, token: str, default: Done | None = None) -> Done | None:  # type: ignore[override]
-        try:
-            return self[token]
-        except KeyError:
+        """One query (a rerun asks once per input)."""
+        if not self._database.opened:
             return default
+        row = self._database.get().execute(
+            "SELECT status, sha, output, stat FROM done WHERE token = ?", (token,)).fetchone()
+        if row is None:
+            return default
+        status, sha, output, stat = row
+        return Done(status, _unpack_sha(sha), output, _unpack_sha(stat))
 
     def __setitem__(self, token: str, done: Done) -> None:
         self.put_many([(token, *done)])
