@@ -181,8 +181,9 @@ def run(input_dir: PathLike, output_dir: PathLike, *, profile: Profile | PathLik
         key_file: PathLike | None = None, jobs: int = 0, batch_size: int = 32,
         layout: str | None = None, audit: PathLike | None = None,
         manifest: PathLike | None = None, crosswalk: PathLike | None = None,
-        quarantine: PathLike | None = None, force: bool = False, timeout: float = 600.0,
-        wait_lock: float = 0.0, backend: str = "local", scheduler: str | None = None,
+        quarantine: PathLike | None = None, force: bool = False, rehash: bool = False,
+        timeout: float = 600.0, wait_lock: float = 0.0, backend: str = "local",
+        scheduler: str | None = None,
         query: list[str] | tuple[str, ...] = (), studies: PathLike | None = None,
         ae_title: str | None = None, move_port: int | None = None,
         token_file: PathLike | None = None, ca_file: PathLike | None = None,
@@ -199,8 +200,8 @@ def run(input_dir: PathLike, output_dir: PathLike, *, profile: Profile | PathLik
         A built-in name or a YAML path (a :class:`Profile` is run from its ``source``).
     key_file : str or os.PathLike, optional
         The key file; else the ``ANONYMIZER_KEY`` environment variable.
-    jobs, batch_size, layout, audit, manifest, crosswalk, quarantine, force, timeout, \
-wait_lock, backend, scheduler, query, studies, ae_title, move_port, token_file, ca_file
+    jobs, batch_size, layout, audit, manifest, crosswalk, quarantine, force, rehash, \
+timeout, wait_lock, backend, scheduler, query, studies, ae_title, move_port, token_file, ca_file
         The command's options of the same names (``--jobs``... ``--ca-file``), with its
         defaults; ``query`` is the list of ``KEY=VALUE`` of ``--query``.
     progress : bool, default False
@@ -230,7 +231,8 @@ wait_lock, backend, scheduler, query, studies, ae_title, move_port, token_file, 
         "key_file": None if key_file is None else os.fspath(key_file),
         "jobs": jobs, "batch_size": batch_size, "layout": layout,
         "audit": _path(audit), "manifest": _path(manifest), "crosswalk": _path(crosswalk),
-        "quarantine": _path(quarantine), "force": force, "timeout": timeout,
+        "quarantine": _path(quarantine), "force": force, "rehash": rehash,
+        "timeout": timeout,
         "wait_lock": wait_lock, "backend": backend, "scheduler": scheduler,
         "query": list(query), "studies": _path(studies), "move_port": move_port,
         "token_file": _path(token_file), "ca_file": _path(ca_file),

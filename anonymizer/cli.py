@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local worker processes (default) or a Dask distributed cluster")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="Dask scheduler address for --backend dask (e.g. tcp://host:8786)")
+    run.add_argument("--rehash", action="store_true",
+                     help="read and hash every input an earlier run wrote to prove it "
+                     "unchanged (default: trust an unchanged size, time and inode)")
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--no-progress", action="store_true", help="no progress bar")
     shown.add_argument("--progress", action="store_true",
@@ -300,12 +303,16 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             check_layout(args.layout)
         except ValueError as exc:
             raise _usage(f"--layout: {exc}") from None
+    ends = _network(args)
+    if args.rehash and ends["source_url"] is not None:
+        raise _usage("--rehash applies to a folder IN (a network source's instances are "
+                     "never fetched again once written)")
     return RunConfig(
-        **_network(args), profile=args.profile,
+        **ends, profile=args.profile,
         key_file=args.key_file, jobs=args.jobs, batch_size=args.batch_size, layout=args.layout,
         audit_path=args.audit, manifest_path=args.manifest, crosswalk_path=args.crosswalk,
         quarantine_dir=args.quarantine, force=args.force, wait_lock=args.wait_lock,
-        timeout=args.timeout,
+        timeout=args.timeout, rehash=args.rehash,
         backend=args.backend, scheduler=args.scheduler,
         progress=args.progress or (not args.no_progress and sys.stderr.isatty()))
 

@@ -5,9 +5,10 @@ Dask backend beside the local one.
 
 Builds a tree of N tiny DICOM files (a few synthetic CT instances of 8x8 pixels, each
 hard-linked up to 20,000 times, 1,000 per folder), then measures ``anonymizer run -p research
---layout mirror`` on it: the first run and the rerun with nothing left to do (resume), each
-with the parent process's own peak RSS (:mod:`bench.parent`: the workers are not the
-parent) and the time to the first output; the same at N/4 files, so that a parent RSS that
+--layout mirror`` on it: the first run and the reruns with nothing left to do (resume: the
+quick check by stat, then ``--rehash``, which reads and hashes every input), each with the
+parent process's own peak RSS (:mod:`bench.parent`: the workers are not the parent) and the
+time to the first output; the same at N/4 files, so that a parent RSS that
 grows with the number of files shows. Then, on the first ``--dask`` files, the local backend
 and the Dask backend on a ``LocalCluster`` of ``--jobs`` single-threaded worker processes:
 the difference is the Dask overhead per file. ``bench.run --scale N`` runs this too.
@@ -123,7 +124,7 @@ def _measured(row, out: Path, watch: bool, expected: dict[str, int]):
         row.check += f"; first output {row.first_output_s:.2f} s"
     if row.audit_bytes_per_file is not None:
         row.check += f"; log {row.audit_bytes_per_file:.0f} B/file"
-    print(f"  {row.name:<28} {row.seconds:8.2f} s  parent {row.parent_rss_mib:6.1f} MiB  "
+    print(f"  {row.name:<32} {row.seconds:8.2f} s  parent {row.parent_rss_mib:6.1f} MiB  "
           f"{row.check}", flush=True)
     return row
 
@@ -156,6 +157,10 @@ def scale_rows(count: int, dask_count: int, tmp: Path, key: Path, jobs: int) -> 
                     files * file_size,
                     run_command(input_tree), profile="research")
         rows.append(_measured(again, out, False, {"unchanged": files}))
+        rehash = Row(f"scale {files} rerun --rehash -j{jobs}", "scale-resume", jobs, files,
+                     files * file_size,
+                     run_command(input_tree, "--rehash"), profile="research")
+        rows.append(_measured(rehash, out, False, {"unchanged": files}))
         shutil.rmtree(out, ignore_errors=True)
     if dask_count:
         rows.extend(_dask_rows(tree, min(dask_count, count), tmp, jobs, run_command,

@@ -103,7 +103,10 @@ def test_parallel_and_serial_runs_are_byte_identical(tmp_path, testdata_tree, ke
     assert len(tree) > 100
     assert sorted(tree) == sorted(output_tree(parallel))  # same relative paths
     assert tree == output_tree(parallel)  # and the same bytes
-    assert file_records(serial) == file_records(parallel)  # same records, same order
+    # same records, same order (but for the stat digest, which a file read less than 2 s
+    # after it was copied does not get: the first run may meet it racy, the second not)
+    assert [{k: v for k, v in r.items() if k != "input_stat"} for r in file_records(serial)] \
+        == [{k: v for k, v in r.items() if k != "input_stat"} for r in file_records(parallel)]
     check_audit_matches_outputs(serial)
 
 

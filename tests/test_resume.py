@@ -218,8 +218,8 @@ def test_the_index_answers_like_the_log(tmp_path: Path, spill: bool):
                                      "layout": "mirror"}
         assert len(previous.latest) == 3000 and bool(previous.latest)
         done = previous.latest[f"{5:032x}"]
-        assert done == ("written", f"{5:064x}", "series-5/image-00000005.dcm")
-        assert previous.latest.get(f"{7:032x}") == ("failed", None, None)
+        assert done == ("written", f"{5:064x}", "series-5/image-00000005.dcm", None)
+        assert previous.latest.get(f"{7:032x}") == ("failed", None, None, None)
         assert previous.latest.get("absent") is None and "absent" not in previous.latest
         claims = previous.claims()
         assert len(claims) == 2999 and f"{7:032x}" not in set(claims.values())

@@ -134,32 +134,52 @@ def _check_complete(ds: Dataset, size: int) -> list[str]:
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+        return _sha256_of(handle)
+
+
+def _sha256_of(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What shows that a file was changed or replaced (git's index and backup tools keep
+    the same): size, modification and change times, inode, device."""
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev
 
 
 @dataclass(frozen=True)
 class InputBytes:
     """An input as read once: its bytes (None above :data:`LARGE_FILE`: those stay on
-    disk), its size and its sha256. Lets a caller check the hash before parsing."""
+    disk), its size and its sha256. Lets a caller check the hash before parsing.
+
+    ``stat`` is the ``fstat`` of the file read, taken before and after the read; None
+    when the two differ (the file changed while it was read).
+    """
 
     path: Path
     data: bytes | None
     size: int
     sha256: str
+    stat: os.stat_result | None = None
 
 
 def read_input(path: str | os.PathLike[str]) -> InputBytes:
     """Read a file into memory and hash it (a large file is only hashed, in chunks)."""
-    size = os.path.getsize(path)
-    if size > LARGE_FILE:
-        return InputBytes(Path(path), None, size, file_sha256(path))
     with open(path, "rb") as handle:
-        data = handle.read()
-    return InputBytes(Path(path), data, len(data), hashlib.sha256(data).hexdigest())
+        before = os.fstat(handle.fileno())
+        if before.st_size > LARGE_FILE:
+            data, sha256 = None, _sha256_of(handle)
+        else:
+            data = handle.read()
+            sha256 = hashlib.sha256(data).hexdigest()
+        after = os.fstat(handle.fileno())
+    size = len(data) if data is not None else after.st_size
+    steady = _identity(before) == _identity(after) and size == after.st_size
+    return InputBytes(Path(path), data, size, sha256, after if steady else None)
 
 
 def read_dataset(path: str | os.PathLike[str], read: InputBytes | None = None) -> ReadResult:

@@ -244,8 +244,11 @@ class Committer:
             The destination refuses us (exit 2), or the audit log of a sent output cannot
             be written.
         """
-        if outcome.status == "unchanged":
-            return "unchanged"  # written by an earlier run; its record stands
+        if outcome.status == "unchanged":  # written by an earlier run; its record stands
+            if outcome.input_stat is not None:  # re-hashed: the same bytes, a new stat
+                self.audit.write({"type": "stat", "input": outcome.token,
+                                  "input_stat": outcome.input_stat})
+            return "unchanged"
         if outcome.status == "written":
             reason = self._collision(outcome)
             if reason is not None:
@@ -281,6 +284,8 @@ class Committer:
         }
         if outcome.pixels is not None:
             record["pixels"] = outcome.pixels
+        if written and outcome.input_stat is not None:
+            record["input_stat"] = outcome.input_stat
         self.audit.write(record)
         self.audit_seconds += clock() - recording
         self.tables.record(outcome, outcome.target if written else None)

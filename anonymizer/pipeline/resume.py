@@ -43,6 +43,9 @@ class Done(NamedTuple):
     status: str
     input_sha256: str | None
     output: str | None
+    #: keyed stat digest of the input when it was written or last re-hashed (none: it
+    #: is read and hashed again; see ``worker.stat_digest``)
+    input_stat: str | None = None
 
 
 def scratch_database(beside: Path) -> sqlite3.Connection:
@@ -69,12 +72,13 @@ def scratch_database(beside: Path) -> sqlite3.Connection:
 
 #: the resume index: latest outcome per input, output claims
 INDEX_SCHEMA = (
-    "CREATE TABLE done (token TEXT PRIMARY KEY, status TEXT, sha BLOB, output TEXT) "
-    "WITHOUT ROWID",
+    "CREATE TABLE done (token TEXT PRIMARY KEY, status TEXT, sha BLOB, output TEXT, "
+    "stat BLOB) WITHOUT ROWID",
     "CREATE TABLE claims (output TEXT PRIMARY KEY, token TEXT) WITHOUT ROWID")
-#: compaction: the latest line of each input and the shared lists it refers to
-_LAST_SCHEMA = ("CREATE TABLE last (token TEXT PRIMARY KEY, line INTEGER, refs TEXT) "
-                "WITHOUT ROWID",)
+#: compaction: the latest line of each input, the shared lists it refers to and the stat
+#: digest of a later ``stat`` record (folded into that line)
+_LAST_SCHEMA = ("CREATE TABLE last (token TEXT PRIMARY KEY, line INTEGER, refs TEXT, "
+                "stat TEXT) WITHOUT ROWID",)
 
 
 class _LazyDatabase:
@@ -144,9 +148,9 @@ def _disk_full_as_os_error() -> Iterator[None]:
         raise
 
 
-def _pack_sha(sha256: str | None) -> bytes | str | None:
-    """A hex digest as its 32 bytes (anything else kept as it is)."""
-    if sha256 is None or len(sha256) != 64:
+def _pack_sha(sha256: str | None, length: int = 64) -> bytes | str | None:
+    """A hex digest of ``length`` digits as its bytes (anything else kept as it is)."""
+    if sha256 is None or len(sha256) != length:
         return sha256
     try:
         return bytes.fromhex(sha256)
@@ -170,28 +174,42 @@ class DoneIndex(MutableMapping[str, Done]):
         return self._database.get().execute(sql, parameters).fetchall()
 
     def __getitem__(self, token: str) -> Done:
-        rows = self._rows("SELECT status, sha, output FROM done WHERE token = ?", (token,))
-        if not rows:
+        done = self.get(token)
+        if done is None:
             raise KeyError(token)
-        status, sha, output = rows[0]
-        return Done(status, _unpack_sha(sha), output)
+        return done
 
     def get(self, token: str, default: Done | None = None) -> Done | None:  # type: ignore[override]
-        try:
-            return self[token]
-        except KeyError:
+        """One query (a rerun asks once per input)."""
+        if not self._database.opened:
             return default
+        row = self._database.get().execute(
+            "SELECT status, sha, output, stat FROM done WHERE token = ?", (token,)).fetchone()
+        if row is None:
+            return default
+        status, sha, output, stat = row
+        return Done(status, _unpack_sha(sha), output, _unpack_sha(stat))
 
     def __setitem__(self, token: str, done: Done) -> None:
-        self.put_many([(token, done.status, done.input_sha256, done.output)])
+        self.put_many([(token, *done)])
 
-    def put_many(self, rows: list[tuple[str, str, str | None, str | None]]) -> None:
-        """(token, status, input_sha256, output) rows; a later row of a token wins."""
+    def put_many(self, rows: list[tuple]) -> None:
+        """(token, status, input_sha256, output[, input_stat]) rows; a later row of a
+        token wins."""
         with _disk_full_as_os_error():
             self._database.get().executemany(
-                "INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?)",
-                [(token, status, _pack_sha(sha), output) for token, status, sha, output in rows])
+                "INSERT OR REPLACE INTO done VALUES (?, ?, ?, ?, ?)",
+                [(token, status, _pack_sha(sha), output,
+                  _pack_sha(stat[0] if stat else None, 32))
+                 for token, status, sha, output, *stat in rows])
         self._database.wrote(len(rows))
+
+    def restat_many(self, rows: list[tuple[str, str | None]]) -> None:
+        """(token, input_stat) rows: a written input re-hashed unchanged with a new stat."""
+        with _disk_full_as_os_error():
+            self._database.get().executemany(
+                "UPDATE done SET stat = ? WHERE token = ? AND status = 'written'",
+                [(_pack_sha(stat, 32), token) for token, stat in rows])
 
     def __delitem__(self, token: str) -> None:
         if token not in self:
@@ -270,22 +288,25 @@ class PreviousRuns:
         state = cls(latest=DoneIndex(database), _database=database)
         if not audit_path.is_file():
             return state
-        rows: list[tuple[str, str, str | None, str | None]] = []
+        #: file records (5-tuples) and stat records (2-tuples), in the log's order
+        rows: list[tuple] = []
         latest = state.latest
         assert isinstance(latest, DoneIndex)
         for record in iter_records(audit_path):
             kind = record.get("type")
             if kind == "file" and isinstance(record.get("input"), str):
                 rows.append((record["input"], str(record.get("status", "")),
-                             record.get("input_sha256"), record.get("output")))
-                if len(rows) >= _INSERT_CHUNK:
-                    latest.put_many(rows)
-                    rows.clear()
+                             record.get("input_sha256"), record.get("output"),
+                             _stat_of(record)))
+            elif kind == "stat" and isinstance(record.get("input"), str):
+                rows.append((record["input"], _stat_of(record)))
             elif kind == "run_start":
                 state.settings = {k: record.get(k) for k in
                                   ("profile_sha256", "key_fingerprint", "layout")}
-        if rows:
-            latest.put_many(rows)
+            if len(rows) >= _INSERT_CHUNK:
+                _store_in_order(latest, rows)
+                rows.clear()
+        _store_in_order(latest, rows)
         return state
 
     def mismatch(self, current: dict[str, Any]) -> list[str]:
@@ -313,6 +334,20 @@ class PreviousRuns:
         """Drop the scratch database (``latest`` and the claims are empty afterwards)."""
         if self._database is not None:
             self._database.close()
+
+
+def _stat_of(record: dict[str, Any]) -> str | None:
+    stat = record.get("input_stat")
+    return stat if isinstance(stat, str) else None
+
+
+def _store_in_order(latest: DoneIndex, rows: list[tuple]) -> None:
+    """File records and later stat records, each run of one kind in one statement."""
+    for is_file, group in itertools.groupby(rows, key=lambda row: len(row) == 5):
+        if is_file:
+            latest.put_many(list(group))
+        else:
+            latest.restat_many(list(group))
 
 
 def sweep_temporaries(root: Path) -> int:
@@ -345,11 +380,27 @@ def compact(audit_path: Path) -> None:
     database = _LazyDatabase(audit_path, _LAST_SCHEMA)
     try:
         keep, headers = _lines_to_keep(audit_path, database)
+        _rewrite(audit_path, keep, headers, _restats(database))
     finally:
         database.close()
+
+
+def _restats(database: _LazyDatabase) -> Iterator[tuple[int, str]]:
+    """(line, input_stat) of the kept file records a later ``stat`` record updates, in
+    line order."""
+    if database.opened:
+        yield from database.get().execute(
+            "SELECT line, stat FROM last WHERE stat IS NOT NULL AND line IS NOT NULL "
+            "ORDER BY line")
+
+
+def _rewrite(audit_path: Path, keep: bytearray, headers: list[int],
+             restats: Iterator[tuple[int, str]]) -> None:
+    """Write the kept lines to a temporary and rename it over the log."""
     final = headers[-1] if headers else -1
     earlier = set(headers) - {final}  # one per run: a few
     temporary = audit_path.with_name(f"{TEMP_PREFIX}{audit_path.name}")
+    restat_line, stat = next(restats, (-1, ""))
     try:
         with open(audit_path, encoding="utf-8") as source, \
                 open(temporary, "w", encoding="utf-8") as target:
@@ -363,6 +414,12 @@ def compact(audit_path: Path) -> None:
             tail = ""
             for number, line in enumerate(source):
                 if keep[number >> 3] & (1 << (number & 7)):
+                    if number == restat_line:  # its stat record is folded in
+                        record = json.loads(line)
+                        record["input_stat"] = stat
+                        line = json.dumps(record, ensure_ascii=True,
+                                          separators=(",", ":")) + "\n"
+                        restat_line, stat = next(restats, (-1, ""))
                     target.write(line)
                 elif number == final:
                     tail = line
@@ -378,17 +435,21 @@ def compact(audit_path: Path) -> None:
 def _lines_to_keep(audit_path: Path, database: _LazyDatabase
                    ) -> tuple[bytearray, list[int]]:
     """A bitmap of the file records and shared-list definitions to keep, and the header
-    and footer lines."""
-    insert = "INSERT OR REPLACE INTO last VALUES (?, ?, ?)"
+    and footer lines; a ``stat`` record is kept as its input's ``stat`` (see
+    :func:`_restats`)."""
+    insert = "INSERT OR REPLACE INTO last VALUES (?, ?, ?, NULL)"
+    restat = "UPDATE last SET stat = ? WHERE token = ?"
 
-    def store(rows: list[tuple[str, int, str]]) -> None:
+    def store(rows: list[tuple]) -> None:
+        # file records and stat records, in the log's order
         with _disk_full_as_os_error():
-            database.get().executemany(insert, rows)
+            for is_file, group in itertools.groupby(rows, key=lambda row: len(row) == 3):
+                database.get().executemany(insert if is_file else restat, list(group))
         database.wrote(len(rows))
 
     definitions: dict[str, int] = {}  # "name id" of a shared list -> its first definition
     headers: list[int] = []
-    rows: list[tuple[str, int, str]] = []
+    rows: list[tuple] = []
     lines = 0
     with open(audit_path, encoding="utf-8") as handle:
         for lines, line in enumerate(handle, start=1):
@@ -403,13 +464,15 @@ def _lines_to_keep(audit_path: Path, database: _LazyDatabase
                 refs = ",".join(f"{name} {record[name + '_ref']}" for name in SHARED_LISTS
                                 if isinstance(record.get(f"{name}_ref"), str))
                 rows.append((record["input"], number, refs))
-                if len(rows) >= _INSERT_CHUNK:
-                    store(rows)
-                    rows.clear()
+            elif kind == "stat" and isinstance(record.get("input"), str):
+                rows.append((_stat_of(record), record["input"]))
             elif kind in ("run_start", "run_end"):
                 headers.append(number)
             elif kind in SHARED_LISTS and isinstance(record.get("id"), str):
                 definitions.setdefault(f"{kind} {record['id']}", number)
+            if len(rows) >= _INSERT_CHUNK:
+                store(rows)
+                rows.clear()
     store(rows)
     keep = bytearray((lines + 7) // 8)
 

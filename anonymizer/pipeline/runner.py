@@ -50,7 +50,13 @@ from anonymizer.pipeline.settings import (
     start_record,
 )
 from anonymizer.pipeline.timings import RunTimings, clock
-from anonymizer.pipeline.worker import FileOutcome, WorkItem, exit_with_parent, input_token
+from anonymizer.pipeline.worker import (
+    FileOutcome,
+    WorkItem,
+    exit_with_parent,
+    input_token,
+    unchanged_by_stat,
+)
 
 #: what other modules and the README's tests take from here
 __all__ = ["AUDIT_NAME", "EXIT_OUTPUT_UNWRITABLE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE",
@@ -73,6 +79,9 @@ class RunConfig:
     crosswalk_path: Path | None = None
     quarantine_dir: Path | None = None
     force: bool = False
+    #: read and hash every input a previous run wrote, rather than trusting an unchanged
+    #: stat (the resume's quick check)
+    rehash: bool = False
     #: seconds to wait for another run holding OUT to finish (0: refuse at once)
     wait_lock: float = 0.0
     timeout: float = 600.0
@@ -177,9 +186,10 @@ def run(config: RunConfig) -> RunSummary:
     """De-identify every DICOM file under ``config.input_dir`` into ``config.output_dir``.
 
     A run in an OUT that holds an earlier run's audit log resumes it: inputs already
-    written (same input hash, output present) are not processed again, changed inputs
-    are, and the log is compacted to one record per input at the end. A different
-    profile, key or layout is refused unless ``force``.
+    written (output present, and the same stat digest or, with ``rehash`` or when the stat
+    changed, the same input hash) are not processed again, changed inputs are, and the
+    log is compacted to one record per input at the end. A different profile, key or
+    layout is refused unless ``force``.
     """
     check_paths(config)
     settings = load_settings(config.profile, config.key_file, config.layout)
@@ -228,14 +238,16 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
     audit.write(start_record(
         settings, jobs=jobs, resumed=bool(previous.latest),
         forced=bool(config.force and changed),
-        root=config.source_url or str(config.input_dir.resolve()), **network.describe()))
+        root=config.source_url or str(config.input_dir.resolve()), **network.describe(),
+        **({} if network.feed is not None else
+           {"resume_check": "sha256" if config.rehash else "stat"})))
     worker_config = make_worker_config(
         config.profile, config.key_file, network.spool_dir or config.input_dir,
         config.output_dir,
         layout=settings.layout, want_crosswalk=config.crosswalk_path is not None,
         timeout=config.timeout, key_fingerprint=keyed.fingerprint,
         profile_sha256=settings.fingerprints["profile_sha256"],
-        delivered=network.destination is not None)
+        delivered=network.destination is not None, record_stat=network.feed is None)
     destination: Destination = (
         FolderDestination(config.output_dir, previous.claims(), previous.latest)
         if network.destination is None
@@ -253,7 +265,15 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
             token = input_token(keyed, relative)  # once per input; workers reuse it
             done = None if config.force else previous.latest.get(token)
             if done is not None and done.status == "written":
-                yield WorkItem(relative, done.input_sha256, done.output, token)
+                item = WorkItem(relative, done.input_sha256, done.output, token,
+                                done_stat=done.input_stat)
+                if not config.rehash and unchanged_by_stat(worker_config, keyed, item):
+                    # its stat says so: not read, and no worker needed (an unchanged
+                    # input's earlier record stands; nothing is placed or recorded)
+                    summary.counts["unchanged"] += 1
+                    progress.advance(1, 0)
+                    continue
+                yield item
             else:
                 yield WorkItem(relative, token=token)
 

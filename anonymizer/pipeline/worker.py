@@ -45,6 +45,9 @@ class WorkerConfig:
     #: outputs go on to a network destination: a written record is trusted without
     #: its file in OUT (which holds them only until they are sent)
     delivered: bool = False
+    #: the inputs are files a later run finds again (a folder IN): record each one's keyed
+    #: stat digest, so that the rerun's quick check can trust it unchanged without reading
+    record_stat: bool = False
 
 
 @dataclass
@@ -70,6 +73,9 @@ class FileOutcome:
     fatal_errno: int | None = None
     #: what the pixel stage did (counts and rule names; never text)
     pixels: dict[str, object] | None = None
+    #: keyed stat digest of the input as read (:func:`stat_digest`), to record: for a
+    #: ``written`` input, or an ``unchanged`` one whose stat differs from its record's
+    input_stat: str | None = None
 
 
 #: Write errors that no other file can escape either: the run stops.
@@ -184,6 +190,51 @@ def instance_token(keyed: KeyedSource, sop_instance_uid: str) -> str:
     return keyed.hexdigest("input-sop", sop_instance_uid.strip("\x00 "), 32)
 
 
+#: A file modified less than this before it was read may be modified again within the same
+#: timestamp tick, leaving its stat as it was (git's "racy" files): no stat digest is
+#: recorded for it, and the next run reads and hashes it.
+RACY_NS = 2_000_000_000
+
+
+def stat_digest(keyed: KeyedSource, token: str, info: os.stat_result) -> str:
+    """Keyed digest of an input's stat identity: size, mtime, ctime, inode, device (file
+    times can be study dates: never recorded as they are), bound to its token."""
+    identity = (f"{token}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:"
+                f"{info.st_ino}:{info.st_dev}")
+    return keyed.hexdigest("input-stat", identity, 32)
+
+
+def steady_stat_digest(keyed: KeyedSource, token: str, info: os.stat_result | None,
+                       read_at_ns: int) -> str | None:
+    """The stat digest to record for a file read by ``read_at_ns`` (``time.time_ns``):
+    None if its stat changed while it was read (``info`` None) or it is racy
+    (:data:`RACY_NS`)."""
+    if info is None or max(info.st_mtime_ns, info.st_ctime_ns) > read_at_ns - RACY_NS:
+        return None
+    return stat_digest(keyed, token, info)
+
+
+def output_present(config: WorkerConfig, output: str) -> bool:
+    """The output an earlier run recorded is still there (or was sent on: a network
+    destination)."""
+    # plain concatenation: both are POSIX paths, OUT absolute (os.path.join costs more
+    # than the stat on a rerun of a million inputs)
+    return config.delivered or os.path.isfile(f"{config.output_dir}/{output}")
+
+
+def unchanged_by_stat(config: WorkerConfig, keyed: KeyedSource, item: WorkItem) -> bool:
+    """The resume's quick check, in the committing process: the input's stat digest is the
+    one recorded when it was written and its output is present. One ``stat``, no read."""
+    if item.done_stat is None or item.done_output is None or item.token is None:
+        return False
+    try:
+        info = os.stat(f"{config.input_dir}/{item.relative}")
+    except OSError:
+        return False
+    return (stat_digest(keyed, item.token, info) == item.done_stat
+            and output_present(config, item.done_output))
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """One input: its relative path, and what a previous run recorded for it (resume)."""
@@ -196,6 +247,7 @@ class WorkItem:
     #: earlier run and not fetched again; ``failed``, could not be fetched): not read
     outcome: str | None = None
     reason: str | None = None
+    done_stat: str | None = None  # that record's stat digest (:func:`stat_digest`)
 
     def token_with(self, keyed: KeyedSource) -> str:
         return self.token or input_token(keyed, self.relative)
@@ -232,7 +284,7 @@ def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutco
 
 def _unchanged(config: WorkerConfig, item: WorkItem, sha256: str) -> bool:
     return (item.done_sha256 == sha256 and item.done_output is not None
-            and (config.delivered or (Path(config.output_dir) / item.done_output).is_file()))
+            and output_present(config, item.done_output))
 
 
 def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileOutcome:
@@ -252,9 +304,14 @@ def process_file(config: WorkerConfig, loaded: _Loaded, item: WorkItem) -> FileO
     try:
         started = clock()
         raw = read_input(source)  # read once: hashed for resume, then parsed if changed
+        if config.record_stat:
+            outcome.input_stat = steady_stat_digest(loaded.keyed, outcome.token, raw.stat,
+                                                    time.time_ns())
         _stage_seconds["read"] += (read_at := clock()) - started
         if item.done_sha256 is not None and _unchanged(config, item, raw.sha256):
             outcome.status, outcome.input_sha256 = "unchanged", raw.sha256
+            if outcome.input_stat == item.done_stat:
+                outcome.input_stat = None  # its record says so already
             return outcome
         read = read_dataset(source, raw)
         _stage_seconds["parse"] += clock() - read_at
