@@ -234,26 +234,6 @@ def test_rehash_catches_what_the_stat_cannot_see(aged: Path, tmp_path: Path,
     assert cli("report", out / AUDIT).returncode == 0
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
-def test_unreadable_inputs_are_not_read_by_the_quick_check(aged: Path, tmp_path: Path,
-                                                           key_file: Path):
-    out = tmp_path / "out"
-    assert anonymize(aged, out, key_file, "-p", "research").returncode == 0
-    dicom = [aged / relative for relative in SAMPLE_FILES if relative != NOT_DICOM]
-    modes = {path: path.stat().st_mode for path in dicom}
-    try:
-        for path in dicom:
-            path.chmod(0)
-        quick = anonymize(aged, out, key_file, "-p", "research")
-        assert quick.returncode == 0, quick.stderr
-        assert f"{DICOM_COUNT} already done" in quick.stderr
-        full = anonymize(aged, out, key_file, "-p", "research", "--rehash")
-        assert full.returncode == 1 and f"{DICOM_COUNT} failed" in full.stderr
-    finally:
-        for path, mode in modes.items():
-            path.chmod(mode)
-
-
 # --------------------------------------------------------------------------- the index
 
 def _log(path: Path, records: list[dict]) -> None:
