@@ -24,7 +24,7 @@ from pipeline_helpers import anonymize, cli, input_token
 
 from anonymizer.keyed import KeyedSource
 from anonymizer.pipeline import RunConfig, run
-from anonymizer.pipeline.resume import PreviousRuns, compact
+from anonymizer.pipeline.resume import PreviousRuns, compact, ends_compacted
 from anonymizer.pipeline.worker import RACY_NS
 
 AUDIT = "audit.jsonl"
@@ -278,3 +278,49 @@ def test_rehash_is_refused_for_a_network_source(tmp_path: Path, key_file: Path):
     assert proc.stderr.strip().splitlines() == [
         "anonymizer: error: --rehash applies to a folder IN (a network source's instances are "
         "never fetched again once written)"]
+
+
+# --------------------------------------------------------------------------- compaction
+
+def test_a_rerun_that_records_nothing_leaves_the_compacted_log_as_it_was(
+        aged: Path, tmp_path: Path, key_file: Path) -> None:
+    """A nightly rerun with nothing to do appends its header and footer and does not
+    rewrite a log of millions of records; a run that records something compacts it."""
+    (aged / NOT_DICOM).unlink()  # a non-DICOM input is recorded (skipped) by every run
+    out = tmp_path / "out"
+    assert anonymize(aged, out, key_file, "-p", "research").returncode == 0
+    log = out / AUDIT
+    first, inode = log.read_bytes(), log.stat().st_ino
+    assert json.loads(first.splitlines()[-1])["compacted"] is True
+    rerun = anonymize(aged, out, key_file, "-p", "research")
+    assert rerun.returncode == 0 and "0 written" in rerun.stderr, rerun.stderr
+    second = log.read_bytes()
+    assert log.stat().st_ino == inode and second.startswith(first)  # appended to only
+    added = [json.loads(line) for line in second[len(first):].splitlines()]
+    assert [record["type"] for record in added] == ["run_start", "run_end"]
+    assert added[-1]["compacted"] is True
+    shutil.copyfile(aged / ROE_HEAD, aged / DOE_CT)  # one input changes
+    changed = anonymize(aged, out, key_file, "-p", "research")
+    assert changed.returncode == 0 and "1 written" in changed.stderr, changed.stderr
+    assert log.stat().st_ino != inode  # rewritten
+    records = _records(out)
+    inputs = [record["input"] for record in records if record["type"] == "file"]
+    assert len(inputs) == len(set(inputs)) == DICOM_COUNT
+    assert records[-1]["compacted"] is True
+    assert cli("report", log).returncode == 0
+
+
+@pytest.mark.parametrize(("tail", "compacted"), [
+    ('{"type":"run_end","compacted":true}\n', True),
+    ('{"type":"run_end"}\n', False),  # a log from before compaction marked its footer
+    ('{"type":"run_end","compacted":true}\n{"type":"run_sta', False),  # torn by a crash
+    ('{"type":"run_end","compacted":true}\n{"type":"run_start"}\n', False),  # killed run
+    ('{"type":"run_end","compacted":true}', False),  # no newline: cut short
+    ('', False),
+])
+def test_only_a_log_ending_in_a_compacted_footer_counts_as_compacted(
+        tmp_path: Path, tail: str, compacted: bool) -> None:
+    path = tmp_path / AUDIT
+    path.write_text('{"type":"run_start"}\n{"type":"file","input":"a"}\n' * (tail != "")
+                    + tail)
+    assert ends_compacted(path) is compacted

@@ -152,7 +152,7 @@ def test_compaction_keeps_the_definitions_kept_records_refer_to(tmp_path: Path, 
     assert {r["input"]: r["tags"] for r in read_records(path) if r["type"] == "file"} == {
         "a": new, "b": kept}
     assert [r["type"] for r in records][:3] == ["run_start", "run_end", "run_start"]
-    assert records[-1] == {"type": "run_end", "n": 1}
+    assert records[-1] == {"type": "run_end", "n": 1, "compacted": True}  # marked
 
 
 def test_compaction_keeps_one_definition_of_a_list_two_runs_wrote(tmp_path: Path):

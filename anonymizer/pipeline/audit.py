@@ -32,6 +32,8 @@ REMEMBERED_LISTS = 4096
 #: The lists of a file record written once per distinct value and referred to by
 #: ``<name>_ref``: the per-tag actions, the warnings.
 SHARED_LISTS = ("tags", "warnings")
+#: a run's header and footer records
+RUN_RECORDS = ("run_start", "run_end")
 
 
 def list_id(values: list) -> str:
@@ -58,6 +60,8 @@ class AuditLog:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._pending: list[str] = []
+        #: records other than run headers and footers queued so far (inputs, shared lists)
+        self.entries = 0
         #: (list name, id) of the lists this writer defined, least recently used first
         self._defined: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._end_torn_line()
@@ -74,7 +78,10 @@ class AuditLog:
         """Queue one record; a file record's shared lists (:data:`SHARED_LISTS`) are
         replaced by references to them (each defined first, if this writer has not
         defined it lately)."""
-        if record.get("type") == "file":
+        kind = record.get("type")
+        if kind not in RUN_RECORDS:
+            self.entries += 1
+        if kind == "file":
             for name in SHARED_LISTS:
                 if record.get(name):
                     record = self._refer(record, name)

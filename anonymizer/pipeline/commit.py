@@ -21,7 +21,7 @@ from anonymizer import __version__
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.pipeline.audit import AuditLog
 from anonymizer.pipeline.destination import DeliveryFailed, Destination, DestinationRefused
-from anonymizer.pipeline.resume import PreviousRuns, compact
+from anonymizer.pipeline.resume import COMPACTED, PreviousRuns, compact
 from anonymizer.pipeline.timings import clock
 from anonymizer.pipeline.worker import FATAL_WRITE_ERRNOS, FileOutcome
 from anonymizer.reasons import safe_reason
@@ -84,19 +84,28 @@ def flush_audit(audit: AuditLog) -> None:
 
 
 def finish_audit(audit: AuditLog, audit_path: Path, reserve: Path,
-                 footer: dict[str, object]) -> None:
+                 footer: dict[str, object], compacted_before: bool = False) -> None:
     """Write the ``run_end`` record (``footer`` plus time, version and ``unlogged``) and
-    compact the log; a full disk leaves the append-only log valid, with one line said."""
+    compact the log; a full disk leaves the append-only log valid, with one line said.
+
+    ``compacted_before``: the log was compacted when the run began
+    (:func:`~anonymizer.pipeline.resume.ends_compacted`). If the run then appended nothing
+    but its header, it still is: the footer says so and the log is not rewritten.
+    """
     reserve.unlink(missing_ok=True)  # room for the footer, also on a full disk
     # records that no longer fit are dropped, so that the footer still does
     unlogged = audit.flush_what_fits()
     record = {"type": "run_end", "version": __version__,
               "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               **footer, "unlogged": unlogged}
+    still_compact = compacted_before and audit.entries == 0
+    if still_compact:
+        record[COMPACTED] = True
     try:
         audit.write(record)
         audit.close()
-        compact(audit_path)
+        if not still_compact:
+            compact(audit_path)
     except OSError as exc:  # e.g. the disk is full: the append-only log stays valid
         print(f"anonymizer: audit log not compacted: {exc.strerror}", file=sys.stderr)
 

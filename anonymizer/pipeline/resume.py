@@ -277,6 +277,8 @@ class PreviousRuns:
     """
 
     settings: dict[str, Any] | None = None  # profile_sha256, key_fingerprint, layout
+    #: the log ends with the footer of a compaction (:func:`ends_compacted`)
+    compacted: bool = False
     #: input token -> latest outcome
     latest: MutableMapping[str, Done] = field(default_factory=dict)
     _database: _LazyDatabase | None = None
@@ -288,6 +290,7 @@ class PreviousRuns:
         state = cls(latest=DoneIndex(database), _database=database)
         if not audit_path.is_file():
             return state
+        state.compacted = ends_compacted(audit_path)
         #: file records (5-tuples) and stat records (2-tuples), in the log's order
         rows: list[tuple] = []
         latest = state.latest
@@ -369,13 +372,42 @@ def sweep_temporaries(root: Path) -> int:
     return removed
 
 
+#: what marks the footer of a compacted log
+COMPACTED = "compacted"
+
+
+def ends_compacted(audit_path: Path) -> bool:
+    """Whether the log's last line is the footer :func:`compact` marked: nothing was
+    appended since (not even a torn line), so it holds one record per input.
+
+    A run that appends nothing else need not rewrite it (a nightly rerun with nothing to
+    do would otherwise rewrite a log of millions of records).
+    """
+    try:
+        with open(audit_path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - (64 << 10)))
+            tail = handle.read()
+    except OSError:
+        return False
+    if not tail.endswith(b"\n"):
+        return False
+    try:
+        record = json.loads(tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1:])
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("type") == "run_end" \
+        and record.get(COMPACTED) is True
+
+
 def compact(audit_path: Path) -> None:
     """Rewrite the log with every run header/footer, only the latest record per input and
     the shared-list definitions (tags, warnings) those records refer to (one of each).
 
     Two streaming passes over the file; which lines to keep is worked out in a scratch
     database (memory: a page cache, one bit per line, one entry per distinct shared list).
-    Written to a temporary name and renamed, so a crash leaves the old log intact.
+    Written to a temporary name and renamed, so a crash leaves the old log intact. The last
+    footer is marked ``"compacted": true`` (:func:`ends_compacted`).
     """
     database = _LazyDatabase(audit_path, _LAST_SCHEMA)
     try:
@@ -422,7 +454,7 @@ def _rewrite(audit_path: Path, keep: bytearray, headers: list[int],
                         restat_line, stat = next(restats, (-1, ""))
                     target.write(line)
                 elif number == final:
-                    tail = line
+                    tail = _marked_compacted(line)
             target.write(tail)
             target.flush()
             os.fsync(target.fileno())
@@ -430,6 +462,12 @@ def _rewrite(audit_path: Path, keep: bytearray, headers: list[int],
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _marked_compacted(footer: str) -> str:
+    record = json.loads(footer)
+    record[COMPACTED] = True
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 def _lines_to_keep(audit_path: Path, database: _LazyDatabase

@@ -336,5 +336,6 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
         timings.totals["audit"] += committer.audit_seconds
         finish_audit(audit, audit_path, reserve, {
             "elapsed_s": round(summary.elapsed, 3), "counts": dict(summary.counts),
-            "stopped": summary.stopped, "left": summary.left, "timings": timings.record()})
+            "stopped": summary.stopped, "left": summary.left, "timings": timings.record()},
+            compacted_before=previous.compacted)
     return summary
