@@ -157,6 +157,8 @@ from anonymizer.pipeline.parallel import forked_workers, worker_pool
 if sys.argv[1] == "with-a-thread":
     stop = threading.Event()
     threading.Thread(target=stop.wait, daemon=True).start()
+if sys.argv[1] == "with-onnxruntime":  # the OCR engine's library: thread pools of its own
+    import onnxruntime
 probe = "'anonymizer.review' in __import__('sys').modules"
 with forked_workers(2) as forked:
     seen = {worker_pool(2).submit(eval, probe).result() for _ in range(6)}
@@ -165,12 +167,14 @@ print(forked, sorted(seen))
 
 
 @pytest.mark.parametrize(("threads", "expected"), [("alone", "True [True]"),
-                                                   ("with-a-thread", "False [False]")])
+                                                   ("with-a-thread", "False [False]"),
+                                                   ("with-onnxruntime", "False [False]")])
 def test_workers_are_forked_only_from_a_process_without_other_threads(threads: str,
                                                                       expected: str) -> None:
     """Forked workers start with what the main process loaded (no second import of the
-    package); with another thread running, whose locks a fork could copy held, the pool is
-    loky's fresh processes instead."""
+    package); with another thread running, whose locks a fork could copy held, or the OCR
+    engine's library loaded (its thread pools do not survive a fork), the pool is loky's
+    fresh processes instead."""
     proc = subprocess.run([sys.executable, "-c", _FORK_PROBE, threads], capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr

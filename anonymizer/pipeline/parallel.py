@@ -70,13 +70,14 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
     fresh (loky) worker spends about 0.45 s of CPU importing pydicom, numpy and the package
     again, a tenth of a 2,000-file run on two cores. Forking is safe only while this process
     runs no other thread (a lock another thread holds at the fork stays locked in the child
-    for ever), so nothing is forked when one runs, when ``jobs`` < 2, or where fork does not
-    exist or is not safe (only Linux: on macOS system libraries numpy may use break in a
-    forked child): ``worker_pool`` then gives loky's pool as before. The pool is gone on leaving, so
+    for ever), so nothing is forked when one runs, when a library with thread pools of its
+    own is loaded, when ``jobs`` < 2, or where fork does not exist or is not safe (only
+    Linux: on macOS system libraries numpy may use break in a forked child):
+    ``worker_pool`` then gives loky's pool as before. The pool is gone on leaving, so
     no forked worker outlives the block (they hold copies of this process's open files, the
     output folder's lock among them). ``started`` runs in each worker as it starts.
     """
-    if jobs < 2 or jobs in _forked or threading.active_count() > 1 or sys.platform != "linux":
+    if jobs < 2 or jobs in _forked or not _fork_safe():
         yield False
         return
     pool = ProcessPoolExecutor(jobs, context=multiprocessing.get_context("fork"),
@@ -95,6 +96,20 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
         if _forked.get(jobs) is pool:
             del _forked[jobs]
         pool.shutdown(wait=True, kill_workers=True)
+
+
+#: libraries whose own thread pools (invisible to :mod:`threading`) a forked child would
+#: inherit dead: a child using them waits for ever (the OCR engine, loaded by a run in
+#: this process with one job)
+_NOT_FORK_SAFE = ("onnxruntime",)
+
+
+def _fork_safe() -> bool:
+    """Whether a child forked now could run safely: Linux, no other Python thread, no
+    library with a thread pool of its own loaded. (numpy's OpenBLAS thread is safe: it
+    stops and restarts around a fork.)"""
+    return (sys.platform == "linux" and threading.active_count() == 1
+            and not any(name in sys.modules for name in _NOT_FORK_SAFE))
 
 
 def _forked_worker_started(started: Callable[[], None] | None) -> None:
