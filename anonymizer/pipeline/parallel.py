@@ -99,9 +99,9 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
 
 
 #: libraries whose own thread pools (invisible to :mod:`threading`) a forked child would
-#: inherit dead: a child using them waits for ever (the OCR engine, loaded by a run in
-#: this process with one job)
-_NOT_FORK_SAFE = ("onnxruntime",)
+#: inherit dead, so that a child using them may wait for ever: the OCR engine and OpenCV,
+#: loaded in this process by an earlier run with one job
+_NOT_FORK_SAFE = ("onnxruntime", "cv2")
 
 
 def _fork_safe() -> bool:
