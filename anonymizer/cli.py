@@ -337,8 +337,7 @@ def _run(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     import time
 
-    from tqdm import tqdm
-
+    from anonymizer.pipeline.progress import FileBar
     from anonymizer.pixels.stage import check_pixel_extras
     from anonymizer.profiles import load_profile
     from anonymizer.verify import manifest_pairs, verify_pairs
@@ -359,7 +358,7 @@ def _verify(args: argparse.Namespace) -> int:
     report = Report(sys.stdout, args.report, args.show_values, args.output, args.strict)
     totals = Totals()
     started = time.monotonic()
-    bar = tqdm(unit="file", disable=args.no_progress or not sys.stderr.isatty(),
+    bar = FileBar(unit="file", disable=args.no_progress or not sys.stderr.isatty(),
                dynamic_ncols=True, file=sys.stderr)
     try:
         for result in verify_pairs(pairs, profile, show_values=args.show_values,

@@ -10,26 +10,20 @@ fails on its own (:func:`died_outcome`) and the rest go on.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 
 from joblib import parallel_config
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from anonymizer.errors import UsageError
 from anonymizer.pipeline.parallel import (
-    discard_pool,
+    WORKER_DIED,
     isolated,
     ordered_results,
+    pooled_results,
     stop_worker_pool,
-    worker_pool,
 )
 from anonymizer.pipeline.worker import FileOutcome, WorkerConfig, WorkItem, process_batch
-
-#: what a local pool raises when one of its worker processes died
-LOCAL_WORKER_DIED: tuple[type[BaseException], ...] = (TerminatedWorkerError, BrokenProcessPool)
 
 #: what runs one batch in a worker process
 BatchFunction = Callable[[WorkerConfig, list[WorkItem]], list[FileOutcome]]
@@ -62,7 +56,7 @@ def backend(name: str, scheduler: str | None
         Dask is not installed, or the scheduler cannot be reached (one line).
     """
     if name != "dask":
-        yield None, LOCAL_WORKER_DIED
+        yield None, WORKER_DIED
         return
     try:
         from dask.distributed import Client, KilledWorker
@@ -86,7 +80,8 @@ def process_batches(pending: Iterator[list[WorkItem]], worker_config: WorkerConf
                     function: BatchFunction = process_batch, local: bool = True) -> None:
     """Run batches in worker processes, committing in order; survive dying workers.
 
-    ``local``: a pool of local processes (:func:`local_results`), else joblib's current
+    ``local``: a pool of local processes
+    (:func:`~anonymizer.pipeline.parallel.pooled_results`), else joblib's current
     backend (Dask: :func:`~anonymizer.pipeline.parallel.ordered_results`). A file that
     kills its worker process is failed on its own and the run continues with a new pool.
     When ``consume`` stops the run, the results generator is closed at once: the workers
@@ -94,77 +89,12 @@ def process_batches(pending: Iterator[list[WorkItem]], worker_config: WorkerConf
     its temporaries and written its last record. ``function`` runs a batch in a worker
     (:func:`~anonymizer.pipeline.worker.process_batch`).
     """
-    ordered = local_results if local else ordered_results
+    ordered = pooled_results if local else ordered_results
     with contextlib.closing(ordered(function, worker_config, pending, jobs,
                                             died_outcome, worker_died)) as results:
         for outcomes in results:
             consume(outcomes)
             flush()
-
-
-def local_results(function: BatchFunction, worker_config: WorkerConfig,
-                  pending: Iterator[list[WorkItem]], jobs: int,
-                  died: Callable[[WorkItem], FileOutcome],
-                  worker_died: tuple[type[BaseException], ...] = LOCAL_WORKER_DIED,
-                  ) -> Iterator[list[FileOutcome]]:
-    """``function(worker_config, batch)`` for every batch, in a pool of ``jobs`` local
-    processes, results in submission order.
-
-    Up to two batches per worker are in flight (taken from ``pending`` only then, so
-    memory does not grow with the number of inputs); the next ones are sent before a
-    result is handed on, so the workers keep busy while it is committed. The caller blocks
-    on the oldest batch's future (no polling: joblib's loop cost the committing process
-    CPU in proportion to the run's duration). When a worker process dies, the pool is
-    broken: every batch in flight is run again one file at a time (:func:`each_alone`),
-    and a new pool takes the rest. Closing the generator early kills the workers.
-    One job runs in this process, as joblib does.
-    """
-    if jobs == 1:
-        for batch in pending:
-            yield function(worker_config, batch)
-        return
-    window = 2 * jobs
-    #: a None future: the pool was found broken when that batch was sent
-    in_flight: deque[tuple[Future | None, list[WorkItem]]] = deque()
-    executor = worker_pool(jobs)
-
-    def fill() -> None:
-        while len(in_flight) < window:
-            batch = next(pending, None)
-            if batch is None:
-                return
-            try:
-                in_flight.append((executor.submit(function, worker_config, batch), batch))
-            except worker_died:
-                in_flight.append((None, batch))
-                return
-
-    try:
-        fill()
-        while in_flight:
-            future = in_flight[0][0]
-            outcomes = None
-            if future is not None:
-                with contextlib.suppress(*worker_died):
-                    outcomes = future.result()
-            if outcomes is None:  # a worker died: its pool is broken
-                suspects = [batch for _, batch in in_flight]
-                in_flight.clear()
-                discard_pool(executor)
-                for batch in suspects:
-                    yield each_alone(worker_config, batch, function, died)
-                executor = worker_pool(jobs)  # a new pool for the rest
-                fill()
-                continue
-            in_flight.popleft()
-            fill()
-            yield outcomes
-    finally:
-        if in_flight:  # stopped early: the batches in flight must not reach OUT
-            for future, _ in in_flight:
-                if future is not None:
-                    future.cancel()
-            stop_worker_pool()
 
 
 def died_outcome(item: WorkItem) -> FileOutcome:

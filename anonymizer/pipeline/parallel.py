@@ -17,7 +17,8 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 from joblib import Parallel, delayed
@@ -29,6 +30,9 @@ Config = TypeVar("Config")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
+
+#: what a local pool raises when one of its worker processes died
+WORKER_DIED: tuple[type[BaseException], ...] = (TerminatedWorkerError, BrokenProcessPool)
 
 #: pools of worker processes forked from this process (:func:`forked_workers`), by size
 _forked: dict[int, ProcessPoolExecutor] = {}
@@ -122,6 +126,70 @@ def _forked_worker_started(started: Callable[[], None] | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if started is not None:
         started()
+
+
+def pooled_results(function: Callable[[Config, list[Item]], list[Result]], config: Config,
+                   pending: Iterator[list[Item]], jobs: int, died: Callable[[Item], Result],
+                   worker_died: tuple[type[BaseException], ...] = WORKER_DIED,
+                   ) -> Iterator[list[Result]]:
+    """``function(config, batch)`` for every batch, in :func:`worker_pool` of ``jobs``
+    local processes (forked ones inside :func:`forked_workers`), results in submission order.
+
+    Up to two batches per worker are in flight (taken from ``pending`` only then, so
+    memory does not grow with the number of items); the next ones are sent before a
+    result is handed on, so the workers keep busy while it is used. The caller blocks on
+    the oldest batch's future (no polling: joblib's loop cost the calling process CPU in
+    proportion to the run's duration). When a worker process dies, the pool is broken:
+    every batch in flight is run again one item at a time (:func:`isolated`: the item that
+    kills its worker gets ``died(item)``), and a new pool takes the rest. Closing the
+    generator early kills the workers. One job runs in this process, as joblib does.
+    """
+    if jobs == 1:
+        for batch in pending:
+            yield function(config, batch)
+        return
+    window = 2 * jobs
+    #: a None future: the pool was found broken when that batch was sent
+    in_flight: deque[tuple[Future | None, list[Item]]] = deque()
+    executor = worker_pool(jobs)
+
+    def fill() -> None:
+        while len(in_flight) < window:
+            batch = next(pending, None)
+            if batch is None:
+                return
+            try:
+                in_flight.append((executor.submit(function, config, batch), batch))
+            except worker_died:
+                in_flight.append((None, batch))
+                return
+
+    try:
+        fill()
+        while in_flight:
+            future = in_flight[0][0]
+            outcomes = None
+            if future is not None:
+                with contextlib.suppress(*worker_died):
+                    outcomes = future.result()
+            if outcomes is None:  # a worker died: its pool is broken
+                suspects = [batch for _, batch in in_flight]
+                in_flight.clear()
+                discard_pool(executor)
+                for batch in suspects:
+                    yield [isolated(function, config, item, died) for item in batch]
+                executor = worker_pool(jobs)  # a new pool for the rest
+                fill()
+                continue
+            in_flight.popleft()
+            fill()
+            yield outcomes
+    finally:
+        if in_flight:  # stopped early: what is in flight must not go on
+            for future, _ in in_flight:
+                if future is not None:
+                    future.cancel()
+            stop_worker_pool()
 
 
 def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

@@ -23,8 +23,13 @@ UNCOUNTED = "{n_fmt} files [{elapsed}, {files_per_s} files/s{postfix}]"
 COUNT_STEP = 256
 
 
-class _Bar(tqdm):
-    """tqdm with the rate in whole files per second (``files_per_s``)."""
+class FileBar(tqdm):
+    """tqdm with the rate in whole files per second (``files_per_s``), and without tqdm's
+    monitor thread (it tunes how often a bar redraws; ours are advanced once a batch):
+    a process running no other thread can fork its workers
+    (:func:`~anonymizer.pipeline.parallel.forked_workers`)."""
+
+    monitor_interval = 0
 
     @property
     def format_dict(self):  # type: ignore[override]
@@ -53,7 +58,7 @@ class Progress:
         self.failed = 0
         self.counting = inputs is not None
         self._stop = threading.Event()
-        self.bar = _Bar(total=None, unit="file",  # "0/?" until the first count
+        self.bar = FileBar(total=None, unit="file",  # "0/?" until the first count
                         bar_format=COUNTED if inputs is not None else UNCOUNTED,
                         disable=not enabled, dynamic_ncols=True, file=sys.stderr)
         if enabled and inputs is not None:

@@ -1,7 +1,8 @@
 """Checking many pairs: in this process or in worker processes, results in pair order.
 
-Pairs go to workers in batches (joblib, as ``run`` does) and results come back in the
-order the pairs were given, one at a time: nothing is held but the batches in flight.
+Pairs go to workers in batches (the pool ``run`` uses: forked from this process where
+that is safe, else loky's) and results come back in the order the pairs were given, one
+at a time: nothing is held but the batches in flight.
 Each worker loads the profile and the OCR engine once.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from anonymizer.pipeline.parallel import batches, ordered_results
+from anonymizer.pipeline.parallel import batches, forked_workers, pooled_results
 from anonymizer.pipeline.worker import FileTimeout, exit_with_parent, quiet_pydicom, time_limit
 from anonymizer.profiles import load_profile
 from anonymizer.reasons import safe_reason
@@ -99,6 +100,7 @@ def verify_pairs(pairs: Iterable[Pair], profile: str | None = None, *,
             yield from check_batch(config, batch)
         return
     died = functools.partial(_died, show_values=show_values)
-    for results in ordered_results(check_batch, config, batches(pairs, batch_size), jobs,
-                                   died):
-        yield from results
+    with forked_workers(jobs, exit_with_parent):  # workers that need not import anew
+        for results in pooled_results(check_batch, config, batches(pairs, batch_size), jobs,
+                                      died):
+            yield from results
