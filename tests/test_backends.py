@@ -235,3 +235,37 @@ def test_a_dying_forked_worker_fails_only_its_file(tmp_path: Path, key_file: Pat
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["skipped", "skipped", "failed", "skipped", "skipped",
                                    "skipped"]
+
+
+_STOPPED_EARLY = """
+import sys, time
+from anonymizer.pipeline.parallel import forked_workers, pooled_results
+
+def slow(config, batch):
+    time.sleep(batch[0] % 3 * 0.01)
+    return batch
+
+def died(item):
+    return None
+
+forked = []
+for attempt in range(12):  # the stop lands at a different point of the pool's work each time
+    with forked_workers(2) as fork:  # (a queue thread of the last pool may still be ending)
+        forked.append(fork)
+        results = pooled_results(slow, None, iter([[n] for n in range(40)]), 2, died)
+        for _ in range(attempt % 5 + 1):
+            first = next(results)
+        results.close()  # the caller stops: batches are still running and waiting
+print("stopped", forked[0])
+"""
+
+
+def test_stopping_early_kills_the_workers_and_returns() -> None:
+    """A run that stops (a signal, a full disk) while batches wait in the pool: its workers
+    are killed and the call returns. (Cancelling the waiting futures first made loky's
+    manager thread die in its own shutdown, and the run hang with its workers alive.)"""
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_EARLY], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["stopped", "True"]
+    assert "Exception in thread" not in proc.stderr, proc.stderr

@@ -55,14 +55,29 @@ def discard_pool(executor: Executor) -> None:
     for jobs, forked in list(_forked.items()):
         if forked is executor:
             del _forked[jobs]
-            forked.shutdown(wait=True, kill_workers=True)
+            _kill(forked)
 
 
 def stop_worker_pool() -> None:
     """Kill the local worker processes now (what they were doing is abandoned)."""
     for forked in list(_forked.values()):
         discard_pool(forked)
-    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    _kill(get_reusable_executor())
+
+
+def _kill(executor: Executor) -> None:
+    """Kill the pool's worker processes, then shut it down: it finds them dead, fails what
+    was waiting and stops its threads.
+
+    Not loky's ``shutdown(kill_workers=True)``: its manager thread then races with its own
+    bookkeeping (a ``KeyError`` on a work item it just dropped, an ``InvalidStateError`` on
+    a cancelled future), dies, and leaves the workers alive and the caller waiting.
+    """
+    # loky's executor keeps its processes by pid (as the standard library's does)
+    for process in list(getattr(executor, "_processes", {}).values()):
+        with contextlib.suppress(OSError):
+            process.kill()
+    executor.shutdown(wait=True)
 
 
 @contextlib.contextmanager
@@ -90,7 +105,7 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
         # every worker is forked on the first submit, before the pool starts its own thread
         pool.submit(int).result()
     except TerminatedWorkerError:
-        pool.shutdown(wait=True, kill_workers=True)
+        _kill(pool)
         yield False
         return
     _forked[jobs] = pool
@@ -99,7 +114,7 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
     finally:
         if _forked.get(jobs) is pool:
             del _forked[jobs]
-        pool.shutdown(wait=True, kill_workers=True)
+        _kill(pool)
 
 
 #: libraries whose own thread pools (invisible to :mod:`threading`) a forked child would
@@ -186,9 +201,9 @@ def pooled_results(function: Callable[[Config, list[Item]], list[Result]], confi
             yield outcomes
     finally:
         if in_flight:  # stopped early: what is in flight must not go on
-            for future, _ in in_flight:
-                if future is not None:
-                    future.cancel()
+            # killed, never cancelled first: loky's shutdown sets an exception on every
+            # waiting future, and one already cancelled kills its manager thread there,
+            # leaving the workers alive and this call waiting for ever
             stop_worker_pool()
 
 
