@@ -8,8 +8,9 @@ from anonymizer.io.reader import (
     file_sha256,
     read_dataset,
     read_input,
+    stat_identity,
 )
 from anonymizer.io.writer import write_temporary
 
 __all__ = ["InputBytes", "NotDicomError", "ReadResult", "TruncatedError", "file_sha256",
-           "read_dataset", "read_input", "write_temporary"]
+           "read_dataset", "read_input", "stat_identity", "write_temporary"]

@@ -145,7 +145,7 @@ def _sha256_of(handle: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+def stat_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
     """What shows that a file was changed or replaced (git's index and backup tools keep
     the same): size, modification and change times, inode, device."""
     return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev
@@ -178,7 +178,7 @@ def read_input(path: str | os.PathLike[str]) -> InputBytes:
             sha256 = hashlib.sha256(data).hexdigest()
         after = os.fstat(handle.fileno())
     size = len(data) if data is not None else after.st_size
-    steady = _identity(before) == _identity(after) and size == after.st_size
+    steady = stat_identity(before) == stat_identity(after) and size == after.st_size
     return InputBytes(Path(path), data, size, sha256, after if steady else None)
 
 

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from anonymizer.engine import Engine
 from anonymizer.errors import ProfileError, SecretKeyError
-from anonymizer.io import NotDicomError, ReadResult, read_dataset, read_input, write_temporary
+from anonymizer.io import (
+    NotDicomError,
+    ReadResult,
+    read_dataset,
+    read_input,
+    stat_identity,
+    write_temporary,
+)
 from anonymizer.io.splice import EncodedConstants
 from anonymizer.keyed import KeyedSource, load_key
 from anonymizer.pipeline.layout import output_path
@@ -199,8 +206,7 @@ RACY_NS = 2_000_000_000
 def stat_digest(keyed: KeyedSource, token: str, info: os.stat_result) -> str:
     """Keyed digest of an input's stat identity: size, mtime, ctime, inode, device (file
     times can be study dates: never recorded as they are), bound to its token."""
-    identity = (f"{token}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:"
-                f"{info.st_ino}:{info.st_dev}")
+    identity = ":".join(map(str, (token, *stat_identity(info))))
     return keyed.hexdigest("input-stat", identity, 32)
 
 
