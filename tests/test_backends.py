@@ -24,9 +24,9 @@ from pipeline_helpers import (
 )
 
 from anonymizer.keyed import KeyedSource
-from anonymizer.pipeline.backends import backend, died_outcome, each_alone, process_batches
+from anonymizer.pipeline.backends import backend, died_outcome, process_batches
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT
-from anonymizer.pipeline.parallel import batches
+from anonymizer.pipeline.parallel import batches, each_alone
 from anonymizer.pipeline.worker import FileOutcome, WorkerConfig, WorkItem, input_token
 
 KILLER = "kills-its-worker"
@@ -82,8 +82,8 @@ def test_a_dying_worker_fails_only_its_file(tmp_path: Path, key_file: Path) -> N
     assert [o.status for o in seen] == ["skipped", "skipped", "failed", "skipped", "skipped",
                                         "skipped"]
     assert seen[2].reason == died_outcome(_items([KILLER])[0]).reason
-    alone = each_alone(_config(tmp_path, tmp_path, key_file), _items(["x", KILLER]),
-                       function=_dies_on_the_killer)
+    alone = each_alone(_dies_on_the_killer, _config(tmp_path, tmp_path, key_file),
+                       _items(["x", KILLER]), died_outcome)
     assert [o.status for o in alone] == ["skipped", "failed"]
 
 

@@ -53,7 +53,7 @@ from anonymizer.io import file_sha256
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.net.options import NetOptions
 from anonymizer.pipeline.audit import AuditLog
-from anonymizer.pipeline.backends import each_alone
+from anonymizer.pipeline.backends import died_outcome
 from anonymizer.pipeline.commit import (
     AUDIT_NAME,
     EXIT_OUTPUT_UNWRITABLE,
@@ -75,7 +75,7 @@ from anonymizer.pipeline.destination import (
 from anonymizer.pipeline.layout import MIRROR
 from anonymizer.pipeline.lock import exclusive_output
 from anonymizer.pipeline.network import url_kind
-from anonymizer.pipeline.parallel import WORKER_DIED, stop_worker_pool, worker_pool
+from anonymizer.pipeline.parallel import WORKER_DIED, each_alone, stop_worker_pool, worker_pool
 from anonymizer.pipeline.resume import Done, PreviousRuns, sweep_temporaries
 from anonymizer.pipeline.settings import (
     Settings,
@@ -404,7 +404,7 @@ class _Gateway:
             outcomes = future.result()
         except WORKER_DIED:
             # a worker died: every file of the batch alone, to find the one that kills it
-            outcomes = each_alone(self.worker_config, items)
+            outcomes = each_alone(process_batch, self.worker_config, items, died_outcome)
         # a batch dispatched before the destination went down is not tried: it waits
         trying = not self.down or future is self.probe
         if future is self.probe:

@@ -3,8 +3,8 @@
 ``run`` streams batches through :func:`process_batches` inside :func:`backend`; the
 ``listen`` gateway submits its batches one at a time to the shared pool
 (:func:`~anonymizer.pipeline.parallel.worker_pool`) and runs the files of a batch whose
-worker died alone (:func:`each_alone`). Either way a file that kills its worker process
-fails on its own (:func:`died_outcome`) and the rest go on.
+worker died alone (:func:`~anonymizer.pipeline.parallel.each_alone`). Either way a file
+that kills its worker process fails on its own (:func:`died_outcome`) and the rest go on.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from anonymizer.errors import UsageError
 from anonymizer.pipeline.parallel import (
     WORKER_DIED,
-    isolated,
     ordered_results,
     pooled_results,
     stop_worker_pool,
@@ -102,11 +101,3 @@ def died_outcome(item: WorkItem) -> FileOutcome:
     assert item.token is not None  # the committing process names every input
     return FileOutcome(item.relative, item.token, "failed",
                        reason="de-identify: the worker process died on this file")
-
-
-def each_alone(worker_config: WorkerConfig, items: list[WorkItem],
-               function: BatchFunction = process_batch,
-               died: Callable[[WorkItem], FileOutcome] = died_outcome) -> list[FileOutcome]:
-    """A batch whose worker died, one file at a time in its own process: only the file
-    that kills its worker fails (``died`` gives its outcome)."""
-    return [isolated(function, worker_config, item, died) for item in items]

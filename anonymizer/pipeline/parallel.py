@@ -155,8 +155,8 @@ def pooled_results(function: Callable[[Config, list[Item]], list[Result]], confi
     result is handed on, so the workers keep busy while it is used. The caller blocks on
     the oldest batch's future (no polling: joblib's loop cost the calling process CPU in
     proportion to the run's duration). When a worker process dies, the pool is broken:
-    every batch in flight is run again one item at a time (:func:`isolated`: the item that
-    kills its worker gets ``died(item)``), and a new pool takes the rest. Closing the
+    every batch in flight is run again one item at a time (:func:`each_alone`: the item
+    that kills its worker gets ``died(item)``), and a new pool takes the rest. Closing the
     generator early kills the workers. One job runs in this process, as joblib does.
     """
     if jobs == 1:
@@ -192,7 +192,7 @@ def pooled_results(function: Callable[[Config, list[Item]], list[Result]], confi
                 in_flight.clear()
                 discard_pool(executor)
                 for batch in suspects:
-                    yield [isolated(function, config, item, died) for item in batch]
+                    yield each_alone(function, config, batch, died)
                 executor = worker_pool(jobs)  # a new pool for the rest
                 fill()
                 continue
@@ -257,6 +257,13 @@ def ordered_results(function: Callable[[Config, list[Item]], list[Result]], conf
             suspects = [item for batch in dispatched for item in batch]
             for item in suspects:
                 yield [isolated(function, config, item, died)]
+
+
+def each_alone(function: Callable[[Config, list[Item]], list[Result]], config: Config,
+               items: list[Item], died: Callable[[Item], Result]) -> list[Result]:
+    """A batch whose worker died, one item at a time in its own process: only the item
+    that kills its worker gets ``died(item)``."""
+    return [isolated(function, config, item, died) for item in items]
 
 
 def isolated(function: Callable[[Config, list[Item]], list[Result]], config: Config,
