@@ -103,9 +103,11 @@ def _misparsed(raw: RawDataElement) -> bool:
     (names, IDs) as its value, and its rule (by the dictionary's VR) may keep it.
     """
     vr = raw.VR
+    if vr in VALID_VRS:  # the common case, first: nothing to doubt
+        return False
     if vr is None:
         return raw.is_implicit_VR is False
-    return len(vr) == 2 and vr not in VALID_VRS
+    return len(vr) == 2
 
 
 def _check_plausible(tag: int, vr: str | None, elem: object) -> None:
@@ -463,8 +465,7 @@ class Engine:
         for key, elem in list(elements.items()):
             tag = int(key)
             stored_vr = elem.VR
-            # a valid VR is never misparsed: the check is made for the others only
-            if elem.is_raw and stored_vr not in VALID_VRS and _misparsed(elem):
+            if elem.is_raw and _misparsed(elem):
                 raise DeidentificationError(
                     f"corrupt: element {tag_label(tag)} "
                     f"{'has an invalid VR' if elem.VR else 'lost its VR'}: "
