@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import pydicom
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import (
     DataElement,
@@ -74,6 +75,13 @@ _NOT_PLAIN = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 #: namedtuple's Python ``__new__`` (one is made for nearly every element read); all nine
 #: fields are given: is_raw True, is_buffered False.
 _tuple_new = tuple.__new__
+#: the field order those tuples are built in: another pydicom's layout would shift every
+#: value into the wrong field without an error, so it is refused at import
+_RAW_FIELDS = ("tag", "VR", "length", "value", "value_tell", "is_implicit_VR",
+               "is_little_endian", "is_raw", "is_buffered")
+if RawDataElement._fields != _RAW_FIELDS:
+    raise ImportError(f"pydicom {pydicom.__version__}: RawDataElement has fields "
+                      f"{RawDataElement._fields}, the scanner builds {_RAW_FIELDS}")
 
 
 class Unsupported(Exception):
