@@ -197,9 +197,11 @@ def _standalone(number: int) -> re.Pattern[str]:
 def test_the_log_holds_no_raw_stat(aged: Path, tmp_path: Path, key_file: Path):
     out = tmp_path / "out"
     assert _run(aged, out, key_file) == FIRST
+    recorded = _file_records(out)[_token(ROE_HEAD)]["input_stat"]
     os.utime(aged / ROE_HEAD)  # a stat record, then folded into the record
     time.sleep(RACY_NS / 1e9 + 0.2)
-    _run(aged, out, key_file)
+    assert _run(aged, out, key_file) == NOTHING_TO_DO
+    assert _file_records(out)[_token(ROE_HEAD)]["input_stat"] not in (recorded, None)
     log = (out / AUDIT).read_text()
     for relative in SAMPLE_FILES:
         info = (aged / relative).stat()
@@ -222,12 +224,12 @@ def test_rehash_catches_what_the_stat_cannot_see(aged: Path, tmp_path: Path,
               if json.loads(line).get("input") == token else line for line in lines]
     (out / AUDIT).write_text("".join(edited))
     quick = anonymize(aged, out, key_file, "-p", "research", "-j", "2")
-    assert quick.returncode == 0 and "0 written" in quick.stderr, quick.stderr
+    assert quick.returncode == 0 and "anonymizer: 0 written," in quick.stderr, quick.stderr
     assert _file_records(out)[token]["input_sha256"] == stale  # trusted by its stat
     report = cli("report", out / AUDIT)
     assert report.returncode == 0 and f"{DICOM_COUNT} written" in report.stdout
     full = anonymize(aged, out, key_file, "-p", "research", "-j", "2", "--rehash")
-    assert full.returncode == 0 and "1 written" in full.stderr, full.stderr
+    assert full.returncode == 0 and "anonymizer: 1 written," in full.stderr, full.stderr
     assert _file_records(out)[token]["input_sha256"] != stale
     starts = [r for r in _records(out) if r["type"] == "run_start"]
     assert [r["resume_check"] for r in starts] == ["stat", "stat", "sha256"]
@@ -293,7 +295,7 @@ def test_a_rerun_that_records_nothing_leaves_the_compacted_log_as_it_was(
     first, inode = log.read_bytes(), log.stat().st_ino
     assert json.loads(first.splitlines()[-1])["compacted"] is True
     rerun = anonymize(aged, out, key_file, "-p", "research")
-    assert rerun.returncode == 0 and "0 written" in rerun.stderr, rerun.stderr
+    assert rerun.returncode == 0 and "anonymizer: 0 written," in rerun.stderr, rerun.stderr
     second = log.read_bytes()
     assert log.stat().st_ino == inode and second.startswith(first)  # appended to only
     added = [json.loads(line) for line in second[len(first):].splitlines()]
@@ -301,7 +303,7 @@ def test_a_rerun_that_records_nothing_leaves_the_compacted_log_as_it_was(
     assert added[-1]["compacted"] is True
     shutil.copyfile(aged / ROE_HEAD, aged / DOE_CT)  # one input changes
     changed = anonymize(aged, out, key_file, "-p", "research")
-    assert changed.returncode == 0 and "1 written" in changed.stderr, changed.stderr
+    assert changed.returncode == 0 and "anonymizer: 1 written," in changed.stderr, changed.stderr
     assert log.stat().st_ino != inode  # rewritten
     records = _records(out)
     inputs = [record["input"] for record in records if record["type"] == "file"]
