@@ -90,3 +90,28 @@ def test_an_input_read_once_is_parsed_from_those_bytes(tmp_path: Path) -> None:
     read = read_dataset(path, raw)
     assert read.sha256 == raw.sha256 == hashlib.sha256(raw.data or b"").hexdigest()
     assert read.dataset.PatientName == "CompressedSamples^CT1"
+
+
+def test_a_large_input_changed_after_its_hashing_fails(tmp_path: Path) -> None:
+    """An input over LARGE_FILE is hashed in one pass and parsed in another: parsed only if
+    it is still the file that was hashed, so the recorded hash describes what was read."""
+    import dataclasses
+    import os
+    import shutil
+
+    from conftest import SAMPLE_DATA
+
+    from anonymizer.io import read_input
+    from anonymizer.io.reader import ChangedWhileReadError
+
+    path = tmp_path / "input.dcm"
+    shutil.copyfile(SAMPLE_DATA / "DOE^JOHN_12345678/20190101_CT_CHEST/IM0001.dcm", path)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # long before: not racy, a stat kept
+    hashed = dataclasses.replace(read_input(path), data=None)  # as for a file over 64 MiB
+    assert hashed.stat is not None
+    read_dataset(path, hashed).close()  # the same file: parsed
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))  # touched in between
+    with pytest.raises(ChangedWhileReadError, match="changed while it was read"):
+        read_dataset(path, hashed)
+    with pytest.raises(ChangedWhileReadError):  # changed during the hashing pass itself
+        read_dataset(path, dataclasses.replace(hashed, stat=None))

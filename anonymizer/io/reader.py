@@ -252,17 +252,29 @@ def _refuse_dicomdir(ds: Dataset) -> None:
         raise NotDicomError("DICOMDIR: an index of paths that can hold PHI; not de-identified")
 
 
+class ChangedWhileReadError(AnonymizerError):
+    """A large input changed between its hashing and its parse: its recorded hash would
+    not describe what was de-identified. It is failed; the next run reads it again."""
+
+
 def _read_large(read: InputBytes) -> ReadResult:
-    """Parse a large file (hashed already) leaving values over 1 MiB on disk."""
-    path, size = read.path, read.size
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    is_part10 = head[128:132] == b"DICM"
-    if not is_part10 and not _looks_like_raw_dataset(head[:8]):
-        raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
-    source = Source(path=Path(path))
+    """Parse a large file (hashed already) leaving values over 1 MiB on disk.
+
+    Its hashing pass and this parse are two reads of the file: it must be the same file,
+    unchanged, for both (its stat then and now), or the file fails.
+    """
+    size = read.size
+    source = Source(path=Path(read.path))
     try:
         assert source.handle is not None
+        if read.stat is None or \
+                stat_identity(os.fstat(source.handle.fileno())) != stat_identity(read.stat):
+            raise ChangedWhileReadError("changed while it was read")
+        head = source.handle.read(132)
+        source.handle.seek(0)
+        is_part10 = head[128:132] == b"DICM"
+        if not is_part10 and not _looks_like_raw_dataset(head[:8]):
+            raise NotDicomError("not DICOM (no DICM marker and not a raw dataset)")
         ds = _parse(source.handle, is_part10, defer=True)
         if len(ds) == 0:
             raise TruncatedError("truncated or corrupt: no data elements after the file meta")
@@ -270,6 +282,8 @@ def _read_large(read: InputBytes) -> ReadResult:
         notes = _check_complete(ds, size)
         _refuse_dicomdir(ds)
         splice = SpliceMap.build(ds, source)
+        if stat_identity(os.fstat(source.handle.fileno())) != stat_identity(read.stat):
+            raise ChangedWhileReadError("changed while it was read")
     except BaseException:
         source.close()
         raise

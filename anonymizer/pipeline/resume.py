@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from anonymizer.io.writer import TEMP_PREFIX
-from anonymizer.pipeline.audit import SHARED_LISTS, iter_records
+from anonymizer.pipeline.audit import RUN_RECORDS, SHARED_LISTS, iter_records
 
 #: SQLite page cache of a scratch index, in KiB (the parent's memory for resume state)
 INDEX_CACHE_KIB = 8192
@@ -504,7 +504,7 @@ def _lines_to_keep(audit_path: Path, database: _LazyDatabase
                 rows.append((record["input"], number, refs))
             elif kind == "stat" and isinstance(record.get("input"), str):
                 rows.append((_stat_of(record), record["input"]))
-            elif kind in ("run_start", "run_end"):
+            elif kind in RUN_RECORDS:
                 headers.append(number)
             elif kind in SHARED_LISTS and isinstance(record.get("id"), str):
                 definitions.setdefault(f"{kind} {record['id']}", number)
