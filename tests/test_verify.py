@@ -27,7 +27,8 @@ from pydicom.sequence import Sequence
 from test_pixel_stage import NAMED
 
 from anonymizer.cli import main
-from anonymizer.keyed import load_key
+from anonymizer.keyed import KeyedSource, load_key
+from anonymizer.pipeline.worker import input_token
 from anonymizer.profiles import load_profile
 from anonymizer.verify import AuditPairs, Finding, Pair, manifest_pairs, raw, verify_pairs
 from anonymizer.verify.check import Checker
@@ -367,6 +368,10 @@ def test_an_output_that_could_not_be_checked_is_not_named_by_its_path(tmp_path: 
     assert code == 1 and len(unchecked) == 1
     assert unchecked[0].startswith("[output ") and "RICHARD" not in "\n".join(lines) + err
     assert "99887766" not in "\n".join(lines) + err
+    # named by its input's keyed token (as in the audit log), not by a hash of its path,
+    # which a guessed path could be checked against
+    token = input_token(KeyedSource(KEY_A), gone.relative_to(source).as_posix())
+    assert unchecked[0].startswith(f"[output {token[:16]}]"), unchecked[0]
     code, lines, _ = _verify("--show-values", "--key-file", key, source, out)
     assert any(line.startswith("ROE^RICHARD_99887766/") and "input not found" in line
                for line in lines)

@@ -353,11 +353,11 @@ class Checker:
     def check(self, pair: Pair) -> PairResult:
         """Every identifier of the pair's input in its output; never raises for a file."""
         if pair.input_path is None:
-            return unchecked(pair.output, pair.problem or "input not found", self.show_values)
+            return unchecked(pair, pair.problem or "input not found", self.show_values)
         try:
             source = read_dataset(pair.input_path)
         except Exception as exc:  # noqa: BLE001 - one line, without values
-            return unchecked(pair.output, safe_reason("input", exc), self.show_values)
+            return unchecked(pair, safe_reason("input", exc), self.show_values)
         try:
             identifiers = scrub.collect(source.dataset)
             if pair.problem is not None:  # the output is not there: its name is still read

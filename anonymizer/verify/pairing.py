@@ -95,12 +95,14 @@ class AuditPairs:
         """
         outputs = self._outputs
         for relative in discover(self.input_dir, exclude=self.output_dir):
-            output = outputs.pop(input_token(self.keyed, relative), None)
+            token = input_token(self.keyed, relative)
+            output = outputs.pop(token, None)
             if output is not None:
-                yield _pair(output, self.output_dir / output, self.input_dir / relative)
+                yield _pair(output, self.output_dir / output, self.input_dir / relative,
+                            token[:16])
         while outputs:
-            _, output = outputs.popitem()
-            yield Pair(output, self.output_dir / output, None, INPUT_NOT_FOUND)
+            token, output = outputs.popitem()
+            yield Pair(output, self.output_dir / output, None, INPUT_NOT_FOUND, token[:16])
 
 
 def _read_audit(path: Path) -> tuple[RecordedRun, dict[str, str]]:
@@ -175,23 +177,24 @@ def _manifest_rows(handle: TextIO, reader: csv.DictReader, columns: dict[str, st
                 if status != "written" or not target:
                     continue
                 output_path = output_dir / target
+                line = f"line {reader.line_num}"
                 try:
                     output = output_path.resolve().relative_to(root).as_posix()
                 except ValueError:
-                    yield Pair(target, output_path, None, "output outside OUT")
+                    yield Pair(target, output_path, None, "output outside OUT", line)
                     continue
                 if not source:
-                    yield Pair(output, output_path, None, "no input in the manifest")
+                    yield Pair(output, output_path, None, "no input in the manifest", line)
                     continue
-                yield _pair(output, output_path, input_dir / source)
+                yield _pair(output, output_path, input_dir / source, line)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise UsageError(f"{manifest}: unreadable at line {reader.line_num} "
                              f"({type(exc).__name__})") from None
 
 
-def _pair(output: str, output_path: Path, input_path: Path) -> Pair:
+def _pair(output: str, output_path: Path, input_path: Path, label: str) -> Pair:
     if not input_path.is_file():
-        return Pair(output, output_path, None, INPUT_NOT_FOUND)
+        return Pair(output, output_path, None, INPUT_NOT_FOUND, label)
     if not output_path.is_file():
-        return Pair(output, output_path, input_path, OUTPUT_MISSING)
-    return Pair(output, output_path, input_path)
+        return Pair(output, output_path, input_path, OUTPUT_MISSING, label)
+    return Pair(output, output_path, input_path, label=label)

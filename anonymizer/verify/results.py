@@ -7,7 +7,6 @@ asked for values (``show_values``), in which case the results are PHI.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,12 +78,16 @@ class Pair:
     problem : str or None
         Why the pair cannot be checked (input not found, output missing...), or None.
         The reason never holds an input path (paths of inputs may be PHI).
+    label : str
+        What names the output where its path may not be shown (:func:`unchecked`): its
+        input's keyed token from the audit log, or its line in the manifest.
     """
 
     output: str
     output_path: Path
     input_path: Path | None
     problem: str | None = None
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,15 +129,16 @@ class PairResult:
                 "searched_frames": self.searched_frames}
 
 
-def unchecked(output: str, error: str, show_values: bool) -> PairResult:
+def unchecked(pair: Pair, error: str, show_values: bool) -> PairResult:
     """The result of a pair whose output name was never searched for its input's
     identifiers (the input is missing or unreadable, or the check did not finish).
 
     Such a name cannot be redacted, and a name made with ``--layout mirror`` may hold
-    what the input's path held: without ``show_values`` the output is named by a digest
-    of its path (``[output 1f2e...]``), which ``--show-values`` maps back.
+    what the input's path held: without ``show_values`` the output is named by its
+    pair's label (``[output 1f2e...]``: the input's keyed token, as in the audit log, or
+    ``[output line 12]`` of the manifest). Not a plain hash of the path: a guessed path
+    (a name, an ID, a date) could be confirmed against it.
     """
     if show_values:
-        return PairResult(output, error=error)
-    digest = hashlib.sha256(output.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return PairResult(f"[output {digest}]", error=error)
+        return PairResult(pair.output, error=error)
+    return PairResult(f"[output {pair.label or 'not named'}]", error=error)

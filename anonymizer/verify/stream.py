@@ -52,13 +52,13 @@ def check_batch(config: VerifyConfig, pairs: list[Pair]) -> list[PairResult]:
             with time_limit(config.timeout):
                 results.append(checker.check(pair))
         except FileTimeout as exc:
-            results.append(unchecked(pair.output, safe_reason("timeout", exc),
+            results.append(unchecked(pair, safe_reason("timeout", exc),
                                      config.show_values))
     return results
 
 
 def _died(pair: Pair, show_values: bool = False) -> PairResult:
-    return unchecked(pair.output, "the worker process died on this file", show_values)
+    return unchecked(pair, "the worker process died on this file", show_values)
 
 
 def verify_pairs(pairs: Iterable[Pair], profile: str | None = None, *,
