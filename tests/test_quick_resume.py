@@ -74,8 +74,14 @@ def aged_trees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]
 
 
 @pytest.fixture()
-def aged(aged_trees: list[Path]) -> Path:
-    """An input folder of its own, not racy."""
+def aged(aged_trees: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An input folder of its own, not racy (one more copy and wait once the module's
+    are used up: a new test, a rerun)."""
+    if not aged_trees:
+        tree = tmp_path_factory.mktemp("aged-more") / "in"
+        shutil.copytree(SAMPLE_DATA, tree)
+        time.sleep(RACY_NS / 1e9 + 0.2)
+        return tree
     return aged_trees.pop()
 
 
