@@ -181,7 +181,25 @@ def test_workers_are_forked_only_from_a_process_without_other_threads(threads: s
     assert proc.stdout.split("\n")[0] == expected
 
 
-_RUN_THEN_LOCK = """
+#: for the scripts below: this process's children from /proc, but for loky's resource
+#: tracker (a helper process, not a worker); a process gone since listed is skipped
+_CHILD_WORKERS = """
+import os
+
+def child_workers():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline") as cmd:
+                parent, command = stat.read().rsplit(")", 1)[1].split()[1], cmd.read()
+        except OSError:
+            continue
+        if parent == str(os.getpid()) and "resource_tracker" not in command:
+            found.append(pid)
+    return found
+"""
+
+_RUN_THEN_LOCK = _CHILD_WORKERS + """
 import os, sys
 from pathlib import Path
 from anonymizer.pipeline import RunConfig, run
@@ -190,13 +208,7 @@ source, out, key_file = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 summary = run(RunConfig(input_dir=source, output_dir=out, profile="basic", key_file=key_file,
                         jobs=2, batch_size=2, progress=False))
 assert summary.counts["written"] == 12, summary.counts
-def parent_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[1]
-    except OSError:  # gone since listed
-        return None
-children = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())]
+children = child_workers()
 with exclusive_output(out, 0.0):  # no forked worker holds a copy of the run's lock
     pass
 print(len(children))
@@ -242,7 +254,7 @@ def test_a_dying_forked_worker_fails_only_its_file(tmp_path: Path, key_file: Pat
                                    "skipped"]
 
 
-_STOPPED_EARLY = """
+_STOPPED_EARLY = _CHILD_WORKERS + """
 import sys, time
 from anonymizer.pipeline.parallel import forked_workers, pooled_results
 
@@ -261,17 +273,7 @@ for attempt in range(12):  # the stop lands at a different point of the pool's w
         for _ in range(attempt % 5 + 1):
             first = next(results)
         results.close()  # the caller stops: batches are still running and waiting
-import os
-def parent_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[1]
-    except OSError:  # gone since listed
-        return None
-# loky's resource tracker (a helper process, not a worker) may stay: count workers only
-alive = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())
-         and "resource_tracker" not in open(f"/proc/{p}/cmdline").read()]
-print("stopped", forked[0], len(alive))
+print("stopped", forked[0], len(child_workers()))
 """
 
 
