@@ -16,7 +16,13 @@ import pytest
 from conftest import SAMPLE_DATA
 
 from anonymizer.pipeline import RunConfig, resume, run
-from anonymizer.pipeline.audit import AuditLog, iter_records, list_id, read_records
+from anonymizer.pipeline.audit import (
+    AuditLog,
+    encode_list,
+    iter_records,
+    list_id,
+    read_records,
+)
 from anonymizer.pipeline.resume import DoneIndex, PreviousRuns, compact
 
 AUDIT = "audit.jsonl"
@@ -78,6 +84,29 @@ def test_a_tag_list_is_written_once_and_referred_to(tmp_path: Path):
     assert resolved == {"a": first, "b": second, "c": first, "d": []}
     assert all(r["type"] != "tags" for r in read_records(tmp_path / AUDIT))
     assert any(r["type"] == "tags" for r in iter_records(tmp_path / AUDIT))
+
+
+@pytest.mark.parametrize("values", [
+    [["(0010,0010)", "Z"], ["(0008,1140)>(0008,1155)", "U"]],
+    ['quote " backslash \\ tab \t', "Ä non-ASCII, \u2028 line separator", "</script>"],
+    [["(0009,10xx) \"CREATOR\"", "K"]],
+])
+def test_a_list_encoded_in_the_worker_is_logged_as_the_list_itself(tmp_path: Path, values):
+    """Workers send their lists encoded (:func:`encode_list`): the log must not change."""
+    logs = {}
+    for how, given in (("list", values), ("encoded", encode_list(values))):
+        log = AuditLog(tmp_path / how)
+        log.write({"type": "file", "input": "a", "status": "written", "tags": given,
+                   "warnings": given})
+        log.close()
+        logs[how] = (tmp_path / how).read_bytes()
+    assert logs["encoded"] == logs["list"]
+    # the very line json.dumps writes (earlier runs' definitions are the same lines)
+    assert logs["list"].splitlines()[0] == json.dumps(
+        {"type": "tags", "id": list_id(values), "tags": values},
+        ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    assert [r["tags"] for r in read_records(tmp_path / "encoded")] == [values]
+    assert encode_list([]) == []  # written as an empty list, not referred to
 
 
 def test_warnings_are_shared_the_same_way(tmp_path: Path):

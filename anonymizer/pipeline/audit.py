@@ -20,6 +20,7 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,31 @@ RUN_RECORDS = ("run_start", "run_end")
 
 def list_id(values: list) -> str:
     """The id of a shared list: a hash of its JSON (64 bits, as 16 hex digits)."""
-    canonical = json.dumps(values, ensure_ascii=True, separators=(",", ":"))
-    return hashlib.blake2b(canonical.encode("ascii"), digest_size=8).hexdigest()
+    return EncodedList.of(values).id
+
+
+@dataclass(frozen=True)
+class EncodedList:
+    """A shared list (:data:`SHARED_LISTS`) as the log writes it: its JSON and its id.
+
+    Made where the list is made (a worker), so that the one process writing the log
+    neither encodes nor hashes it (a file's tag list is the largest part of its record),
+    and a worker sends one string back instead of a list of pairs.
+    """
+
+    id: str
+    json: str
+
+    @classmethod
+    def of(cls, values: list) -> EncodedList:
+        canonical = json.dumps(values, ensure_ascii=True, separators=(",", ":"))
+        return cls(hashlib.blake2b(canonical.encode("ascii"), digest_size=8).hexdigest(),
+                   canonical)
+
+
+def encode_list(values: list) -> EncodedList | list:
+    """``values`` ready for a file record's shared list: encoded, or empty as it is."""
+    return EncodedList.of(values) if values else []
 
 
 class AuditLog:
@@ -89,13 +113,13 @@ class AuditLog:
 
     def _refer(self, record: dict[str, Any], name: str) -> dict[str, Any]:
         values = record[name]
-        ref = list_id(values)
+        encoded = values if isinstance(values, EncodedList) else EncodedList.of(values)
+        ref = encoded.id
         if (name, ref) in self._defined:
             self._defined.move_to_end((name, ref))
         else:
-            definition = {"type": name, "id": ref, name: values}
-            self._pending.append(
-                json.dumps(definition, ensure_ascii=True, separators=(",", ":")) + "\n")
+            # {"type": name, "id": ref, name: values} as json.dumps writes it
+            self._pending.append(f'{{"type":"{name}","id":"{ref}","{name}":{encoded.json}}}\n')
             self._defined[name, ref] = None
             if len(self._defined) > REMEMBERED_LISTS:
                 self._defined.popitem(last=False)

@@ -29,6 +29,7 @@ from anonymizer.io import (
 )
 from anonymizer.io.splice import EncodedConstants
 from anonymizer.keyed import KeyedSource, load_key
+from anonymizer.pipeline.audit import EncodedList, encode_list
 from anonymizer.pipeline.layout import output_path
 from anonymizer.pipeline.timings import WORKER_STAGES, BatchOutcomes, clock
 from anonymizer.profiles import load_profile
@@ -70,8 +71,10 @@ class FileOutcome:
     input_sha256: str | None = None
     output_sha256: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
-    acted: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    #: the per-tag actions and the warnings, encoded for the audit log where they are made
+    #: (:func:`~anonymizer.pipeline.audit.encode_list`)
+    acted: EncodedList | list[tuple[str, str]] = field(default_factory=list)
+    warnings: EncodedList | list[str] = field(default_factory=list)
     #: (keyword, keyed digest of the original, pseudonym): for the collision check
     pseudonym_checks: list[tuple[str, str, str]] = field(default_factory=list)
     #: PHI, filled only when a crosswalk was asked for
@@ -348,8 +351,8 @@ def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResul
         return
     outcome.counts = dict(result.counts)
     outcome.pixels = result.pixels.audit()
-    outcome.acted = result.acted
-    outcome.warnings = read.notes + result.warnings
+    outcome.acted = encode_list(result.acted)
+    outcome.warnings = encode_list(read.notes + result.warnings)
     outcome.pseudonym_checks = [(kw, keyed.hexdigest("collision", orig, 32), new)
                                 for kw, orig, new, hashed in result.pseudonyms if hashed]
     if config.want_crosswalk:
