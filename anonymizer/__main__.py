@@ -1,5 +1,5 @@
 """Allow ``python -m anonymizer``."""
 
-from anonymizer.cli import main
+from anonymizer.cli import console
 
-raise SystemExit(main())
+console()

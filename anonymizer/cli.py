@@ -13,12 +13,13 @@ the output closed it early (``| head``), 143 stopped by SIGTERM.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from anonymizer import __version__
 from anonymizer.errors import AnonymizerError, OutputInUseError
@@ -261,6 +262,21 @@ def main(argv: list[str] | None = None) -> int:
         for stream in (sys.stdout, sys.stderr):
             os.dup2(devnull, stream.fileno())
         return EXIT_BROKEN_PIPE
+
+
+def console() -> NoReturn:
+    """The ``anonymizer`` command (and ``python -m anonymizer``): :func:`main`, then exit.
+
+    Everything still alive is frozen out of the garbage collector first: the process is
+    ending, and the collections of interpreter shutdown would walk every object pydicom,
+    numpy and the standard's tables made (about 60 ms, a tenth of a small job) to free
+    memory the exit frees anyway. Every file was closed by then (outputs and the audit
+    log are fsynced and closed as they are finished); at-exit handlers and module
+    clean-up still run.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def _main(argv: list[str] | None) -> int:
