@@ -106,6 +106,7 @@ def test_a_list_encoded_in_the_worker_is_logged_as_the_list_itself(tmp_path: Pat
         {"type": "tags", "id": list_id(values), "tags": values},
         ensure_ascii=True, separators=(",", ":")).encode("ascii")
     assert [r["tags"] for r in read_records(tmp_path / "encoded")] == [values]
+    assert list(encode_list(values)) == json.loads(json.dumps(values))  # readable as sent
     assert encode_list([]) == []  # written as an empty list, not referred to
 
 

@@ -60,6 +60,10 @@ class EncodedList:
         return cls(hashlib.blake2b(canonical.encode("ascii"), digest_size=8).hexdigest(),
                    canonical)
 
+    def __iter__(self) -> Iterator[Any]:
+        """The list's items, decoded (JSON: pairs come back as lists)."""
+        return iter(json.loads(self.json))
+
 
 def encode_list(values: list) -> EncodedList | list:
     """``values`` ready for a file record's shared list: encoded, or empty as it is."""
