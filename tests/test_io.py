@@ -17,6 +17,7 @@ from anonymizer.engine import Engine
 from anonymizer.errors import DeidentificationError, PixelDataError
 from anonymizer.io import read_dataset, write_temporary
 from anonymizer.io.encoder import encode_element
+from anonymizer.io.writer import TEMP_PREFIX
 
 
 def _pydicom_bytes(elem: Any, implicit: bool, encoding: Any) -> bytes:
@@ -76,6 +77,24 @@ def test_preamble_never_reaches_the_output(tmp_path: Path, engines: dict[str, En
                                      result.changes)
         assert b"DOE^JOHN" not in written.read_bytes()
         assert written.read_bytes()[:128] == b"\x00" * 128
+
+
+def test_an_output_folder_removed_during_a_run_is_made_again(tmp_path: Path,
+                                                            engines: dict[str, Engine]) -> None:
+    """The writer makes each folder once per process; one removed since is made again."""
+    import shutil
+
+    folder = tmp_path / "out" / "series"
+
+    def write(name: str) -> Path:
+        read = read_dataset(pydicom.data.get_testdata_file("CT_small.dcm"))
+        result = engines["basic"].deidentify(read.dataset)
+        return write_temporary(read.dataset, folder, name, read.splice, result.changes)[0]
+
+    assert write("first").is_file()
+    shutil.rmtree(tmp_path / "out")
+    assert write("second") == folder / f"{TEMP_PREFIX}second"
+    assert (folder / f"{TEMP_PREFIX}second").is_file()
 
 
 def test_an_input_read_once_is_parsed_from_those_bytes(tmp_path: Path) -> None:

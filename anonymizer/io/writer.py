@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -145,10 +146,10 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
 
     On any error the temporary file is removed before the exception propagates.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     temporary = directory / f"{TEMP_PREFIX}{token}"
+    handle = _create(temporary)
     try:
-        with open(temporary, "wb") as handle:  # gathered writes bypass its buffer
+        with handle:  # gathered writes bypass its buffer
             part10 = prepare_file_meta(ds)
             if part10 and splice is not None and splice_supported(ds):
                 # a value held in a file (only ever cleaned Pixel Data of a huge image)
@@ -170,6 +171,30 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
         temporary.unlink(missing_ok=True)
         raise
     return temporary, hashing.digest.hexdigest()
+
+
+#: folders this process made or found: an output's folder is made once, not checked with
+#: two system calls (``mkdir``, then ``stat`` on "exists") for each of the thousands of
+#: files a run writes into it: a few microseconds on a local disk, two round trips to the
+#: server on a network file system
+_known_folders: set[Path] = set()
+_KNOWN_FOLDERS_MAX = 4096
+
+
+def _create(temporary: Path) -> BinaryIO:
+    """``temporary`` opened for writing, its folder made first (again, if it went away)."""
+    folder = temporary.parent
+    if folder not in _known_folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(_known_folders) >= _KNOWN_FOLDERS_MAX:
+            _known_folders.clear()
+        _known_folders.add(folder)
+    try:
+        return open(temporary, "wb")
+    except FileNotFoundError:  # removed since this process saw it
+        _known_folders.discard(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return open(temporary, "wb")
 
 
 def sync_file(path: Path) -> None:
