@@ -5,7 +5,9 @@
                         [--scale N] [--scale-dask N]
 
 Builds (or reuses) the cached corpus of :mod:`bench.corpus`, then measures, one after the
-other and each in a fresh :mod:`bench.measure` helper process:
+other and each in a fresh :mod:`bench.measure` helper process (with ``--repeat K``, in K
+rounds that each run every command of a group once: the median of a row is taken over the
+same stretch of time as its neighbours'):
 
 1. ``cp -r`` of the single-frame tree;
 2. ``python -m bench.noop`` (pydicom read + write of every file), 1 process and N processes;
@@ -204,23 +206,40 @@ def _check_pixels(out: Path, pixel: tuple[str, int]) -> str:
     return "ok, pixels bit-exact" if digest == pixel[0] else "FAILED: Pixel Data differs"
 
 
-def _run_row(row: Row, out: Path, check: Callable[[Path, Path], str], repeat: int) -> Row:
-    samples = []
-    log = out.with_suffix(".log")
-    for _ in range(repeat):
-        shutil.rmtree(out, ignore_errors=True)
-        busy = _busy_cpu_seconds()
-        report = _measure([part.replace("{out}", out.as_posix()) for part in row.command], log)
-        busy = _busy_cpu_seconds() - busy
-        # CPU time the rest of the machine used meanwhile (this helper's sampling included).
-        report["background_cpu_s"] = round(max(0.0, busy - report["user_s"] - report["sys_s"]),
-                                           2)
-        report["check"] = check(out, log) if report["exit_code"] == row.exit_code else \
-            f"FAILED: exit {report['exit_code']}; {_tail(log)}"
-        if row.kind in ("anonymizer", "baseline"):
-            report["timings"] = _run_end_timings(out)
-        samples.append(report)
-        shutil.rmtree(out, ignore_errors=True)
+def _sample(row: Row, out: Path, check: Callable[[Path, Path], str]) -> dict:
+    """One measurement of ``row``'s command (its output checked, then deleted)."""
+    shutil.rmtree(out, ignore_errors=True)
+    busy = _busy_cpu_seconds()
+    report = _measure([part.replace("{out}", out.as_posix()) for part in row.command],
+                      out.with_suffix(".log"))
+    busy = _busy_cpu_seconds() - busy
+    # CPU time the rest of the machine used meanwhile (this helper's sampling included).
+    report["background_cpu_s"] = round(max(0.0, busy - report["user_s"] - report["sys_s"]), 2)
+    report["check"] = check(out, out.with_suffix(".log")) \
+        if report["exit_code"] == row.exit_code else \
+        f"FAILED: exit {report['exit_code']}; {_tail(out.with_suffix('.log'))}"
+    if row.kind in ("anonymizer", "baseline"):
+        report["timings"] = _run_end_timings(out)
+    shutil.rmtree(out, ignore_errors=True)
+    return report
+
+
+def _run_rows(plan: list[tuple[Row, Callable[[Path, Path], str]]], out: Path,
+              repeat: int) -> list[Row]:
+    """Measure every command of ``plan`` ``repeat`` times, in rounds: each round runs every
+    command once, so that a slow spell of a shared machine (seconds to minutes) falls on
+    all of them rather than on the repeats of one, and the ratios between rows hold."""
+    samples: list[list[dict]] = [[] for _ in plan]
+    for round_number in range(repeat):
+        if repeat > 1:
+            print(f"  round {round_number + 1} of {repeat}", flush=True)
+        for (row, check), taken in zip(plan, samples, strict=True):
+            taken.append(_sample(row, out, check))
+    return [_summarise(row, taken) for (row, _), taken in zip(plan, samples, strict=True)]
+
+
+def _summarise(row: Row, samples: list[dict]) -> Row:
+    """``row`` filled from its samples: the median by wall time (every sample kept)."""
     chosen = sorted(samples, key=lambda s: s["seconds"])[len(samples) // 2]
     row.seconds = chosen["seconds"]
     row.files_per_s = round(row.files / row.seconds, 2)
@@ -236,8 +255,8 @@ def _run_row(row: Row, out: Path, check: Callable[[Path, Path], str], repeat: in
     bad = [s["check"] for s in samples if not s["check"].startswith("ok")]
     row.check = bad[0] if bad else chosen["check"]
     row.repeats = samples
-    if repeat > 1:
-        row.check += f" (median of {repeat}: " + ", ".join(
+    if len(samples) > 1:
+        row.check += f" (median of {len(samples)}: " + ", ".join(
             f"{s['seconds']:.2f}" for s in samples) + " s)"
     print(f"  {row.name:<28} {row.seconds:8.2f} s  {row.peak_rss_mib:8.1f} MiB  {row.check}",
           flush=True)
@@ -528,7 +547,7 @@ def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
                          profile="research"),
                      _check_anonymizer(files)))
     print(f"measuring {len(plan)} commands on {files} files ...")
-    rows = [_run_row(row, out, check, repeat) for row, check in plan]
+    rows = _run_rows(plan, out, repeat)
     _ratios(rows)
     return rows
 
@@ -604,7 +623,7 @@ def _mixed_rows(single: corpus.Corpus, us: corpus.Corpus, tmp: Path, key: Path, 
                      _check_counts(files, 0)))
     print(f"measuring {len(plan)} commands on {files} files (CT/MR + {us.stamp['files']} "
           "ultrasound) ...")
-    return [_run_row(row, tmp / "out-mixed", check, repeat) for row, check in plan]
+    return _run_rows(plan, tmp / "out-mixed", repeat)
 
 
 def _listen_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int, files: int,
@@ -624,7 +643,7 @@ def _listen_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int, files: 
               [sys.executable, "-m", "bench.listen", "--key-file", str(key), "--jobs", str(jobs),
                str(tree), "{out}"], profile="basic")
     print(f"measuring anonymizer listen on {len(chosen)} files ...")
-    return [_run_row(row, tmp / "out-listen", _check_listen, repeat)]
+    return _run_rows([(row, _check_listen)], tmp / "out-listen", repeat)
 
 
 def _check_listen(out: Path, log: Path) -> str:
@@ -719,9 +738,10 @@ def _network_rows(files: int, tmp: Path, key: Path, jobs: int, repeat: int) -> l
         ]
         archive.wipe()
         print(f"measuring {len(plan)} network commands on {stored} instances ...")
-        return [_run_row(Row(name, "network", jobs, stored, size, command, profile="basic"),
-                         tmp / "out-network", check, repeat)
-                for name, command, check in plan]
+        # one command at a time: each check reads what the archive received
+        return [row for name, command, check in plan for row in _run_rows(
+            [(Row(name, "network", jobs, stored, size, command, profile="basic"), check)],
+            tmp / "out-network", repeat)]
     finally:
         server.remove(pacs, archive)
         if saved_netrc is None:
@@ -784,7 +804,7 @@ def _huge_rows(huge: corpus.Corpus, tmp: Path, key: Path, repeat: int) -> list[R
          _check_anonymizer(1)),
     ]
     print(f"measuring {len(plan)} commands on the multi-frame file ...")
-    rows = [_run_row(row, out, check, repeat) for row, check in plan]
+    rows = _run_rows(plan, out, repeat)
     _ratios(rows)
     return rows
 
