@@ -79,6 +79,51 @@ def test_preamble_never_reaches_the_output(tmp_path: Path, engines: dict[str, En
         assert written.read_bytes()[:128] == b"\x00" * 128
 
 
+@pytest.mark.parametrize("change", ["written to", "replaced"])
+def test_a_large_input_changed_before_its_bytes_are_copied_is_not_written(
+        tmp_path: Path, engines: dict[str, Engine], change: str) -> None:
+    """The untouched elements of an input over LARGE_FILE are copied from the file when the
+    output is written, after it was parsed and de-identified: if it is no longer that file
+    as it was, nothing is written (its bytes were never looked at)."""
+    import dataclasses
+    import os
+    import shutil
+
+    from conftest import SAMPLE_DATA
+
+    from anonymizer.io import read_input
+    from anonymizer.io.reader import ChangedWhileReadError
+
+    path = tmp_path / "input.dcm"
+    shutil.copyfile(SAMPLE_DATA / "DOE^JOHN_12345678/20190101_CT_CHEST/IM0001.dcm", path)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    out = tmp_path / "out"
+
+    def read_and_clean():
+        read = read_dataset(path, dataclasses.replace(read_input(path), data=None))
+        assert read.splice is not None and read.splice.source.handle is not None
+        return read, engines["basic"].deidentify(read.dataset)
+
+    read, result = read_and_clean()  # unchanged: written
+    written, _ = write_temporary(read.dataset, out, "same", read.splice, result.changes)
+    read.close()
+    assert written.is_file()
+    read, result = read_and_clean()
+    data = path.read_bytes()
+    if change == "written to":  # in place, the same size
+        with open(path, "r+b") as handle:
+            handle.write(data.replace(b"DOE^JOHN", b"ROE^JANE"))
+    else:
+        path.with_name("new").write_bytes(data)
+        os.replace(path.with_name("new"), path)
+    try:
+        with pytest.raises(ChangedWhileReadError, match="changed while it was read"):
+            write_temporary(read.dataset, out, "changed", read.splice, result.changes)
+    finally:
+        read.close()
+    assert sorted(p.name for p in out.iterdir()) == [written.name]  # no temporary left
+
+
 def test_an_output_folder_removed_during_a_run_is_made_again(tmp_path: Path,
                                                             engines: dict[str, Engine]) -> None:
     """The writer makes each folder once per process; one removed since is made again."""

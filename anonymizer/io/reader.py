@@ -18,7 +18,13 @@ from pydicom.errors import InvalidDicomError
 from anonymizer.elements import stored, text_value
 from anonymizer.errors import AnonymizerError
 from anonymizer.io.scan import Unsupported, scan
-from anonymizer.io.splice import Source, SpliceMap, splice_supported
+from anonymizer.io.splice import (
+    ChangedWhileReadError,
+    Source,
+    SpliceMap,
+    splice_supported,
+    stat_identity,
+)
 from anonymizer.reasons import exception_class, tag_label
 from anonymizer.tags import AFTER_PIXEL_DATA, PIXEL_DATA, UNDEFINED_LENGTH
 
@@ -145,12 +151,6 @@ def _sha256_of(handle: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def stat_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What shows that a file was changed or replaced (git's index and backup tools keep
-    the same): size, modification and change times, inode, device."""
-    return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev
-
-
 @dataclass(frozen=True)
 class InputBytes:
     """An input as read once: its bytes (None above :data:`LARGE_FILE`: those stay on
@@ -252,11 +252,6 @@ def _refuse_dicomdir(ds: Dataset) -> None:
         raise NotDicomError("DICOMDIR: an index of paths that can hold PHI; not de-identified")
 
 
-class ChangedWhileReadError(AnonymizerError):
-    """A large input changed between its hashing and its parse: its recorded hash would
-    not describe what was de-identified. It is failed; the next run reads it again."""
-
-
 def _read_large(read: InputBytes) -> ReadResult:
     """Parse a large file (hashed already) leaving values over 1 MiB on disk.
 
@@ -267,9 +262,8 @@ def _read_large(read: InputBytes) -> ReadResult:
     source = Source(path=Path(read.path))
     try:
         assert source.handle is not None
-        if read.stat is None or \
-                stat_identity(os.fstat(source.handle.fileno())) != stat_identity(read.stat):
-            raise ChangedWhileReadError("changed while it was read")
+        if read.stat is None or source.identity != stat_identity(read.stat):
+            raise ChangedWhileReadError("changed while it was read")  # since it was hashed
         head = source.handle.read(132)
         source.handle.seek(0)
         is_part10 = head[128:132] == b"DICM"
@@ -282,8 +276,7 @@ def _read_large(read: InputBytes) -> ReadResult:
         notes = _check_complete(ds, size)
         _refuse_dicomdir(ds)
         splice = SpliceMap.build(ds, source)
-        if stat_identity(os.fstat(source.handle.fileno())) != stat_identity(read.stat):
-            raise ChangedWhileReadError("changed while it was read")
+        source.check_unchanged()  # again when its bytes are copied (write_temporary)
     except BaseException:
         source.close()
         raise

@@ -16,6 +16,7 @@ could lie inside a neighbour's span).
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from anonymizer.elements import Mutations, held_in_file, stored, text_values
+from anonymizer.errors import AnonymizerError
 from anonymizer.io.encoder import encode_element, write_buffered_element
 from anonymizer.tags import (
     ITEM_TAG,
@@ -39,12 +41,47 @@ CHUNK = 1 << 20
 _TAG = struct.Struct("<HH")
 
 
+def stat_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What shows that a file was changed or replaced (git's index and backup tools keep
+    the same): size, modification and change times, inode, device."""
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev
+
+
+class ChangedWhileReadError(AnonymizerError):
+    """An input read from disk more than once (a large one: hashed, parsed, then its
+    untouched bytes copied into the output) was not the same file every time: what its
+    record says and what was de-identified would not be what is written. It is failed;
+    the next run reads it again."""
+
+
 class Source:
-    """Random access to the input's bytes: an in-memory buffer or an open file."""
+    """Random access to the input's bytes: an in-memory buffer or an open file.
+
+    An open file is read again long after it was parsed (its untouched elements are copied
+    into the output from it): :meth:`check_unchanged` tells whether it is still the file
+    that was opened, as it was.
+    """
 
     def __init__(self, data: bytes | None = None, path: Path | None = None):
         self.data = data
+        self.path = path
         self.handle: BinaryIO | None = open(path, "rb") if data is None and path else None  # noqa: SIM115
+        #: the open file's :func:`stat_identity` when it was opened
+        self.identity = None if self.handle is None else \
+            stat_identity(os.fstat(self.handle.fileno()))
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`ChangedWhileReadError` if the open file was written to, or its
+        path now names another file, since it was opened (a buffer cannot change)."""
+        if self.handle is None or self.path is None:
+            return
+        try:
+            current = stat_identity(os.stat(self.path))
+        except OSError:
+            current = None
+        if current != self.identity or \
+                stat_identity(os.fstat(self.handle.fileno())) != self.identity:
+            raise ChangedWhileReadError("changed while it was read")
 
     def read(self, start: int, length: int) -> bytes:
         if self.data is not None:

@@ -165,6 +165,8 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
                 hashing = _HashingFile(handle)
                 ds.save_as(hashing, enforce_file_format=part10)
             hashing.flush()
+            if splice is not None:  # what was copied from a file on disk is what was read
+                splice.source.check_unchanged()
             if durable:
                 os.fsync(handle.fileno())
     except BaseException:
