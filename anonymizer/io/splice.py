@@ -183,13 +183,9 @@ def _one_after_another(ordered: list[tuple[int, tuple[int, int]]],
     for (tag, (start, end)), (_, (following, _)) in zip(ordered, ordered[1:], strict=False):
         if end != following or start >= end:
             return False
-        elem = originals.get(tag)
-        # _end(elem, None), inline: this runs for every element of every file
-        if isinstance(elem, RawDataElement):
-            tell = elem.value_tell
-            if tell is not None and elem.length != UNDEFINED_LENGTH \
-                    and tell + elem.length != end:
-                return False
+        own_end = _end(originals.get(tag), None)
+        if own_end is not None and own_end != end:
+            return False
     return True
 
 
@@ -212,8 +208,7 @@ class SpliceMap:
 
     def __post_init__(self) -> None:
         # Plain int keys: pydicom's BaseTag compares in Python on every lookup
-        self.spans = dict(self.spans) if set(map(type, self.spans)) == {int} \
-            else {int(tag): span for tag, span in self.spans.items()}  # the scanner's: ints
+        self.spans = {int(tag): span for tag, span in self.spans.items()}
         self.originals = {int(tag): elem for tag, elem in self.originals.items()}
         if not self.exact():
             self.spans = {}
