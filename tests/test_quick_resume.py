@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY_A, SAMPLE_DATA
-from pipeline_helpers import anonymize, cli, input_token
+from pipeline_helpers import AUDIT, anonymize, audit_records, cli, file_records, input_token
 
 from anonymizer.keyed import KeyedSource
 from anonymizer.pipeline import RunConfig, run
 from anonymizer.pipeline.resume import PreviousRuns, compact, ends_compacted
 from anonymizer.pipeline.worker import RACY_NS
 
-AUDIT = "audit.jsonl"
 SAMPLE_FILES = sorted(p.relative_to(SAMPLE_DATA).as_posix()
                       for p in SAMPLE_DATA.rglob("*") if p.is_file())
 NOT_DICOM = "DOE^JOHN_12345678/notes.txt"  # skipped, so read by every run
@@ -92,11 +91,11 @@ def _run(source: Path, out: Path, key_file: Path, rehash: bool = False) -> dict[
 
 
 def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / AUDIT).read_text().splitlines()]
+    return audit_records(out / AUDIT)
 
 
 def _file_records(out: Path) -> dict[str, dict]:
-    return {r["input"]: r for r in _records(out) if r["type"] == "file"}
+    return {r["input"]: r for r in file_records(out)}
 
 
 def _token(relative: str) -> str:
