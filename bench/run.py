@@ -209,15 +209,14 @@ def _check_pixels(out: Path, pixel: tuple[str, int]) -> str:
 def _sample(row: Row, out: Path, check: Callable[[Path, Path], str]) -> dict:
     """One measurement of ``row``'s command (its output checked, then deleted)."""
     shutil.rmtree(out, ignore_errors=True)
+    log = out.with_suffix(".log")
     busy = _busy_cpu_seconds()
-    report = _measure([part.replace("{out}", out.as_posix()) for part in row.command],
-                      out.with_suffix(".log"))
+    report = _measure([part.replace("{out}", out.as_posix()) for part in row.command], log)
     busy = _busy_cpu_seconds() - busy
     # CPU time the rest of the machine used meanwhile (this helper's sampling included).
     report["background_cpu_s"] = round(max(0.0, busy - report["user_s"] - report["sys_s"]), 2)
-    report["check"] = check(out, out.with_suffix(".log")) \
-        if report["exit_code"] == row.exit_code else \
-        f"FAILED: exit {report['exit_code']}; {_tail(out.with_suffix('.log'))}"
+    report["check"] = check(out, log) if report["exit_code"] == row.exit_code else \
+        f"FAILED: exit {report['exit_code']}; {_tail(log)}"
     if row.kind in ("anonymizer", "baseline"):
         report["timings"] = _run_end_timings(out)
     shutil.rmtree(out, ignore_errors=True)
