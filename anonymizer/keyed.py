@@ -16,6 +16,12 @@ from anonymizer.errors import SecretKeyError
 KEY_ENV_VAR = "ANONYMIZER_KEY"
 MIN_KEY_BYTES = 16
 _STANDARD_UID_ROOT = "1.2.840.10008."
+#: Domains whose values repeat from file to file (a patient's name, ID and subject key):
+#: their digests are kept for the process's next file. Per-file values (input paths,
+#: stats) are not, or they would only fill the memo.
+_REPEATED_DOMAINS = frozenset({"pseudonym", "date-shift", "collision"})
+#: Entries of each memo (UIDs, repeated digests): bounded, whatever the run's size.
+_MEMO_ENTRIES = 1_000_000
 
 
 class KeyedSource:
@@ -28,13 +34,14 @@ class KeyedSource:
         audit log only gets :attr:`fingerprint`, a MAC of a constant.
     """
 
-    __slots__ = ("_key", "_uid_cache")
+    __slots__ = ("_key", "_uid_cache", "_digests")
 
     def __init__(self, key: bytes):
         if len(key) < MIN_KEY_BYTES:
             raise SecretKeyError(f"secret key too short: {len(key)} bytes, need {MIN_KEY_BYTES}")
         self._key = key
         self._uid_cache: dict[str, str] = {}
+        self._digests: dict[tuple[str, str | bytes], bytes] = {}
 
     def __repr__(self) -> str:  # never show the key
         return f"KeyedSource(fingerprint={self.fingerprint})"
@@ -44,8 +51,14 @@ class KeyedSource:
 
     def digest(self, domain: str, value: str | bytes) -> bytes:
         """HMAC-SHA-256 of ``value`` in a named domain (so uses never collide)."""
+        memo = domain in _REPEATED_DOMAINS
+        if memo and (known := self._digests.get((domain, value))) is not None:
+            return known
         data = value.encode("utf-8") if isinstance(value, str) else value
-        return hmac.digest(self._key, domain.encode() + b"\x00" + data, "sha256")
+        digest = hmac.digest(self._key, domain.encode() + b"\x00" + data, "sha256")
+        if memo and len(self._digests) < _MEMO_ENTRIES:
+            self._digests[(domain, value)] = digest
+        return digest
 
     def hexdigest(self, domain: str, value: str | bytes, length: int = 32) -> str:
         """Hex form of :meth:`digest`, truncated to ``length`` characters."""
@@ -69,7 +82,7 @@ class KeyedSource:
         if cached is None:
             number = int.from_bytes(self.digest("uid", original)[:16], "big")
             cached = f"2.25.{number}"
-            if len(self._uid_cache) < 1_000_000:
+            if len(self._uid_cache) < _MEMO_ENTRIES:
                 self._uid_cache[original] = cached
         return cached
 

@@ -227,6 +227,24 @@ def test_keyed_uid_consistent_per_key() -> None:
     assert a1.uid(original) != a1.uid(original + ".1")
 
 
+@pytest.mark.parametrize("domain", ["pseudonym", "date-shift", "collision", "input-path"])
+def test_keyed_digests_do_not_depend_on_what_was_asked_before(domain: str) -> None:
+    """A process keeps the digests of values that repeat from file to file: asked again,
+    as text or as bytes, after other values and keys, each is what a fresh source gives."""
+    used, fresh = KeyedSource(KEY_A), KeyedSource(KEY_A)
+    values = ["DOE^JOHN", "PAT-001", "", "Ä", "DOE^JOHN "]
+    pairs = [(d, v) for d in (domain, "pseudonym", "uid", domain) for v in values]
+    asked = [used.digest(d, v) for d, v in pairs]
+    as_bytes = [used.digest(domain, v.encode("utf-8")) for v in values]
+    assert asked == [fresh.digest(d, v) for d, v in reversed(pairs)][::-1]
+    expected = asked[:len(values)]
+    assert as_bytes == expected
+    assert len(set(expected)) == len(values)
+    assert domain == "pseudonym" or not set(expected) & set(asked[len(values):-len(values)])
+    assert KeyedSource(KEY_B).digest(domain, values[0]) != expected[0]
+    assert used.hexdigest(domain, values[1], 16) == expected[1].hex()[:16]
+
+
 @pytest.mark.parametrize("uid", [CT, ENHANCED_CT, ExplicitVRLittleEndian, "1.2.840.10008.1.1",
                                  "1.2.840.10008.3.1.2.3.1"])
 def test_standard_uids_unchanged(uid: str) -> None:
