@@ -8,6 +8,7 @@ shifted under the Modified Dates option), and the HIPAA age cap.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import string
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class Pseudonym:
         return f"pseudonym {self.fmt!r}" if self.fmt else "pseudonym"
 
 
+@functools.lru_cache(maxsize=4096)  # a study's files repeat its dates, and share an offset
 def shift_date(value: str, days: int) -> str | None:
     """Shift a DA value (``YYYYMMDD``, also ``YYYY`` / ``YYYYMM`` in DT); None if unparseable."""
     text = value.strip()
