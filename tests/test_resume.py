@@ -110,6 +110,20 @@ def test_a_list_encoded_in_the_worker_is_logged_as_the_list_itself(tmp_path: Pat
     assert encode_list([]) == []  # written as an empty list, not referred to
 
 
+def test_a_list_changed_after_it_was_encoded_is_encoded_anew() -> None:
+    """Workers encode each distinct list once: by its contents when it was given, so a
+    list the caller changes later (or another with the same contents) is never taken for
+    the one encoded before."""
+    values = [("(0010,0010)", "Z")]
+    first = encode_list(values)
+    values.append(("(0010,0020)", "Z"))
+    second = encode_list(values)
+    assert list(first) == [["(0010,0010)", "Z"]]
+    assert list(second) == [["(0010,0010)", "Z"], ["(0010,0020)", "Z"]]
+    assert second.id == list_id(values) != first.id
+    assert encode_list([("(0010,0010)", "Z")]) == first
+
+
 def test_warnings_are_shared_the_same_way(tmp_path: Path):
     log = AuditLog(tmp_path / AUDIT)
     warned = ["(0040,0009): Type 1 attribute removed"]

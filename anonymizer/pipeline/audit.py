@@ -66,8 +66,28 @@ class EncodedList:
 
 
 def encode_list(values: list) -> EncodedList | list:
-    """``values`` ready for a file record's shared list: encoded, or empty as it is."""
-    return EncodedList.of(values) if values else []
+    """``values`` ready for a file record's shared list: encoded, or empty as it is.
+
+    The files of a series mostly get the same list: a process encodes each distinct one
+    once (the memo holds tags, codes and warnings, never values).
+    """
+    if not values:
+        return []
+    key = tuple(values)  # a snapshot: the caller may change its list afterwards
+    try:
+        encoded = _ENCODED.get(key)
+    except TypeError:  # items that are lists (as read back from a log): not kept
+        return EncodedList.of(values)
+    if encoded is None:
+        encoded = EncodedList.of(values)
+        if len(_ENCODED) >= _ENCODED_ENTRIES:
+            _ENCODED.clear()
+        _ENCODED[key] = encoded
+    return encoded
+
+
+_ENCODED: dict[tuple, EncodedList] = {}
+_ENCODED_ENTRIES = 1024
 
 
 class AuditLog:
