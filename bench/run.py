@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import corpus
+from bench import corpus, goals
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -469,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
               "the parent process's own peak RSS, time to first output, audit log per file")
         print(_table(scale_rows))
 
+    judged = goals.judge(rows, huge_rows, scale_rows, jobs)
+    print()
+    print("goals (ratios to pydicom paired round by round: its seconds / ours; 'met' when the "
+          "median reaches the goal)")
+    print(goals.table(judged))
+
     when = dt.datetime.now(dt.timezone.utc)
     record = {
         "benchmark": "anonymizer bench", "when": when.isoformat(timespec="seconds"),
@@ -492,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         "listen": [asdict(r) for r in listen_rows],
         "network": [asdict(r) for r in network_rows],
         "scale": [asdict(r) for r in scale_rows],
+        "goals": [asdict(g) for g in judged],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1) + "\n"

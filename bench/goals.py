@@ -1,0 +1,121 @@
+"""The speed and memory goals, each judged from the rows one bench run measured.
+
+The ratios against pydicom are taken round by round: ``--repeat K`` runs every command once
+per round, so pydicom's copy and ``anonymizer run`` of one round ran minutes apart at most,
+while the machine's speed drifts by 10-25% within half an hour. Each round gives
+pydicom's seconds over ours (above 1: faster than the plain copy); the goal is judged on
+the median of those. A goal whose rows were not measured (``--skip-huge``, ``--scale 0``)
+is reported as not measured, never as met.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+#: Throughput of ``anonymizer run`` at N jobs over pydicom's read+write at N processes.
+THROUGHPUT_VS_PYDICOM = {"research": 1.0, "basic": 1.15}
+#: CPU ms per file the main process spends outside the workers (sync, commit, audit, ...).
+OUTSIDE_MS_PER_FILE = 0.25
+#: wall time at 1 job over wall time at N jobs (2 cores: at most 2).
+SCALING = 1.75
+#: peak RSS of the one process de-identifying the 1 GiB multi-frame file.
+MULTI_FRAME_RSS_MIB = 256
+#: inputs per second a rerun with nothing left to do gets through (the quick check by stat).
+RERUN_FILES_PER_S = 20000
+#: bytes the audit log takes per file of a first run.
+AUDIT_BYTES_PER_FILE = 512
+#: the main process's peak RSS on the largest scale run; and flat: at most this much more
+#: than on a quarter of the files
+PARENT_RSS_MIB = 256
+PARENT_GROWTH = 1.25
+
+
+@dataclass
+class Goal:
+    """One goal and what this run measured of it."""
+
+    goal: str
+    measured: str
+    #: None: not measured in this run
+    met: bool | None
+
+
+def paired_ratios(ours: Any, pydicom: Any) -> list[float]:
+    """pydicom's seconds over ours, round by round (the samples are in round order)."""
+    return [round(theirs["seconds"] / mine["seconds"], 3)
+            for mine, theirs in zip(ours.repeats, pydicom.repeats, strict=False)
+            if mine["seconds"] > 0]
+
+
+def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: int) -> list[Goal]:
+    """Every goal, judged from the rows of one run (``bench.run.Row``)."""
+    goals: list[Goal] = []
+    by_name = {row.name: row for row in rows}
+    noop = {row.procs: row for row in rows if row.kind == "pydicom-noop"}
+    for profile, least in THROUGHPUT_VS_PYDICOM.items():
+        row = by_name.get(f"anonymizer {profile} -j{jobs}")
+        name = f"{profile} -j{jobs} throughput / pydicom x{jobs}, per round, median >= {least:.2f}"
+        if row is None or jobs not in noop:
+            goals.append(Goal(name, "not measured", None))
+            continue
+        ratios = paired_ratios(row, noop[jobs])
+        median = statistics.median(ratios)
+        goals.append(Goal(name, f"{median:.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})",
+                          median >= least))
+    for profile in THROUGHPUT_VS_PYDICOM:
+        row = by_name.get(f"anonymizer {profile} -j{jobs}")
+        name = f"{profile} -j{jobs} CPU outside the workers <= {OUTSIDE_MS_PER_FILE} ms/file"
+        if row is None or not row.timings:
+            goals.append(Goal(name, "not measured", None))
+            continue
+        outside = sum(row.timings.get(stage, 0.0)
+                      for stage in ("sync", "commit", "audit", "progress", "dispatch"))
+        goals.append(Goal(name, f"{outside:.3f} ms", outside <= OUTSIDE_MS_PER_FILE))
+    for profile in THROUGHPUT_VS_PYDICOM:
+        one, many = by_name.get(f"anonymizer {profile} -j1"), \
+            by_name.get(f"anonymizer {profile} -j{jobs}")
+        name = f"{profile} -j1 -> -j{jobs} speed-up >= {SCALING}x"
+        if one is None or many is None or jobs == 1:
+            goals.append(Goal(name, "not measured", None))
+            continue
+        speedup = one.seconds / many.seconds
+        goals.append(Goal(name, f"{speedup:.2f}x", speedup >= SCALING))
+    huge = next((row for row in huge_rows if row.name == "anonymizer research -j1"), None)
+    name = f"multi-frame file, research: peak RSS < {MULTI_FRAME_RSS_MIB} MiB"
+    goals.append(Goal(name, f"{huge.peak_rss_mib:.0f} MiB", huge.peak_rss_mib
+                      < MULTI_FRAME_RSS_MIB) if huge is not None
+                 else Goal(name, "not measured", None))
+    largest = max((row.files for row in scale_rows if row.kind == "scale-resume"), default=0)
+    rerun = next((row for row in scale_rows if row.kind == "scale-resume"
+                  and row.files == largest and "--rehash" not in row.command), None)
+    name = f"rerun with nothing to do >= {RERUN_FILES_PER_S:,} files/s"
+    goals.append(Goal(name, f"{rerun.files_per_s:,.0f} files/s at {rerun.files:,}",
+                      rerun.files_per_s >= RERUN_FILES_PER_S) if rerun is not None
+                 else Goal(name, "not measured", None))
+    first = next((row for row in scale_rows if row.kind == "scale" and row.files == largest
+                  and row.audit_bytes_per_file is not None), None)
+    name = f"audit log <= {AUDIT_BYTES_PER_FILE} B per file"
+    goals.append(Goal(name, f"{first.audit_bytes_per_file:.0f} B", first.audit_bytes_per_file
+                      <= AUDIT_BYTES_PER_FILE) if first is not None
+                 else Goal(name, "not measured", None))
+    quarter = next((row for row in scale_rows if row.kind == "scale" and row.files < largest
+                    and row.parent_rss_mib), None)
+    name = (f"main process peak RSS <= {PARENT_RSS_MIB} MiB, and flat (<= {PARENT_GROWTH}x "
+            "that at a quarter of the files)")
+    goals.append(Goal(name, f"{first.parent_rss_mib:.0f} MiB at {first.files:,}, "
+                            f"{quarter.parent_rss_mib:.0f} MiB at {quarter.files:,}",
+                      first.parent_rss_mib <= PARENT_RSS_MIB
+                      and first.parent_rss_mib <= PARENT_GROWTH * quarter.parent_rss_mib)
+                 if first is not None and quarter is not None and first.parent_rss_mib
+                 else Goal(name, "not measured", None))
+    return goals
+
+
+def table(goals: list[Goal]) -> str:
+    """The goals as printed lines."""
+    verdict = {True: "met", False: "NOT MET", None: "-"}
+    width = max(len(goal.goal) for goal in goals)
+    return "\n".join(f"{goal.goal:<{width}}  {verdict[goal.met]:<7}  {goal.measured}"
+                     for goal in goals)
