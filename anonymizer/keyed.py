@@ -20,8 +20,10 @@ _STANDARD_UID_ROOT = "1.2.840.10008."
 #: their digests are kept for the process's next file. Per-file values (input paths,
 #: stats) are not, or they would only fill the memo.
 _REPEATED_DOMAINS = frozenset({"pseudonym", "date-shift", "collision"})
-#: Entries of each memo (UIDs, repeated digests): bounded, whatever the run's size.
-_MEMO_ENTRIES = 1_000_000
+#: Entries of each memo (UIDs, repeated digests). A full memo is emptied: a worker's memory
+#: stays flat over millions of files, and what repeats (a series' UIDs, a patient's values)
+#: is soon back in it.
+_MEMO_ENTRIES = 1 << 16
 
 
 class KeyedSource:
@@ -56,7 +58,9 @@ class KeyedSource:
             return known
         data = value.encode("utf-8") if isinstance(value, str) else value
         digest = hmac.digest(self._key, domain.encode() + b"\x00" + data, "sha256")
-        if memo and len(self._digests) < _MEMO_ENTRIES:
+        if memo:
+            if len(self._digests) >= _MEMO_ENTRIES:
+                self._digests.clear()
             self._digests[(domain, value)] = digest
         return digest
 
@@ -82,8 +86,9 @@ class KeyedSource:
         if cached is None:
             number = int.from_bytes(self.digest("uid", original)[:16], "big")
             cached = f"2.25.{number}"
-            if len(self._uid_cache) < _MEMO_ENTRIES:
-                self._uid_cache[original] = cached
+            if len(self._uid_cache) >= _MEMO_ENTRIES:
+                self._uid_cache.clear()
+            self._uid_cache[original] = cached
         return cached
 
 

@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
+from anonymizer import keyed as keyed_module
 from anonymizer import standard
 from anonymizer.engine import Engine
 from anonymizer.errors import DeidentificationError
@@ -243,6 +244,22 @@ def test_keyed_digests_do_not_depend_on_what_was_asked_before(domain: str) -> No
     assert domain == "pseudonym" or not set(expected) & set(asked[len(values):-len(values)])
     assert KeyedSource(KEY_B).digest(domain, values[0]) != expected[0]
     assert used.hexdigest(domain, values[1], 16) == expected[1].hex()[:16]
+
+
+def test_keyed_memos_stay_bounded_and_answer_the_same_when_full(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's memos of UIDs and repeated digests are emptied when full (a million
+    SOP Instance UIDs kept 228 MiB in one worker), and a value asked again afterwards gets
+    the same answer."""
+    monkeypatch.setattr(keyed_module, "_MEMO_ENTRIES", 8)
+    used, fresh = KeyedSource(KEY_A), KeyedSource(KEY_A)
+    uids = [f"1.2.826.0.1.3680043.10.999.{i}" for i in range(50)]
+    names = [f"DOE^{i}" for i in range(50)]
+    for _ in range(2):
+        assert [used.uid(u) for u in uids] == [fresh.uid(u) for u in uids]
+        assert [used.digest("pseudonym", n) for n in names] \
+            == [fresh.digest("pseudonym", n) for n in names]
+        assert 0 < len(used._uid_cache) <= 8 and 0 < len(used._digests) <= 8
 
 
 @pytest.mark.parametrize("uid", [CT, ENHANCED_CT, ExplicitVRLittleEndian, "1.2.840.10008.1.1",
