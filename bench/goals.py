@@ -56,6 +56,8 @@ def _median_of(ratios: list[float]) -> tuple[float, str]:
 
 def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: int) -> list[Goal]:
     """Every goal, judged from the rows of one run (``bench.run.Row``)."""
+    from bench.run import PARENT_STAGES  # bench.run imports this module
+
     goals: list[Goal] = []
     by_name = {row.name: row for row in rows}
     noop = {row.procs: row for row in rows if row.kind == "pydicom-noop"}
@@ -73,8 +75,7 @@ def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: in
         if row is None or not row.timings:
             goals.append(Goal(name, "not measured", None))
             continue
-        outside = sum(row.timings.get(stage, 0.0)
-                      for stage in ("sync", "commit", "audit", "progress", "dispatch"))
+        outside = sum(row.timings.get(stage, 0.0) for stage in PARENT_STAGES)
         goals.append(Goal(name, f"{outside:.3f} ms", outside <= OUTSIDE_MS_PER_FILE))
     for profile in THROUGHPUT_VS_PYDICOM:
         one, many = by_name.get(f"anonymizer {profile} -j1"), \
