@@ -49,26 +49,31 @@ def paired_ratios(slower: Any, faster: Any) -> list[float]:
             if second["seconds"] > 0]
 
 
-def _median_of(ratios: list[float]) -> tuple[float, str]:
+def _paired_goal(name: str, slower: Any, faster: Any, least: float) -> Goal:
+    """The goal that ``slower``'s seconds over ``faster``'s reach ``least`` (the median of
+    the rounds); not measured when either row is missing."""
+    ratios = paired_ratios(slower, faster) if slower is not None and faster is not None else []
+    if not ratios:
+        return Goal(name, "not measured", None)
     median = statistics.median(ratios)
-    return median, f"{median:.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})"
+    return Goal(name, f"{median:.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})",
+                median >= least)
 
 
 def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: int) -> list[Goal]:
-    """Every goal, judged from the rows of one run (``bench.run.Row``)."""
+    """Every goal, judged from the rows of one run (``bench.run.Row``) that passed their
+    checks: a command that failed fast would look fast."""
     from bench.run import PARENT_STAGES  # bench.run imports this module
 
+    rows, huge_rows, scale_rows = ([row for row in group if row.check.startswith("ok")]
+                                   for group in (rows, huge_rows, scale_rows))
     goals: list[Goal] = []
     by_name = {row.name: row for row in rows}
     noop = {row.procs: row for row in rows if row.kind == "pydicom-noop"}
     for profile, least in THROUGHPUT_VS_PYDICOM.items():
         row = by_name.get(f"anonymizer {profile} -j{jobs}")
         name = f"{profile} -j{jobs} throughput / pydicom x{jobs}, per round, median >= {least:.2f}"
-        if row is None or jobs not in noop:
-            goals.append(Goal(name, "not measured", None))
-            continue
-        median, measured = _median_of(paired_ratios(noop[jobs], row))
-        goals.append(Goal(name, measured, median >= least))
+        goals.append(_paired_goal(name, noop.get(jobs), row, least))
     for profile in THROUGHPUT_VS_PYDICOM:
         row = by_name.get(f"anonymizer {profile} -j{jobs}")
         name = f"{profile} -j{jobs} CPU outside the workers <= {OUTSIDE_MS_PER_FILE} ms/file"
@@ -81,11 +86,7 @@ def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: in
         one, many = by_name.get(f"anonymizer {profile} -j1"), \
             by_name.get(f"anonymizer {profile} -j{jobs}")
         name = f"{profile} -j1 -> -j{jobs} speed-up, per round, median >= {SCALING}"
-        if one is None or many is None or jobs == 1:
-            goals.append(Goal(name, "not measured", None))
-            continue
-        median, measured = _median_of(paired_ratios(one, many))
-        goals.append(Goal(name, measured, median >= SCALING))
+        goals.append(_paired_goal(name, one, many if jobs > 1 else None, SCALING))
     huge = next((row for row in huge_rows if row.name == "anonymizer research -j1"), None)
     name = f"multi-frame file, research: peak RSS < {MULTI_FRAME_RSS_MIB} MiB"
     goals.append(Goal(name, f"{huge.peak_rss_mib:.0f} MiB", huge.peak_rss_mib
