@@ -472,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     judged = goals.judge(rows, huge_rows, scale_rows, jobs)
     print()
     print("goals (ratios to pydicom paired round by round: its seconds / ours; 'met' when the "
-          "median reaches the goal)")
+          "median reaches the goal)" + ("; a smoke run: start-up (about 0.4 s) and the small "
+                                        "scale weigh here, judge the goals on a full run"
+                                        if args.quick else ""))
     print(goals.table(judged))
 
     when = dt.datetime.now(dt.timezone.utc)
