@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 from anonymizer.errors import SecretKeyError
+from anonymizer.memo import BoundedMemo
 
 KEY_ENV_VAR = "ANONYMIZER_KEY"
 MIN_KEY_BYTES = 16
@@ -20,9 +21,7 @@ _STANDARD_UID_ROOT = "1.2.840.10008."
 #: their digests are kept for the process's next file. Per-file values (input paths,
 #: stats) are not, or they would only fill the memo.
 _REPEATED_DOMAINS = frozenset({"pseudonym", "date-shift", "collision"})
-#: Entries of each memo (UIDs, repeated digests). A full memo is emptied: a worker's memory
-#: stays flat over millions of files, and what repeats (a series' UIDs, a patient's values)
-#: is soon back in it.
+#: Entries of each memo (UIDs, repeated digests; :class:`~anonymizer.memo.BoundedMemo`).
 _MEMO_ENTRIES = 1 << 16
 
 
@@ -42,8 +41,8 @@ class KeyedSource:
         if len(key) < MIN_KEY_BYTES:
             raise SecretKeyError(f"secret key too short: {len(key)} bytes, need {MIN_KEY_BYTES}")
         self._key = key
-        self._uid_cache: dict[str, str] = {}
-        self._digests: dict[tuple[str, str | bytes], bytes] = {}
+        self._uid_cache: BoundedMemo[str, str] = BoundedMemo(_MEMO_ENTRIES)
+        self._digests: BoundedMemo[tuple[str, str | bytes], bytes] = BoundedMemo(_MEMO_ENTRIES)
 
     def __repr__(self) -> str:  # never show the key
         return f"KeyedSource(fingerprint={self.fingerprint})"
@@ -58,11 +57,7 @@ class KeyedSource:
             return known
         data = value.encode("utf-8") if isinstance(value, str) else value
         digest = hmac.digest(self._key, domain.encode() + b"\x00" + data, "sha256")
-        if memo:
-            if len(self._digests) >= _MEMO_ENTRIES:
-                self._digests.clear()
-            self._digests[(domain, value)] = digest
-        return digest
+        return self._digests.remember((domain, value), digest) if memo else digest
 
     def hexdigest(self, domain: str, value: str | bytes, length: int = 32) -> str:
         """Hex form of :meth:`digest`, truncated to ``length`` characters."""
@@ -85,10 +80,7 @@ class KeyedSource:
         cached = self._uid_cache.get(original)
         if cached is None:
             number = int.from_bytes(self.digest("uid", original)[:16], "big")
-            cached = f"2.25.{number}"
-            if len(self._uid_cache) >= _MEMO_ENTRIES:
-                self._uid_cache.clear()
-            self._uid_cache[original] = cached
+            cached = self._uid_cache.remember(original, f"2.25.{number}")
         return cached
 
 

@@ -23,6 +23,7 @@ from anonymizer.io.splice import (
     splice_supported,
     write_spliced,
 )
+from anonymizer.memo import BoundedMemo
 from anonymizer.tags import PIXEL_DATA
 
 TEMP_PREFIX = ".anonymizer-tmp-"
@@ -179,8 +180,7 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
 #: two system calls (``mkdir``, then ``stat`` on "exists") for each of the thousands of
 #: files a run writes into it: a few microseconds on a local disk, two round trips to the
 #: server on a network file system
-_known_folders: set[Path] = set()
-_KNOWN_FOLDERS_MAX = 4096
+_known_folders: BoundedMemo[Path, None] = BoundedMemo(4096)
 
 
 def _create(temporary: Path) -> BinaryIO:
@@ -188,13 +188,11 @@ def _create(temporary: Path) -> BinaryIO:
     folder = temporary.parent
     if folder not in _known_folders:
         folder.mkdir(parents=True, exist_ok=True)
-        if len(_known_folders) >= _KNOWN_FOLDERS_MAX:
-            _known_folders.clear()
-        _known_folders.add(folder)
+        _known_folders.remember(folder, None)
     try:
         return open(temporary, "wb")
     except FileNotFoundError:  # removed since this process saw it
-        _known_folders.discard(folder)
+        _known_folders.pop(folder, None)
         folder.mkdir(parents=True, exist_ok=True)
         return open(temporary, "wb")
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anonymizer.memo import BoundedMemo
+
 #: How many shared-list ids one writer remembers as defined. A list seen again after it was
 #: forgotten is defined once more (an identical line): memory stays bounded however many
 #: distinct lists a run meets.
@@ -78,16 +80,10 @@ def encode_list(values: list) -> EncodedList | list:
         encoded = _ENCODED.get(key)
     except TypeError:  # items that are lists (as read back from a log): not kept
         return EncodedList.of(values)
-    if encoded is None:
-        encoded = EncodedList.of(values)
-        if len(_ENCODED) >= _ENCODED_ENTRIES:
-            _ENCODED.clear()
-        _ENCODED[key] = encoded
-    return encoded
+    return encoded if encoded is not None else _ENCODED.remember(key, EncodedList.of(values))
 
 
-_ENCODED: dict[tuple, EncodedList] = {}
-_ENCODED_ENTRIES = 1024
+_ENCODED: BoundedMemo[tuple, EncodedList] = BoundedMemo(1024)
 
 
 class AuditLog:
