@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from conftest import SAMPLE_DATA
 from pydicom.dataelem import RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
@@ -15,8 +19,9 @@ from pydicom.filewriter import write_data_element
 from anonymizer.elements import stored
 from anonymizer.engine import Engine
 from anonymizer.errors import DeidentificationError, PixelDataError
-from anonymizer.io import read_dataset, write_temporary
+from anonymizer.io import read_dataset, read_input, write_temporary
 from anonymizer.io.encoder import encode_element
+from anonymizer.io.splice import ChangedWhileReadError
 from anonymizer.io.writer import TEMP_PREFIX
 
 
@@ -85,15 +90,6 @@ def test_a_large_input_changed_before_its_bytes_are_copied_is_not_written(
     """The untouched elements of an input over LARGE_FILE are copied from the file when the
     output is written, after it was parsed and de-identified: if it is no longer that file
     as it was, nothing is written (its bytes were never looked at)."""
-    import dataclasses
-    import os
-    import shutil
-
-    from conftest import SAMPLE_DATA
-
-    from anonymizer.io import read_input
-    from anonymizer.io.reader import ChangedWhileReadError
-
     path = tmp_path / "input.dcm"
     shutil.copyfile(SAMPLE_DATA / "DOE^JOHN_12345678/20190101_CT_CHEST/IM0001.dcm", path)
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
@@ -127,8 +123,6 @@ def test_a_large_input_changed_before_its_bytes_are_copied_is_not_written(
 def test_an_output_folder_removed_during_a_run_is_made_again(tmp_path: Path,
                                                             engines: dict[str, Engine]) -> None:
     """The writer makes each folder once per process; one removed since is made again."""
-    import shutil
-
     folder = tmp_path / "out" / "series"
 
     def write(name: str) -> Path:
@@ -145,8 +139,6 @@ def test_an_output_folder_removed_during_a_run_is_made_again(tmp_path: Path,
 def test_an_input_read_once_is_parsed_from_those_bytes(tmp_path: Path) -> None:
     """Resume hashes an input before deciding to parse it: the parse reuses those bytes
     (the file is not read a second time) and reports that hash."""
-    from anonymizer.io import read_input
-
     path = tmp_path / "ct.dcm"
     path.write_bytes(Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes())
     raw = read_input(path)
@@ -159,15 +151,6 @@ def test_an_input_read_once_is_parsed_from_those_bytes(tmp_path: Path) -> None:
 def test_a_large_input_changed_after_its_hashing_fails(tmp_path: Path) -> None:
     """An input over LARGE_FILE is hashed in one pass and parsed in another: parsed only if
     it is still the file that was hashed, so the recorded hash describes what was read."""
-    import dataclasses
-    import os
-    import shutil
-
-    from conftest import SAMPLE_DATA
-
-    from anonymizer.io import read_input
-    from anonymizer.io.reader import ChangedWhileReadError
-
     path = tmp_path / "input.dcm"
     shutil.copyfile(SAMPLE_DATA / "DOE^JOHN_12345678/20190101_CT_CHEST/IM0001.dcm", path)
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # long before: not racy, a stat kept
