@@ -11,6 +11,7 @@ is reported as not measured, never as met.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +61,16 @@ def _paired_goal(name: str, slower: Any, faster: Any, least: float) -> Goal:
                 median >= least)
 
 
+def _row_goal(name: str, row: Any, measured: Callable[[Any], str],
+              met: Callable[[Any], bool]) -> Goal:
+    """The goal one row tells: ``measured(row)`` and ``met(row)``; not measured without it."""
+    return Goal(name, "not measured", None) if row is None else Goal(name, measured(row), met(row))
+
+
 def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: int) -> list[Goal]:
     """Every goal, judged from the rows of one run (``bench.run.Row``) that passed their
     checks: a command that failed fast would look fast."""
-    from bench.run import PARENT_STAGES  # bench.run imports this module
+    from bench.run import outside_ms  # bench.run imports this module
 
     rows, huge_rows, scale_rows = ([row for row in group if row.check.startswith("ok")]
                                    for group in (rows, huge_rows, scale_rows))
@@ -76,45 +83,43 @@ def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: in
         goals.append(_paired_goal(name, noop.get(jobs), row, least))
     for profile in THROUGHPUT_VS_PYDICOM:
         row = by_name.get(f"anonymizer {profile} -j{jobs}")
-        name = f"{profile} -j{jobs} CPU outside the workers <= {OUTSIDE_MS_PER_FILE} ms/file"
-        if row is None or not row.timings:
-            goals.append(Goal(name, "not measured", None))
-            continue
-        outside = sum(row.timings.get(stage, 0.0) for stage in PARENT_STAGES)
-        goals.append(Goal(name, f"{outside:.3f} ms", outside <= OUTSIDE_MS_PER_FILE))
+        goals.append(_row_goal(
+            f"{profile} -j{jobs} CPU outside the workers <= {OUTSIDE_MS_PER_FILE} ms/file",
+            row if row is not None and row.timings else None,
+            lambda r: f"{outside_ms(r.timings):.3f} ms",
+            lambda r: outside_ms(r.timings) <= OUTSIDE_MS_PER_FILE))
     for profile in THROUGHPUT_VS_PYDICOM:
         one, many = by_name.get(f"anonymizer {profile} -j1"), \
             by_name.get(f"anonymizer {profile} -j{jobs}")
         name = f"{profile} -j1 -> -j{jobs} speed-up, per round, median >= {SCALING}"
         goals.append(_paired_goal(name, one, many if jobs > 1 else None, SCALING))
-    huge = next((row for row in huge_rows if row.name == "anonymizer research -j1"), None)
-    name = f"multi-frame file, research: peak RSS < {MULTI_FRAME_RSS_MIB} MiB"
-    goals.append(Goal(name, f"{huge.peak_rss_mib:.0f} MiB", huge.peak_rss_mib
-                      < MULTI_FRAME_RSS_MIB) if huge is not None
-                 else Goal(name, "not measured", None))
+    goals.append(_row_goal(
+        f"multi-frame file, research: peak RSS < {MULTI_FRAME_RSS_MIB} MiB",
+        next((row for row in huge_rows if row.name == "anonymizer research -j1"), None),
+        lambda r: f"{r.peak_rss_mib:.0f} MiB", lambda r: r.peak_rss_mib < MULTI_FRAME_RSS_MIB))
     largest = max((row.files for row in scale_rows if row.kind == "scale-resume"), default=0)
-    rerun = next((row for row in scale_rows if row.kind == "scale-resume"
-                  and row.files == largest and "--rehash" not in row.command), None)
-    name = f"rerun with nothing to do >= {RERUN_FILES_PER_S:,} files/s"
-    goals.append(Goal(name, f"{rerun.files_per_s:,.0f} files/s at {rerun.files:,}",
-                      rerun.files_per_s >= RERUN_FILES_PER_S) if rerun is not None
-                 else Goal(name, "not measured", None))
+    goals.append(_row_goal(
+        f"rerun with nothing to do >= {RERUN_FILES_PER_S:,} files/s",
+        next((row for row in scale_rows if row.kind == "scale-resume"
+              and row.files == largest and "--rehash" not in row.command), None),
+        lambda r: f"{r.files_per_s:,.0f} files/s at {r.files:,}",
+        lambda r: r.files_per_s >= RERUN_FILES_PER_S))
     first = next((row for row in scale_rows if row.kind == "scale" and row.files == largest
                   and row.audit_bytes_per_file is not None), None)
-    name = f"audit log <= {AUDIT_BYTES_PER_FILE} B per file"
-    goals.append(Goal(name, f"{first.audit_bytes_per_file:.0f} B", first.audit_bytes_per_file
-                      <= AUDIT_BYTES_PER_FILE) if first is not None
-                 else Goal(name, "not measured", None))
+    goals.append(_row_goal(
+        f"audit log <= {AUDIT_BYTES_PER_FILE} B per file", first,
+        lambda r: f"{r.audit_bytes_per_file:.0f} B",
+        lambda r: r.audit_bytes_per_file <= AUDIT_BYTES_PER_FILE))
     quarter = next((row for row in scale_rows if row.kind == "scale" and row.files < largest
                     and row.parent_rss_mib), None)
-    name = (f"main process peak RSS <= {PARENT_RSS_MIB} MiB, and flat (<= {PARENT_GROWTH}x "
-            "that at a quarter of the files)")
-    goals.append(Goal(name, f"{first.parent_rss_mib:.0f} MiB at {first.files:,}, "
-                            f"{quarter.parent_rss_mib:.0f} MiB at {quarter.files:,}",
-                      first.parent_rss_mib <= PARENT_RSS_MIB
-                      and first.parent_rss_mib <= PARENT_GROWTH * quarter.parent_rss_mib)
-                 if first is not None and quarter is not None and first.parent_rss_mib
-                 else Goal(name, "not measured", None))
+    goals.append(_row_goal(
+        f"main process peak RSS <= {PARENT_RSS_MIB} MiB, and flat (<= {PARENT_GROWTH}x that "
+        "at a quarter of the files)",
+        first if first is not None and first.parent_rss_mib and quarter is not None else None,
+        lambda r: f"{r.parent_rss_mib:.0f} MiB at {r.files:,}, "
+                  f"{quarter.parent_rss_mib:.0f} MiB at {quarter.files:,}",
+        lambda r: r.parent_rss_mib <= min(PARENT_RSS_MIB,
+                                          PARENT_GROWTH * quarter.parent_rss_mib)))
     return goals
 
 

@@ -165,6 +165,11 @@ WORKER_STAGES = ("read", "parse", "deidentify", "write", "worker_other")
 PARENT_STAGES = ("sync", "commit", "audit", "progress", "dispatch")
 
 
+def outside_ms(timings: dict[str, float]) -> float:
+    """CPU ms per file the main process spent outside the workers (``timings`` per file)."""
+    return sum(timings.get(stage, 0.0) for stage in PARENT_STAGES)
+
+
 def _breakdown(rows: list[Row]) -> str:
     """CPU ms per file by stage of every row whose audit log gave timings."""
     stages = (*WORKER_STAGES, *PARENT_STAGES)
@@ -174,9 +179,9 @@ def _breakdown(rows: list[Row]) -> str:
     for row in rows:
         if not row.timings:
             continue
-        outside = sum(row.timings.get(s, 0.0) for s in PARENT_STAGES)
         lines.append(f"{row.name:<28} " + " ".join(f"{row.timings.get(s, 0.0):>10.3f}"
-                                                   for s in stages) + f" {outside:>8.3f}")
+                                                   for s in stages)
+                     + f" {outside_ms(row.timings):>8.3f}")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
