@@ -26,6 +26,8 @@ from conftest import KEY_A, KEY_B, SAMPLE_DATA, dcmread_quiet
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from anonymizer.engine import Engine
+from anonymizer.io import reader
 from anonymizer.io.writer import TEMP_PREFIX
 from anonymizer.keyed import KeyedSource
 from anonymizer.pipeline.layout import DEFAULT_LAYOUT
@@ -298,6 +300,44 @@ def bad_outcomes(tmp_path: Path, key_file: Path):
         (in_dir / name).write_bytes(data)
     outcomes = _process(in_dir, out, key_file, [*_bad_inputs(), "vanished.dcm"])
     return outcomes, out
+
+
+def _big_endian_with_large_pixels(path: Path) -> None:
+    """A file the splice writer cannot copy from (big endian), with Pixel Data over the
+    1 MiB the large-file reader leaves on disk until the output is written."""
+    ds = dcmread_quiet(get_testdata_file("MR_small_bigendian.dcm"))
+    ds.Rows = ds.Columns = 1024
+    ds.PixelData = b"\x11" * (1024 * 1024 * 2)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_large_input_changed_after_its_parse_is_failed_without_a_splice(
+        tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large input is parsed with its large values left on disk; written without a
+    splice (big endian) those values are read while the output is written. Changed in
+    between (another process writing the export), the file fails and nothing is written:
+    its bytes were never seen by the rules, and its record would carry another hash."""
+    in_dir, out = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    source = in_dir / "large.dcm"
+    _big_endian_with_large_pixels(source)
+    monkeypatch.setattr(reader, "LARGE_FILE", 1 << 20)  # this 4 MiB file is "large"
+    assert _process(in_dir, out, key_file, ["large.dcm"])["large.dcm"].status == "written"
+    shutil.rmtree(out)
+
+    deidentify = Engine.deidentify
+
+    def deidentify_then_change(self, ds, scratch_dir=None):
+        result = deidentify(self, ds, scratch_dir)
+        with open(source, "r+b") as handle:  # in place, the same size: the pixels' end
+            handle.seek(-16, os.SEEK_END)
+            handle.write(b"\x99" * 16)
+        return result
+
+    monkeypatch.setattr(Engine, "deidentify", deidentify_then_change)
+    outcome = _process(in_dir, out, key_file, ["large.dcm"])["large.dcm"]
+    assert (outcome.status, outcome.reason) == ("failed", "write: changed while it was read")
+    assert not [p for p in out.rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize(("name", "status", "reason"), [

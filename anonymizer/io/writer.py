@@ -19,6 +19,7 @@ from anonymizer import __version__
 from anonymizer.elements import Mutations, held_in_file, set_encoded, stored, text_value
 from anonymizer.io.splice import (
     EncodedConstants,
+    Source,
     SpliceMap,
     splice_supported,
     write_spliced,
@@ -130,13 +131,17 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
                     splice: SpliceMap | None = None,
                     changes: Mutations | None = None,
                     constants: EncodedConstants | None = None,
-                    durable: bool = True) -> tuple[Path, str]:
+                    durable: bool = True, source: Source | None = None) -> tuple[Path, str]:
     """Write ``ds`` as a Part 10 file to a temporary name in ``directory``.
 
     With ``splice`` (where the input's elements lie), elements that ``changes`` (the
     record of the de-identification) says nothing changed in are copied from the
     input's bytes (:mod:`anonymizer.io.splice`) instead of being re-encoded; without
-    a record nothing is copied. With ``durable``
+    a record nothing is copied. ``source`` is the input ``ds`` was read from (``splice``'s
+    by default): a large input still on disk, from which untouched bytes are copied or
+    values left unread (over 1 MiB) are read while writing, must then still be the file
+    that was parsed (:meth:`~anonymizer.io.splice.Source.check_unchanged`), or nothing is
+    written. With ``durable``
     the file is fsynced; a pipeline that renames in another process passes False and
     calls :func:`sync_file` there, so workers never wait on the disk.
 
@@ -147,6 +152,8 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
 
     On any error the temporary file is removed before the exception propagates.
     """
+    if source is None and splice is not None:
+        source = splice.source
     temporary = directory / f"{TEMP_PREFIX}{token}"
     handle = _create(temporary)
     try:
@@ -166,8 +173,8 @@ def write_temporary(ds: Dataset, directory: Path, token: str,
                 hashing = _HashingFile(handle)
                 ds.save_as(hashing, enforce_file_format=part10)
             hashing.flush()
-            if splice is not None:  # what was copied from a file on disk is what was read
-                splice.source.check_unchanged()
+            if source is not None:  # what was read from a file on disk is what was parsed
+                source.check_unchanged()
             if durable:
                 os.fsync(handle.fileno())
     except BaseException:

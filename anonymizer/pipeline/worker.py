@@ -366,7 +366,8 @@ def _deidentify_and_write(config: WorkerConfig, loaded: _Loaded, read: ReadResul
         directory = (Path(config.output_dir) / target).parent
         temporary, digest = write_temporary(
             ds, directory, f"{outcome.token}.{os.getpid()}.part", read.splice, result.changes,
-            loaded.constants, durable=False)  # the committer fsyncs before the rename
+            loaded.constants, durable=False,  # the committer fsyncs before the rename
+            source=read.source)
     except Exception as exc:  # noqa: BLE001
         outcome.reason = safe_reason("write", exc)
         if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
