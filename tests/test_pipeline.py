@@ -8,15 +8,22 @@ worker pools) in test_backends.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shutil
+import struct
+import subprocess
+import termios
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import KEY_A, KEY_B, SAMPLE_DATA, dcmread_quiet, one_line_error
 from pipeline_helpers import (
+    ANONYMIZER,
     AUDIT,
     DEFAULT_LAYOUT,
     DOE_CT,
@@ -31,6 +38,7 @@ from pipeline_helpers import (
     check_audit_matches_outputs,
     cli,
     dicom_values,
+    env_without_key,
     file_records,
     garbage_after_dicm,
     input_state,
@@ -428,6 +436,53 @@ def test_progress_bar_shows_the_total_percentage_and_failures(tmp_path, sample_c
                         r"2 failed\]", final), final
     quiet = anonymize(sample_copy, tmp_path / "quiet", key_file)  # --no-progress
     assert "files [" not in quiet.stderr
+
+
+def _stderr_on_a_terminal(args: list[object], rows: int, columns: int) -> tuple[int, str]:
+    """Run the CLI with stderr on a fresh pseudo-terminal of ``rows`` x ``columns`` (0 x 0:
+    nobody sized it, as under ``script`` or some container and CI runners); its exit code
+    and what the terminal showed."""
+    master, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    shown: list[bytes] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last holder closed it
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    try:
+        proc = subprocess.run([*ANONYMIZER, *map(str, args)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=terminal,
+                              env=env_without_key(), timeout=300, check=False)
+    finally:
+        os.close(terminal)
+        reader.join(timeout=30)
+        os.close(master)
+    return proc.returncode, b"".join(shown).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(0, 0), (24, 200)])
+def test_progress_bar_on_a_terminal_with_or_without_a_size(tmp_path, sample_copy, key_file,
+                                                            rows, columns):
+    """On a terminal the bar is on by default, and it is drawn also when the terminal
+    reports no size (tqdm alone drew nothing there)."""
+    inputs = len(all_files(sample_copy))
+    code, shown = _stderr_on_a_terminal(
+        ["run", "--key-file", key_file, "--jobs", "2", "--batch-size", "2", sample_copy,
+         tmp_path / "out"], rows, columns)
+    assert code == 0, shown
+    states = [s.strip() for s in re.split(r"[\r\n]", shown) if "files [" in s]
+    assert states, shown
+    assert re.fullmatch(rf"100% {inputs}/{inputs} files \[\d\d:\d\d<00:00, "
+                        r"(\d+|\?) files/s\]", states[-1]), states
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

@@ -8,9 +8,11 @@ happen.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Iterable
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -21,6 +23,8 @@ COUNTED = ("{percentage:3.0f}% {n_fmt}/{total_fmt} files "
 UNCOUNTED = "{n_fmt} files [{elapsed}, {files_per_s} files/s{postfix}]"
 #: how many inputs the counting walk finds between two updates of the total
 COUNT_STEP = 256
+#: the width a bar is trimmed to on a terminal that reports no size: wider than any bar
+UNSIZED_WIDTH = 1000
 
 
 class FileBar(tqdm):
@@ -31,12 +35,30 @@ class FileBar(tqdm):
 
     monitor_interval = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A terminal nobody gave a size (a pseudo-terminal under `script`, some container
+        # runtimes and CI runners) reports 0 rows and columns: tqdm takes that for -1 rows
+        # and draws nothing at all. Such a bar is drawn untrimmed (tqdm's ncols=0 would
+        # drop our format for its own).
+        if kwargs.get("dynamic_ncols") and not _has_size(kwargs.get("file") or sys.stderr):
+            kwargs.update(dynamic_ncols=False, ncols=UNSIZED_WIDTH, nrows=0)
+        super().__init__(*args, **kwargs)
+
     @property
     def format_dict(self):  # type: ignore[override]
         values = super().format_dict
         rate = values["rate"] or (values["n"] / values["elapsed"] if values["elapsed"] else 0)
         values["files_per_s"] = f"{rate:.0f}" if rate else "?"
         return values
+
+
+def _has_size(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal of known rows and columns, or no terminal."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # not a terminal, closed, no descriptor
+        return True
+    return size.columns > 0 and size.lines > 0
 
 
 class Progress:
