@@ -7,6 +7,7 @@ data; the log format and the index on logs written with the real :class:`AuditLo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tracemalloc
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_DATA
 
-from anonymizer.pipeline import RunConfig, resume, run
+from anonymizer.io.writer import TEMP_PREFIX
+from anonymizer.pipeline import RunConfig, commit, resume, run
 from anonymizer.pipeline.audit import (
     AuditLog,
     encode_list,
@@ -243,13 +245,81 @@ def _synthetic_log(path: Path, count: int) -> None:
     log.close()
 
 
-@pytest.fixture(params=["in memory", "spilled to disk"])
+@pytest.fixture(params=["in memory", "spilled to disk", "on disk from the start"])
 def spill(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """The index small (in memory), or moved to its scratch file at once."""
-    if request.param == "spilled to disk":
+    """The index small (in memory), moved to its scratch file as it grows (at once), or
+    built there from the start (the log is larger than the spill size); true: on disk."""
+    if request.param != "in memory":
         monkeypatch.setattr(resume, "SPILL_BYTES", 0)
         monkeypatch.setattr(resume, "_SPILL_CHECK_ROWS", 1)
-    return request.param == "spilled to disk"
+    if request.param == "spilled to disk":  # a log too small to start on disk
+        monkeypatch.setattr(resume, "_large_log", lambda path: False)
+    return request.param != "in memory"
+
+
+def _open_scratch_indexes() -> list[str]:
+    """The scratch index files this process holds open (unlinked at once: "(deleted)")."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [link for link in links if ".index" in link and TEMP_PREFIX in link]
+
+
+def test_the_runs_index_is_closed_before_the_log_is_compacted(
+        sample_copy: Path, tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch):
+    """Compaction builds an index of its own: the run's (in its scratch file here) is gone
+    by then, so that the two never take the parent's memory at once."""
+    monkeypatch.setattr(resume, "SPILL_BYTES", 0)
+    monkeypatch.setattr(resume, "_SPILL_CHECK_ROWS", 1)
+    held: list[list[str]] = []
+
+    def compact_and_look(path: Path) -> None:
+        held.append(_open_scratch_indexes())
+        compact(path)
+
+    monkeypatch.setattr(commit, "compact", compact_and_look)
+    out = tmp_path / "out"
+    assert _run(sample_copy, out, key_file) == {"written": SAMPLE_COUNT - 1, "skipped": 1}
+    assert _run(sample_copy, out, key_file) == NOTHING_TO_DO
+    assert held == [[], []]
+
+
+def test_an_index_known_to_be_large_starts_in_its_scratch_file(tmp_path: Path):
+    """Never in memory (no copy to the file later: both at once were the parent's peak on
+    a large run), the file unlinked at once; where no file can be made, in memory."""
+    large = resume._LazyDatabase(tmp_path / AUDIT, large=True)  # noqa: SLF001
+    try:
+        large.get().execute("INSERT INTO claims VALUES ('a.dcm', 't')")
+        assert not large._in_memory  # noqa: SLF001
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        large.close()
+    no_room = resume._LazyDatabase(tmp_path / "gone" / AUDIT, large=True)  # noqa: SLF001
+    try:
+        no_room.get().execute("INSERT INTO claims VALUES ('a.dcm', 't')")
+        assert no_room._in_memory  # noqa: SLF001
+    finally:
+        no_room.close()
+
+
+def test_a_log_over_the_spill_size_is_indexed_in_a_file(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / AUDIT
+    _synthetic_log(path, 100)
+    monkeypatch.setattr(resume, "SPILL_BYTES", path.stat().st_size - 1)
+    previous = PreviousRuns.load(path)
+    try:
+        assert len(previous.latest) == 100
+        assert not previous._database._in_memory  # noqa: SLF001
+    finally:
+        previous.close()
+    monkeypatch.setattr(resume, "SPILL_BYTES", path.stat().st_size)
+    previous = PreviousRuns.load(path)
+    try:
+        assert previous._database._in_memory  # noqa: SLF001
+    finally:
+        previous.close()
 
 
 def test_the_index_answers_like_the_log(tmp_path: Path, spill: bool):
@@ -279,6 +349,9 @@ def test_the_index_answers_like_the_log(tmp_path: Path, spill: bool):
         assert previous._database._in_memory is not spill  # noqa: SLF001
         # the input hash is stored as its 32 bytes, not as text
         database = previous._database.get()  # noqa: SLF001 - the storage is what is tested
+        if spill:  # the small cache of the copy into the file is not the index's
+            assert database.execute("PRAGMA cache_size").fetchone()[0] == \
+                -resume.INDEX_CACHE_KIB
         assert database.execute("SELECT typeof(sha), length(sha) FROM done WHERE token = ?",
                                 (f"{5:032x}",)).fetchone() == ("blob", 32)
     finally:

@@ -35,6 +35,8 @@ _SCRATCH = itertools.count()
 SPILL_BYTES = 8 << 20
 #: rows written between two looks at the index's size
 _SPILL_CHECK_ROWS = 10000
+#: page cache of the scratch file while the index is copied into it, in KiB
+_COPY_CACHE_KIB = 512
 
 
 class Done(NamedTuple):
@@ -85,12 +87,16 @@ class _LazyDatabase:
     """The index's database: created on first use, in memory while it is small, moved to a
     scratch file beside the log (:func:`scratch_database`) once it holds more than
     :data:`SPILL_BYTES`. A small run never writes it to disk (nor needs room for it on a
-    full one); a large one keeps a page cache in memory, not the index.
+    full one); a large one keeps a page cache in memory, not the index. One known to be
+    large (``large``) starts in the file: the move would hold the index in memory and the
+    file's page cache at once, the parent's peak.
     """
 
-    def __init__(self, beside: Path, schema: tuple[str, ...] = INDEX_SCHEMA):
+    def __init__(self, beside: Path, schema: tuple[str, ...] = INDEX_SCHEMA,
+                 large: bool = False):
         self.beside = beside
         self.schema = schema
+        self.large = large
         self._connection: sqlite3.Connection | None = None
         self._in_memory = False
         self._writes = 0
@@ -101,12 +107,22 @@ class _LazyDatabase:
 
     def get(self) -> sqlite3.Connection:
         if self._connection is None:
-            connection = sqlite3.connect(":memory:", isolation_level=None,
-                                         check_same_thread=False)
+            connection = self._scratch_file() if self.large else None
+            in_memory = connection is None
+            if connection is None:
+                connection = sqlite3.connect(":memory:", isolation_level=None,
+                                             check_same_thread=False)
             for statement in self.schema:
                 connection.execute(statement)
-            self._connection, self._in_memory = connection, True
+            self._connection, self._in_memory = connection, in_memory
         return self._connection
+
+    def _scratch_file(self) -> sqlite3.Connection | None:
+        """A scratch file beside the log, or None where there is no room for one."""
+        try:
+            return scratch_database(self.beside)
+        except (OSError, sqlite3.Error):
+            return None
 
     def wrote(self, rows: int = 1) -> None:
         """Called after writes: move to disk once the database is large."""
@@ -119,12 +135,15 @@ class _LazyDatabase:
                        for name in ("page_count", "page_size"))
         if pages * size <= SPILL_BYTES:
             return
-        try:
-            on_disk = scratch_database(self.beside)
-        except (OSError, sqlite3.Error):
+        on_disk = self._scratch_file()
+        if on_disk is None:
             return  # no room beside the log: it stays in memory
         try:
+            # copied through a small page cache: a full one beside the index still in
+            # memory would be the parent's peak; it grows again into what the index frees
+            on_disk.execute(f"PRAGMA cache_size=-{_COPY_CACHE_KIB}")
             memory.backup(on_disk)
+            on_disk.execute(f"PRAGMA cache_size=-{INDEX_CACHE_KIB}")
         except sqlite3.Error:
             on_disk.close()
             return
@@ -135,6 +154,13 @@ class _LazyDatabase:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _large_log(audit_path: Path) -> bool:
+    """Whether an index built from this log may outgrow :data:`SPILL_BYTES` (a row per
+    record, smaller than the record: a sixth of a 417-byte one): it is built in a file from
+    the start."""
+    return audit_path.stat().st_size > SPILL_BYTES
 
 
 @contextlib.contextmanager
@@ -286,10 +312,11 @@ class PreviousRuns:
     @classmethod
     def load(cls, audit_path: Path) -> PreviousRuns:
         """Read the log in one streaming pass (a torn line from a crash is skipped)."""
-        database = _LazyDatabase(audit_path)
-        state = cls(latest=DoneIndex(database), _database=database)
         if not audit_path.is_file():
-            return state
+            database = _LazyDatabase(audit_path)
+            return cls(latest=DoneIndex(database), _database=database)
+        database = _LazyDatabase(audit_path, large=_large_log(audit_path))
+        state = cls(latest=DoneIndex(database), _database=database)
         state.compacted = ends_compacted(audit_path)
         #: file records (5-tuples) and stat records (2-tuples), in the log's order
         rows: list[tuple] = []
@@ -409,7 +436,7 @@ def compact(audit_path: Path) -> None:
     Written to a temporary name and renamed, so a crash leaves the old log intact. The last
     footer is marked ``"compacted": true`` (:func:`ends_compacted`).
     """
-    database = _LazyDatabase(audit_path, _LAST_SCHEMA)
+    database = _LazyDatabase(audit_path, _LAST_SCHEMA, large=_large_log(audit_path))
     try:
         keep, headers = _lines_to_keep(audit_path, database)
         _rewrite(audit_path, keep, headers, _restats(database))
