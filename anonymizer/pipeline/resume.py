@@ -159,8 +159,8 @@ class _LazyDatabase:
 def _large_log(audit_path: Path) -> bool:
     """Whether an index built from this log may outgrow :data:`SPILL_BYTES` (a row per
     record, smaller than the record: a sixth of a 417-byte one): it is built in a file from
-    the start."""
-    return audit_path.stat().st_size > SPILL_BYTES
+    the start. No log: no."""
+    return audit_path.is_file() and audit_path.stat().st_size > SPILL_BYTES
 
 
 @contextlib.contextmanager
@@ -312,11 +312,10 @@ class PreviousRuns:
     @classmethod
     def load(cls, audit_path: Path) -> PreviousRuns:
         """Read the log in one streaming pass (a torn line from a crash is skipped)."""
-        if not audit_path.is_file():
-            database = _LazyDatabase(audit_path)
-            return cls(latest=DoneIndex(database), _database=database)
         database = _LazyDatabase(audit_path, large=_large_log(audit_path))
         state = cls(latest=DoneIndex(database), _database=database)
+        if not audit_path.is_file():
+            return state
         state.compacted = ends_compacted(audit_path)
         #: file records (5-tuples) and stat records (2-tuples), in the log's order
         rows: list[tuple] = []

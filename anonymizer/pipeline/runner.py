@@ -334,11 +334,10 @@ def _run(config: RunConfig, settings: Settings, jobs: int, audit_path: Path,
         # the audit records' share of the commit is the audit log's
         timings.totals["commit"] -= committer.audit_seconds
         timings.totals["audit"] += committer.audit_seconds
-        compacted_before = previous.compacted
         # the run's index is done with: its memory is free before compaction builds its own
         previous.close()
         finish_audit(audit, audit_path, reserve, {
             "elapsed_s": round(summary.elapsed, 3), "counts": dict(summary.counts),
             "stopped": summary.stopped, "left": summary.left, "timings": timings.record()},
-            compacted_before=compacted_before)
+            compacted_before=previous.compacted)
     return summary
