@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     files = args.files or (QUICK_FILES if args.quick else FULL_FILES)
     frames = args.frames or (QUICK_FRAMES if args.quick else FULL_FRAMES)
     jobs, repeat = max(1, args.jobs), max(1, args.repeat)
+    # the throughput goals are ratios paired by round: never judged on one round
+    single_rounds = max(repeat, GOAL_ROUNDS)
     _free_disk_check(files, 0 if args.skip_huge else frames)
 
     started = time.perf_counter()
@@ -407,9 +409,7 @@ def main(argv: list[str] | None = None) -> int:
               "dropped; every command below reads from cache)")
         baseline = _baseline(args.baseline) if args.baseline else None
         _compile_bytecode(REPO / "anonymizer", *([baseline[1]] if baseline else []))
-        # the throughput goals are ratios paired by round: never judged on one round
-        rows = _single_frame_rows(single, tmp, key, jobs, max(repeat, GOAL_ROUNDS),
-                                  baseline)
+        rows = _single_frame_rows(single, tmp, key, jobs, single_rounds, baseline)
         huge_rows = _huge_rows(huge, tmp, key, repeat) if huge is not None else []
         listen_rows = _listen_rows(single, tmp, key, jobs, args.listen, repeat) \
             if args.listen else []
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "anonymizer bench", "when": when.isoformat(timespec="seconds"),
         "total_seconds": round(time.perf_counter() - started, 1),
         "environment": _environment(jobs), "repeat": repeat,
-        "single_frame_rounds": max(repeat, GOAL_ROUNDS),
+        "single_frame_rounds": single_rounds,
         "notes": {"peak_rss_mib": "largest single process (ru_maxrss of RUSAGE_CHILDREN in a "
                                   "fresh helper per command, cross-checked with sampled VmHWM)",
                   "tree_rss_mib": "largest sum of VmRSS over the process tree, sampled every "
