@@ -496,25 +496,139 @@ _SEPARATORS = r"[\s\-./]?"
 _ID_DIGITS = re.compile(r"\D*?(\d[\d\s\-./()]*)")
 
 
-def _id_patterns(identifier: Identifier) -> list[str]:
-    """Regexes (on the original text) of one ID or telephone number."""
+@dataclass(frozen=True)
+class _IdForm:
+    """One written form of an ID or telephone number: ``pattern`` is its regex (on the
+    original text); ``digits`` (the digits form: its digits, leading zeros dropped) or
+    ``literal`` (the value as written, lower case) say the same without a regex."""
+
+    identifier: Identifier
+    label: str
+    pattern: str
+    digits: str = ""
+    literal: str = ""
+
+    def ends(self, text: str, lowered: str, run_starts: list[int]) -> Iterator[tuple[int, int]]:
+        """(start, end) of every position of ASCII ``text`` where ``pattern`` matches."""
+        if self.digits:
+            glue = _PHONE_GLUE if self.identifier.kind == PHONE else _ID_GLUE
+            for start in run_starts:
+                end = _digits_end(text, start, self.digits, glue, self.identifier.kind == PHONE)
+                if end is not None:
+                    yield start, end
+            return
+        literal, size, length = self.literal, len(self.literal), len(text)
+        start = lowered.find(literal)
+        while start >= 0:
+            end = start + size
+            if (start == 0 or text[start - 1] not in _ASCII_ALNUM) \
+                    and (end == length or text[end] not in _ASCII_ALNUM):
+                yield start, end
+            start = lowered.find(literal, start + 1)
+
+
+def _id_forms(identifier: Identifier) -> list[_IdForm]:
+    """The forms of one ID or telephone number, the digits form first."""
     value = identifier.value
-    patterns = []
+    forms = []
     digits_form = _ID_DIGITS.fullmatch(value)
     if digits_form is not None:
         core = re.sub(r"\D", "", digits_form.group(1)).lstrip("0")
         least = 7 if identifier.kind == PHONE else 4
         if len(core) >= least:
             glue = r"[\s\-./()]*" if identifier.kind == PHONE else _SEPARATORS
-            patterns.append(r"(?<!\d)(?:0" + glue + r")*" + glue.join(core) + r"(?!\d)")
+            forms.append(_IdForm(
+                identifier, f"{identifier.keyword} digits",
+                r"(?<!\d)(?:0" + glue + r")*" + glue.join(core) + r"(?!\d)", digits=core))
     has_digit = any(c.isdigit() for c in value)
     has_alpha = any(c.isalpha() for c in value)
     if len(value) >= 4 or (len(value) >= 3 and has_digit and has_alpha):
         # case-insensitive only where there are letters: the flag makes compiling the
         # whole alternation three times slower
         literal = f"(?i:{re.escape(value)})" if has_alpha else re.escape(value)
-        patterns.append(r"(?<![0-9A-Za-z])" + literal + r"(?![0-9A-Za-z])")
-    return patterns
+        forms.append(_IdForm(identifier, identifier.keyword,
+                             r"(?<![0-9A-Za-z])" + literal + r"(?![0-9A-Za-z])",
+                             literal=value.lower()))
+    return forms
+
+
+#: What the regexes' classes match among ASCII characters, taken from the regexes.
+_ASCII = [chr(code) for code in range(128)]
+_ASCII_ALNUM = frozenset(c for c in _ASCII if re.fullmatch(r"[0-9A-Za-z]", c))
+_ASCII_DIGITS = frozenset(c for c in _ASCII if re.fullmatch(r"\d", c))
+_ID_GLUE = frozenset(c for c in _ASCII if re.fullmatch(_SEPARATORS, c))
+_PHONE_GLUE = frozenset(c for c in _ASCII if re.fullmatch(r"[\s\-./()]", c))
+_DIGIT_RUN_START = re.compile(r"(?<!\d)\d")
+
+
+def _digits_end(text: str, start: int, digits: str, glue: frozenset[str],
+                any_glue: bool) -> int | None:
+    r"""Where the digits form ``(?<!\d)(?:0G)*d1Gd2...dn(?!\d)`` matching at ``start``
+    (a digit not after a digit) ends, or None; ``G`` is one optional ``glue`` character,
+    or any run of them with ``any_glue``. The regex cannot backtrack into another match:
+    ``d1`` is not ``0`` and glue is never a digit, so the greedy reading is the only one."""
+    length = len(text)
+    position = start
+    while position < length and text[position] == "0":
+        position = _after_glue(text, position + 1, glue, any_glue)
+    for number, digit in enumerate(digits):
+        if number:
+            position = _after_glue(text, position, glue, any_glue)
+        if position >= length or text[position] != digit:
+            return None
+        position += 1
+    if position < length and text[position] in _ASCII_DIGITS:
+        return None
+    return position
+
+
+def _after_glue(text: str, position: int, glue: frozenset[str], any_glue: bool) -> int:
+    length = len(text)
+    while position < length and text[position] in glue:
+        position += 1
+        if not any_glue:
+            break
+    return position
+
+
+class _IdRecogniser:
+    r"""The IDs and telephone numbers of one set of header values, found in text.
+
+    The regex alternation of their forms costs Python's regex compiler milliseconds per
+    set: more than de-identifying a file, and a radiography or mammography export brings
+    a new set every one to four files. So ASCII text is searched without it: every
+    position where each form matches, and from left to right the first form (in the
+    alternation's order) at the leftmost such position, exactly what the regex finds.
+    Text or values beyond ASCII (where ``\s``, ``\d`` and case folding reach further) use
+    the alternation, compiled once when first needed.
+    """
+
+    def __init__(self, forms: tuple[_IdForm, ...]):
+        self.forms = forms
+        self._plain = all(f.identifier.value.isascii() for f in forms)
+        self._alternation: re.Pattern[str] | None = None
+
+    def finditer(self, text: str) -> Iterator[tuple[int, int, _IdForm]]:
+        """(start, end, form) of every match, left to right, not overlapping."""
+        if not (self._plain and text.isascii()):
+            yield from self._finditer_regex(text)
+            return
+        lowered = text.lower()
+        run_starts = [m.start() for m in _DIGIT_RUN_START.finditer(text)]
+        matches = sorted((start, order, end) for order, form in enumerate(self.forms)
+                         for start, end in form.ends(text, lowered, run_starts))
+        position = 0
+        for start, order, end in matches:
+            if start >= position:
+                yield start, end, self.forms[order]
+                position = end
+
+    def _finditer_regex(self, text: str) -> Iterator[tuple[int, int, _IdForm]]:
+        if self._alternation is None:
+            self._alternation = re.compile("|".join(
+                f"(?P<g{i}>{form.pattern})" for i, form in enumerate(self.forms)))
+        for match in self._alternation.finditer(text):
+            yield match.start(), match.end(), self.forms[int(match.lastgroup[1:])]  # type: ignore[index]
 
 
 def _place_patterns(identifier: Identifier) -> list[str]:
@@ -566,13 +680,11 @@ def _names(values: frozenset[Identifier]) -> _Names:
 
 
 @functools.lru_cache(maxsize=256)
-def _ids(values: frozenset[Identifier]) -> _Alternation:
-    ids: list[tuple[str, Identifier, str]] = []
-    for value in sorted(values):
-        for number, pattern in enumerate(_id_patterns(value)):
-            form = "digits" if number == 0 and pattern.startswith("(?<!\\d)") else ""
-            ids.append((pattern, value, f"{value.keyword} {form}".strip()))
-    return _alternation(ids, 0)
+def _ids(values: frozenset[Identifier]) -> _IdRecogniser | None:
+    forms = [form for value in sorted(values) for form in _id_forms(value)]
+    if not forms:
+        return None
+    return _IdRecogniser(tuple(sorted(forms, key=lambda f: _longest_first(f.pattern))))
 
 
 @functools.lru_cache(maxsize=256)
@@ -622,10 +734,9 @@ class _Matcher:
                 start, end = _original_span(text, positions, *match.span())
                 found.append(Finding(start, end, PLACE, label, value))
         if self.ids is not None:
-            pattern, sources = self.ids
-            for match in pattern.finditer(text):
-                value, label = sources[match.lastgroup]  # type: ignore[index]
-                found.append(Finding(match.start(), match.end(), value.kind, label, value))
+            for start, end, form in self.ids.finditer(text):
+                value = form.identifier
+                found.append(Finding(start, end, value.kind, form.label, value))
         found.extend(_find_patterns(text, has_digit, identifiers))
         chosen = _non_overlapping(found)
         return self._merge_names(text, chosen)
@@ -693,10 +804,15 @@ def _alternation(patterns: list[tuple[str, Identifier, str]], flags: int) -> _Al
     name of the group that matched says which identifier it was."""
     if not patterns:
         return None
-    ordered = sorted(patterns, key=lambda p: (-len(p[0]), p[0]))
+    ordered = sorted(patterns, key=lambda p: _longest_first(p[0]))
     groups = {f"g{i}": (value, label) for i, (_, value, label) in enumerate(ordered)}
     regex = "|".join(f"(?P<g{i}>{pattern})" for i, (pattern, _, _) in enumerate(ordered))
     return re.compile(regex, flags), groups
+
+
+def _longest_first(pattern: str) -> tuple[int, str]:
+    """The order of the patterns of an alternation, which tries them in turn."""
+    return -len(pattern), pattern
 
 
 def _name_finding(start: int, end: int, people: tuple[Identifier, ...]) -> Finding:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -305,6 +306,63 @@ def test_two_digit_years_read_the_same_in_every_run(dates: tuple[str, ...], text
                                                     year: int) -> None:
     (finding,) = _identifiers(dates=dates).find(text)
     assert finding.date is not None and finding.date.date.year == year
+
+
+_ID_VALUES = ["0012345678", "12345678", "2345", "345-678", "ACC-998877", "acc998877", "A1B",
+              "TEST", "0000", "1", "(555) 867-5309", "555.867.5309", "MRN 0042-1337",
+              "12 34 56", "X-12/34.56", "ab_cd", "9" * 12, "5309"]
+_NOISE = ["0", "00", "-", " ", ".", "/", "(", ")", "\t", "\x0b", "\x1c", "_", "#", ":", "a",
+          "Z", "x", "1", "9", "MRN ", "tel ", ", ", "\n"]
+
+
+def _written(value: str, rng: random.Random) -> str:
+    """``value`` as a person might write it: other case, leading zeros, separators."""
+    if rng.random() < 0.3:
+        value = "".join(c.swapcase() if rng.random() < 0.5 else c for c in value)
+    if rng.random() < 0.3:
+        value = rng.choice(["0", "00", "0-", "0 0"]) + value
+    if rng.random() < 0.4:
+        value = "".join(c + (rng.choice("- ./()\x1f") if c.isdigit() and rng.random() < 0.3
+                             else "") for c in value)
+    return value
+
+
+def test_ids_in_ascii_text_are_found_exactly_where_their_regex_alternation_finds_them(
+) -> None:
+    """IDs and telephone numbers in ASCII text are found without compiling their regex
+    alternation; what is found (where, and which value's which form) is what that
+    alternation finds: seeded random identifier sets and texts full of near misses."""
+    rng = random.Random(20261201)
+    compared = found = 0
+    for _ in range(400):
+        values = frozenset(
+            Identifier(rng.choice(["id", "id", "phone"]), rng.choice(["PatientID", "StudyID"]),
+                       value) for value in rng.sample(_ID_VALUES, rng.randint(1, 6)))
+        recogniser = scrub._ids(values)
+        if recogniser is None:
+            continue
+        for _ in range(20):
+            pieces = [rng.choice(_NOISE) for _ in range(rng.randint(0, 6))]
+            for value in rng.sample(sorted(values), min(len(values), rng.randint(0, 3))):
+                pieces.insert(rng.randint(0, len(pieces)), _written(value.value, rng))
+            text = "".join(pieces)
+            plain = [(start, end, form.pattern, form.identifier)
+                     for start, end, form in recogniser.finditer(text)]
+            by_regex = [(start, end, form.pattern, form.identifier)
+                        for start, end, form in recogniser._finditer_regex(text)]
+            assert plain == by_regex, (text, values)
+            compared += 1
+            found += bool(plain)
+    assert compared > 5000 and found > compared // 3, (compared, found)
+
+
+def test_ids_beyond_ascii_are_found_by_the_regex_alternation() -> None:
+    """Where ``\\d`` and case folding reach beyond ASCII (an Arabic-Indic digit, the long
+    s), the alternation decides; the same IDs in ASCII are found either way."""
+    identifiers = _identifiers(("id", "PatientID", "12-345-678"), ("id", "StudyID", "SS12"))
+    assert _marked(identifiers, "MRN 12345678 / ss12") == "MRN [ID] / [ID]"
+    assert _marked(identifiers, "MRN 12345678٣ / ſs12") == "MRN 12345678٣ / [ID]"
+    assert _marked(identifiers, "MRN 12345678 ٣") == "MRN [ID] ٣"
 
 
 def test_identifier_patterns_are_compiled_once_per_identifier_set(
