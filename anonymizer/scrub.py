@@ -599,51 +599,101 @@ class _IdRecogniser:
     a new set every one to four files. So ASCII text is searched without it: every
     position where each form matches, and from left to right the first form (in the
     alternation's order) at the leftmost such position, exactly what the regex finds.
-    Text or values beyond ASCII (where ``\s``, ``\d`` and case folding reach further) use
-    the alternation, compiled once when first needed.
+    Text or values beyond ASCII (where ``\s``, ``\d`` and case folding reach further) are
+    searched with each form's own regex, compiled when first needed.
     """
 
     def __init__(self, forms: tuple[_IdForm, ...]):
         self.forms = forms
         self._plain = all(f.identifier.value.isascii() for f in forms)
-        self._alternation: re.Pattern[str] | None = None
 
     def finditer(self, text: str) -> Iterator[tuple[int, int, _IdForm]]:
-        """(start, end, form) of every match, left to right, not overlapping."""
-        if not (self._plain and text.isascii()):
-            yield from self._finditer_regex(text)
-            return
-        lowered = text.lower()
-        run_starts = [m.start() for m in _DIGIT_RUN_START.finditer(text)]
-        matches = sorted((start, order, end) for order, form in enumerate(self.forms)
-                         for start, end in form.ends(text, lowered, run_starts))
-        position = 0
-        for start, order, end in matches:
-            if start >= position:
-                yield start, end, self.forms[order]
-                position = end
-
-    def _finditer_regex(self, text: str) -> Iterator[tuple[int, int, _IdForm]]:
-        if self._alternation is None:
-            self._alternation = re.compile("|".join(
-                f"(?P<g{i}>{form.pattern})" for i, form in enumerate(self.forms)))
-        for match in self._alternation.finditer(text):
-            yield match.start(), match.end(), self.forms[int(match.lastgroup[1:])]  # type: ignore[index]
+        """(start, end, form) of what the alternation of the forms finds in ``text``."""
+        if self._plain and text.isascii():
+            lowered = text.lower()
+            run_starts = [m.start() for m in _DIGIT_RUN_START.finditer(text)]
+            matches = [(start, order, end) for order, form in enumerate(self.forms)
+                       for start, end in form.ends(text, lowered, run_starts)]
+        else:
+            matches = [(start, order, end) for order, form in enumerate(self.forms)
+                       for start, end in _every_match(form.pattern, text)]
+        for start, end, order in _leftmost_first(matches):
+            yield start, end, self.forms[order]
 
 
-def _place_patterns(identifier: Identifier) -> list[str]:
-    """Regexes (on the folded text) of a place: whole, and each line of an address."""
+@dataclass(frozen=True)
+class _PlaceForm:
+    """A place as written: ``pattern`` is its regex (on the folded text); it can match
+    only a text holding each of ``words`` once its apostrophes are dropped."""
+
+    identifier: Identifier
+    pattern: str
+    words: tuple[str, ...]
+
+
+def _place_forms(identifier: Identifier) -> list[_PlaceForm]:
+    """The forms of a place: whole, and each line of an address."""
     value = fold(identifier.value)
     pieces = {value}
     if "Address" in identifier.keyword or "^" in value or "\n" in value:
         pieces.update(p.strip() for p in re.split(r"[\^\r\n,;]+", value))
-    patterns = []
+    forms = []
     for piece in pieces:
-        words = [re.escape(w).replace("'", "'?") for w in re.split(r"[\s^.,]+", piece) if w]
+        words = [w for w in re.split(r"[\s^.,]+", piece) if w]
         if not words or len(piece) < 3:
             continue
-        patterns.append(r"(?<!\w)" + r"[\s,.^]*".join(words) + r"(?!\w)")
-    return patterns
+        pattern = r"[\s,.^]*".join(re.escape(w).replace("'", "'?") for w in words)
+        forms.append(_PlaceForm(identifier, r"(?<!\w)" + pattern + r"(?!\w)",
+                                tuple(w.replace("'", "") for w in words)))
+    return forms
+
+
+class _PlaceRecogniser:
+    """The places of one set of header values, found in folded text.
+
+    Each patient brings a new set (an address), so no alternation of the set is compiled:
+    each form's own regex is, the first time a text holds all its words, and is kept for
+    the next patients of the same institution. What they find is combined as the
+    alternation of the set would find it.
+    """
+
+    def __init__(self, forms: tuple[_PlaceForm, ...]):
+        self.forms = forms
+
+    def finditer(self, folded: str) -> Iterator[tuple[int, int, _PlaceForm]]:
+        """(start, end, form) of what the alternation of the forms finds in ``folded``."""
+        bare = folded.replace("'", "")
+        matches = [(start, order, end) for order, form in enumerate(self.forms)
+                   if all(word in bare for word in form.words)
+                   for start, end in _every_match(form.pattern, folded)]
+        for start, end, order in _leftmost_first(matches):
+            yield start, end, self.forms[order]
+
+
+@functools.lru_cache(maxsize=1024)
+def _form_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _every_match(pattern: str, text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) at every position of ``text`` where ``pattern`` matches, overlapping."""
+    regex = _form_regex(pattern)
+    match = regex.search(text)
+    while match is not None:
+        yield match.start(), match.end()
+        match = regex.search(text, match.start() + 1)
+
+
+def _leftmost_first(matches: list[tuple[int, int, int]]) -> Iterator[tuple[int, int, int]]:
+    """(start, end, order) of what an alternation of patterns finds, from the (start,
+    order, end) of every position where each of them (``order`` in the alternation)
+    matches: left to right, at the leftmost start the first pattern, then on from its end.
+    """
+    position = 0
+    for start, order, end in sorted(matches):
+        if start >= position:
+            yield start, end, order
+            position = end
 
 
 class _Names:
@@ -669,9 +719,6 @@ class _Names:
         self.regex = re.compile("|".join(alternatives)) if alternatives else None
 
 
-_Alternation = tuple[re.Pattern[str], dict[str, tuple[Identifier, str]]] | None
-
-
 # Compiled per kind: the files of one study share their names and places while the IDs
 # of procedure steps change from series to series.
 @functools.lru_cache(maxsize=256)
@@ -688,9 +735,11 @@ def _ids(values: frozenset[Identifier]) -> _IdRecogniser | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _places(values: frozenset[Identifier]) -> _Alternation:
-    return _alternation([(p, value, value.keyword) for value in sorted(values)
-                         for p in _place_patterns(value)], 0)
+def _places(values: frozenset[Identifier]) -> _PlaceRecogniser | None:
+    forms = [form for value in sorted(values) for form in _place_forms(value)]
+    if not forms:
+        return None
+    return _PlaceRecogniser(tuple(sorted(forms, key=lambda f: _longest_first(f.pattern))))
 
 
 class _Matcher:
@@ -728,11 +777,10 @@ class _Matcher:
                 people = self.by_token.get(match.group()) or self._person_for(match.group())
                 found.append(_name_finding(start, end, tuple(p.identifier for p in people)))
         if self.places is not None:
-            pattern, sources = self.places
-            for match in pattern.finditer(folded):
-                value, label = sources[match.lastgroup]  # type: ignore[index]
-                start, end = _original_span(text, positions, *match.span())
-                found.append(Finding(start, end, PLACE, label, value))
+            for start, end, place in self.places.finditer(folded):
+                start, end = _original_span(text, positions, start, end)
+                found.append(Finding(start, end, PLACE, place.identifier.keyword,
+                                     place.identifier))
         if self.ids is not None:
             for start, end, form in self.ids.finditer(text):
                 value = form.identifier
@@ -797,17 +845,6 @@ _ANY_DIGIT = re.compile(r"\d")
 _NAME_GAP = re.compile(r"[\s,^]*|\s*[A-Z]\.\s*|\s+[A-Z]\s+")
 _INITIALS_BEFORE = re.compile(r"(?<!\w)(?:[A-Z]\.?[\s\-]*){1,3}\s*$")
 _INITIALS_AFTER = re.compile(r",?\s*(?:[A-Z]\.?){1,3}(?!\w)")
-
-
-def _alternation(patterns: list[tuple[str, Identifier, str]], flags: int) -> _Alternation:
-    """One regex for many (pattern, identifier, label), longest patterns first; the
-    name of the group that matched says which identifier it was."""
-    if not patterns:
-        return None
-    ordered = sorted(patterns, key=lambda p: _longest_first(p[0]))
-    groups = {f"g{i}": (value, label) for i, (_, value, label) in enumerate(ordered)}
-    regex = "|".join(f"(?P<g{i}>{pattern})" for i, (pattern, _, _) in enumerate(ordered))
-    return re.compile(regex, flags), groups
 
 
 def _longest_first(pattern: str) -> tuple[int, str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
+import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -310,30 +312,73 @@ def test_two_digit_years_read_the_same_in_every_run(dates: tuple[str, ...], text
 
 _ID_VALUES = ["0012345678", "12345678", "2345", "345-678", "ACC-998877", "acc998877", "A1B",
               "TEST", "0000", "1", "(555) 867-5309", "555.867.5309", "MRN 0042-1337",
-              "12 34 56", "X-12/34.56", "ab_cd", "9" * 12, "5309"]
-_NOISE = ["0", "00", "-", " ", ".", "/", "(", ")", "\t", "\x0b", "\x1c", "_", "#", ":", "a",
-          "Z", "x", "1", "9", "MRN ", "tel ", ", ", "\n"]
+              "12 34 56", "X-12/34.56", "ab_cd", "9" * 12, "5309", "ÄB-1234", "SS12"]
+_ID_NOISE = ["0", "00", "-", " ", ".", "/", "(", ")", "\t", "\x0b", "\x1c", "_", "#", ":",
+             "a", "Z", "x", "1", "9", "MRN ", "tel ", ", ", "\n"]
+_BEYOND_ASCII = ["\u0663", "\u017f", "\u212a", "\u00a0", "é", "ä"]  # a digit, s, K, a space
+_PLACE_VALUES = ["St. Mary's General Hospital", "12 Elm Street^Springfield^IL", "Cardiology",
+                 "O'Hare Int'l", "Main St", "Mill Way, Springfield", "Rue de l'Église",
+                 "General", "CT1_SPRINGFIE", "Springfield General"]
+_PLACE_NOISE = [" ", ", ", ".", "^", "'", "''", "-", "x", "_", "1", "st", "general", "mary",
+                "springfield", "street", "\n"]
 
 
-def _written(value: str, rng: random.Random) -> str:
+def _by_alternation(forms: tuple, text: str) -> list[tuple[int, int, str, Identifier]]:
+    """What one regex alternation of ``forms`` (in their order) finds: the specification
+    the recognisers are held to."""
+    regex = re.compile("|".join(f"(?P<g{i}>{form.pattern})" for i, form in enumerate(forms)))
+    return [(m.start(), m.end(), forms[int(m.lastgroup[1:])].pattern,
+             forms[int(m.lastgroup[1:])].identifier) for m in regex.finditer(text)]
+
+
+def _scrambled(value: str, rng: random.Random, glue: str) -> str:
     """``value`` as a person might write it: other case, leading zeros, separators."""
     if rng.random() < 0.3:
         value = "".join(c.swapcase() if rng.random() < 0.5 else c for c in value)
     if rng.random() < 0.3:
         value = rng.choice(["0", "00", "0-", "0 0"]) + value
     if rng.random() < 0.4:
-        value = "".join(c + (rng.choice("- ./()\x1f") if c.isdigit() and rng.random() < 0.3
-                             else "") for c in value)
+        value = "".join(c + (rng.choice(glue) if c.isalnum() and rng.random() < 0.3 else "")
+                        for c in value)
     return value
 
 
-def test_ids_in_ascii_text_are_found_exactly_where_their_regex_alternation_finds_them(
+def _texts(values: list[str], noise: list[str], glue: str,
+           rng: random.Random) -> Iterator[str]:
+    for _ in range(20):
+        pieces = [rng.choice(noise) for _ in range(rng.randint(0, 6))]
+        for value in rng.sample(values, min(len(values), rng.randint(0, 3))):
+            pieces.insert(rng.randint(0, len(pieces)), _scrambled(value, rng, glue))
+        if rng.random() < 0.2:
+            pieces.insert(rng.randint(0, len(pieces)), rng.choice(_BEYOND_ASCII))
+        yield "".join(pieces)
+
+
+@pytest.mark.parametrize(("patterns", "text"), [
+    (["ab", "a.a."], "abacad"),  # the second matches again inside its own first match
+    (["a.a.", "ab"], "abacad"),
+    (["aba", "b"], "ababababa"),
+    (["(?<!\\w)x(?!\\w)", "x y"], "x y x"),  # the lookbehind sees before the search start
+    (["abc", "ab", "bcd"], "abcdabcd"),
+])
+def test_what_an_alternation_finds_is_taken_from_each_of_its_patterns_matches(
+        patterns: list[str], text: str) -> None:
+    """Every position where each pattern matches (overlapping), then the leftmost start's
+    first pattern, on from its end: what the regex ``p0|p1|...`` finds."""
+    every = [(start, order, end) for order, pattern in enumerate(patterns)
+             for start, end in scrub._every_match(pattern, text)]
+    taken = [(start, end) for start, end, _ in scrub._leftmost_first(every)]
+    assert taken == [m.span() for m in re.finditer("|".join(patterns), text)]
+
+
+def test_ids_are_found_exactly_where_the_regex_alternation_of_their_forms_finds_them(
 ) -> None:
-    """IDs and telephone numbers in ASCII text are found without compiling their regex
-    alternation; what is found (where, and which value's which form) is what that
-    alternation finds: seeded random identifier sets and texts full of near misses."""
+    """IDs and telephone numbers are found without compiling the alternation of their
+    forms (ASCII text without any regex, other text with each form's own); what is found
+    (where, and which value's which form) is what that alternation finds: seeded random
+    identifier sets and texts full of near misses."""
     rng = random.Random(20261201)
-    compared = found = 0
+    compared = found = beyond = 0
     for _ in range(400):
         values = frozenset(
             Identifier(rng.choice(["id", "id", "phone"]), rng.choice(["PatientID", "StudyID"]),
@@ -341,19 +386,38 @@ def test_ids_in_ascii_text_are_found_exactly_where_their_regex_alternation_finds
         recogniser = scrub._ids(values)
         if recogniser is None:
             continue
-        for _ in range(20):
-            pieces = [rng.choice(_NOISE) for _ in range(rng.randint(0, 6))]
-            for value in rng.sample(sorted(values), min(len(values), rng.randint(0, 3))):
-                pieces.insert(rng.randint(0, len(pieces)), _written(value.value, rng))
-            text = "".join(pieces)
-            plain = [(start, end, form.pattern, form.identifier)
-                     for start, end, form in recogniser.finditer(text)]
-            by_regex = [(start, end, form.pattern, form.identifier)
-                        for start, end, form in recogniser._finditer_regex(text)]
-            assert plain == by_regex, (text, values)
+        for text in _texts([v.value for v in sorted(values)], _ID_NOISE, "- ./()\x1f", rng):
+            found_now = [(start, end, form.pattern, form.identifier)
+                         for start, end, form in recogniser.finditer(text)]
+            assert found_now == _by_alternation(recogniser.forms, text), (text, values)
             compared += 1
-            found += bool(plain)
-    assert compared > 5000 and found > compared // 3, (compared, found)
+            found += bool(found_now)
+            beyond += not text.isascii()
+    assert compared > 5000 and found > compared // 3 and beyond > 500, (compared, found, beyond)
+
+
+def test_places_are_found_exactly_where_the_regex_alternation_of_their_forms_finds_them(
+) -> None:
+    """Places are found with each form's own regex, compiled only for a text holding all
+    its words; what is found is what the alternation of the set's forms finds."""
+    rng = random.Random(20261202)
+    compared = found = 0
+    for _ in range(300):
+        values = frozenset(
+            Identifier("place", rng.choice(["InstitutionName", "PatientAddress"]), value)
+            for value in rng.sample(_PLACE_VALUES, rng.randint(1, 5)))
+        recogniser = scrub._places(values)
+        assert recogniser is not None
+        written = [scrub.fold(v.value).replace("^", rng.choice([" ", ", ", "^"]))
+                   for v in sorted(values)]
+        for text in _texts(written, _PLACE_NOISE, " ,.'", rng):
+            folded = scrub.fold(text)
+            found_now = [(start, end, form.pattern, form.identifier)
+                         for start, end, form in recogniser.finditer(folded)]
+            assert found_now == _by_alternation(recogniser.forms, folded), (folded, values)
+            compared += 1
+            found += bool(found_now)
+    assert compared > 4000 and found > compared // 5, (compared, found)
 
 
 def test_ids_beyond_ascii_are_found_by_the_regex_alternation() -> None:
@@ -368,8 +432,9 @@ def test_ids_beyond_ascii_are_found_by_the_regex_alternation() -> None:
 def test_identifier_patterns_are_compiled_once_per_identifier_set(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The files of one study share their identifiers: the first file compiles the
-    recognisers of its names, IDs and places, the next ones compile no pattern at all,
-    however many texts they search (each text new, so no finding is reused)."""
+    recogniser of its names (and a place's own pattern where a text holds its words), the
+    next ones compile no pattern at all, however many texts they search (each text new,
+    so no finding is reused)."""
     import importlib
     import re
 
