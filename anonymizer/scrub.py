@@ -561,6 +561,21 @@ _PHONE_GLUE = frozenset(c for c in _ASCII if re.fullmatch(r"[\s\-./()]", c))
 _DIGIT_RUN_START = re.compile(r"(?<!\d)\d")
 
 
+def _reads_as_ascii(text: str) -> bool:
+    """Whether the forms of ASCII IDs match ``text`` as they would match it with every
+    character beyond ASCII replaced by one none of them can match (``é``, ``ü``, ``٣``
+    can not be part of an ID or its boundary digits; ``\u00a0`` and ``\u212a`` can)."""
+    return text.isascii() or not any(_reaches_ascii(c) for c in set(text) if not c.isascii())
+
+
+@functools.lru_cache(maxsize=4096)
+def _reaches_ascii(char: str) -> bool:
+    """Whether a regex reads ``char`` as a digit, a space, or (ignoring case) an ASCII
+    letter, asked of the regex engine itself; or its lower case is longer (``\u0130``),
+    which would shift the positions of a lowered text."""
+    return len(char.lower()) != 1 or re.fullmatch(r"[\d\s]|(?i:[a-z])", char) is not None
+
+
 def _digits_end(text: str, start: int, digits: str, glue: frozenset[str],
                 any_glue: bool) -> int | None:
     r"""Where the digits form ``(?<!\d)(?:0G)*d1Gd2...dn(?!\d)`` matching at ``start``
@@ -599,7 +614,8 @@ class _IdRecogniser:
     a new set every one to four files. So ASCII text is searched without it: every
     position where each form matches, and from left to right the first form (in the
     alternation's order) at the leftmost such position, exactly what the regex finds.
-    Text or values beyond ASCII (where ``\s``, ``\d`` and case folding reach further) are
+    Values beyond ASCII, and text with a character beyond ASCII that ``\s``, ``\d`` or
+    case folding reach (a non-ASCII space or digit, the Kelvin sign, the long s), are
     searched with each form's own regex, compiled when first needed.
     """
 
@@ -609,7 +625,7 @@ class _IdRecogniser:
 
     def finditer(self, text: str) -> Iterator[tuple[int, int, _IdForm]]:
         """(start, end, form) of what the alternation of the forms finds in ``text``."""
-        if self._plain and text.isascii():
+        if self._plain and _reads_as_ascii(text):
             lowered = text.lower()
             run_starts = [m.start() for m in _DIGIT_RUN_START.finditer(text)]
             matches = [(start, order, end) for order, form in enumerate(self.forms)

@@ -315,7 +315,9 @@ _ID_VALUES = ["0012345678", "12345678", "2345", "345-678", "ACC-998877", "acc998
               "12 34 56", "X-12/34.56", "ab_cd", "9" * 12, "5309", "ÄB-1234", "SS12"]
 _ID_NOISE = ["0", "00", "-", " ", ".", "/", "(", ")", "\t", "\x0b", "\x1c", "_", "#", ":",
              "a", "Z", "x", "1", "9", "MRN ", "tel ", ", ", "\n"]
-_BEYOND_ASCII = ["\u0663", "\u017f", "\u212a", "\u00a0", "é", "ä"]  # a digit, s, K, a space
+# a digit, s, K, a space, dotted and dotless i, superscript 2, an Nko zero, letters
+_BEYOND_ASCII = ["\u0663", "\u017f", "\u212a", "\u00a0", "\u0130", "\u0131", "²", "\u07c0",
+                 "é", "ä", "Ü", "ß"]
 _PLACE_VALUES = ["St. Mary's General Hospital", "12 Elm Street^Springfield^IL", "Cardiology",
                  "O'Hare Int'l", "Main St", "Mill Way, Springfield", "Rue de l'Église",
                  "General", "CT1_SPRINGFIE", "Springfield General"]
@@ -420,13 +422,25 @@ def test_places_are_found_exactly_where_the_regex_alternation_of_their_forms_fin
     assert compared > 4000 and found > compared // 5, (compared, found)
 
 
-def test_ids_beyond_ascii_are_found_by_the_regex_alternation() -> None:
-    """Where ``\\d`` and case folding reach beyond ASCII (an Arabic-Indic digit, the long
-    s), the alternation decides; the same IDs in ASCII are found either way."""
-    identifiers = _identifiers(("id", "PatientID", "12-345-678"), ("id", "StudyID", "SS12"))
-    assert _marked(identifiers, "MRN 12345678 / ss12") == "MRN [ID] / [ID]"
-    assert _marked(identifiers, "MRN 12345678٣ / ſs12") == "MRN 12345678٣ / [ID]"
-    assert _marked(identifiers, "MRN 12345678 ٣") == "MRN [ID] ٣"
+BEYOND_ASCII_IDS = _identifiers(("id", "PatientID", "12-345-678"), ("id", "StudyID", "SS12"),
+                                ("id", "AccessionNumber", "KLM9"), ("id", "AdmissionID", "LIZ1"))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("MRN 12345678 / ss12 / klm9 / liz1", "MRN [ID] / [ID] / [ID] / [ID]"),
+    # what a regex reads as a digit, a space or a letter of an ID
+    ("MRN 12345678\u0663", "MRN 12345678\u0663"), ("MRN \u07c012345678", "MRN \u07c012345678"),
+    ("12\u00a0345\u00a0678", "[ID]"), ("\u017fs12", "[ID]"), ("\u212alm9", "[ID]"),
+    ("l\u0131z1 / L\u0130Z1", "[ID] / [ID]"),
+    # what it reads as none of them
+    ("Müller 12345678", "Müller [ID]"), ("SS12é", "[ID]é"), ("²12345678²", "²[ID]²"),
+    ("ßs12 12 345 678", "ßs12 [ID]"),
+])
+def test_ids_beside_characters_beyond_ascii(text: str, expected: str) -> None:
+    """Where ``\\d``, ``\\s`` and case folding reach beyond ASCII (other scripts' digits,
+    the no-break space, the long s, the Kelvin sign, Turkish i), an ID is found as its
+    regex finds it; beside other characters as it is in ASCII."""
+    assert _marked(BEYOND_ASCII_IDS, text) == expected
 
 
 def test_identifier_patterns_are_compiled_once_per_identifier_set(
