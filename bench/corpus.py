@@ -11,6 +11,7 @@ and an unknown vendor's block everywhere; PHI in the folder names too.
 Layout (``bench/corpus/`` is git-ignored)::
 
     bench/corpus/sf-<N>/            N single-frame files (CT 512x512, MR 256x256, 16 bit)
+    bench/corpus/sf-<N>-<K>pp/      the same with about K files per patient (K = 5: 1 a series)
         .stamp.json                 generator version + parameters + totals; written last
         tree/DOE^JOHN_12345678/20190101_CT_CHEST/S002_AX_5.0_SOFT_TISSUE/IM00001.dcm
     bench/corpus/mf-<F>f/           one Enhanced CT, F frames of 512x512x16 bit (F=2048: 1 GiB)
@@ -180,9 +181,10 @@ def _patient(index: int) -> Patient:
     )
 
 
-def plan(n_files: int) -> list[Series]:
-    """Every series of an ``n_files`` corpus, with its instance count (summing to n_files)."""
-    patients = max(1, round(n_files / FILES_PER_PATIENT))
+def plan(n_files: int, files_per_patient: int = FILES_PER_PATIENT) -> list[Series]:
+    """Every series of an ``n_files`` corpus that has instances, with its instance count
+    (summing to n_files); each patient has 2 studies of 2-3 series."""
+    patients = max(1, round(n_files / files_per_patient))
     series: list[Series] = []
     for p in range(patients):
         patient = _patient(p)
@@ -201,7 +203,7 @@ def plan(n_files: int) -> list[Series]:
                 series.append(Series(study, r + 2, kind, 0, f"{UID_ROOT}2.{key}", key))
     base, extra = divmod(n_files, len(series))
     return [Series(x.study, x.number, x.description, base + (i < extra), x.uid, x.key)
-            for i, x in enumerate(series)]
+            for i, x in enumerate(series) if base + (i < extra)]
 
 
 # --------------------------------------------------------------------------- pixels
@@ -658,16 +660,18 @@ def _build(path: Path, params: dict, check: Callable[[dict], bool],
     return Corpus(path, stamp, built=True)
 
 
-def single_frame(n_files: int, root: Path = CORPUS_ROOT,
-                 log: Callable[[str], None] = print) -> Corpus:
-    """The cached corpus of ``n_files`` single-frame CT/MR files (built when missing/stale)."""
-    path = root / f"sf-{n_files}"
+def single_frame(n_files: int, root: Path = CORPUS_ROOT, log: Callable[[str], None] = print,
+                 files_per_patient: int = FILES_PER_PATIENT) -> Corpus:
+    """The cached corpus of ``n_files`` single-frame CT/MR files (built when missing/stale),
+    about ``files_per_patient`` per patient (5: one a series, as a radiography export)."""
+    few = files_per_patient != FILES_PER_PATIENT
+    path = root / (f"sf-{n_files}-{files_per_patient}pp" if few else f"sf-{n_files}")
 
     def check(stamp: dict) -> bool:
         return len(_tree_files(path / "tree")) == stamp.get("files")
 
     def generate(tree: Path) -> dict:
-        series_list = plan(n_files)
+        series_list = plan(n_files, files_per_patient)
         pixels = _Pixels()
         total = 0
         log(f"corpus {path.name}: generating {n_files} files in {len(series_list)} series ...")
@@ -689,7 +693,8 @@ def single_frame(n_files: int, root: Path = CORPUS_ROOT,
                 "ct_files": modalities.count("CT"), "mr_files": modalities.count("MR"),
                 "top_level_elements": _count_elements(series_list[0])}
 
-    return _build(path, {"files": n_files}, check, generate, log)
+    params = {"files": n_files, **({"files_per_patient": files_per_patient} if few else {})}
+    return _build(path, params, check, generate, log)
 
 
 def _count_elements(series: Series) -> dict:

@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,8 @@ FULL_FRAMES = 2048  # 2048 x 512 x 512 x 2 bytes = 1 GiB of Pixel Data
 QUICK_FILES = 500
 QUICK_FRAMES = 128  # 64 MiB
 FULL_SCALE = 200000  # tiny files of the scale rows (bench.scale)
+#: the corpus of few files per patient (a radiography export): its files, and per patient
+FULL_FEW, QUICK_FEW, FEW_PER_PATIENT = 1000, 200, 5
 QUICK_SCALE = 5000
 #: rounds of the single-frame table at least (its ratios to pydicom are the goals, judged on
 #: the median of the rounds: one round in a slow spell of the VM would decide alone)
@@ -376,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-dask", type=int, default=20000, metavar="N",
                         help="the local and the Dask backend (LocalCluster, --jobs workers) "
                              "on N of the tiny files (default 20000; 0 = skip)")
+    parser.add_argument("--few-per-patient", type=int, metavar="N",
+                        help=f"research and pydicom on N files of about {FEW_PER_PATIENT} per "
+                             f"patient (default {FULL_FEW}; {QUICK_FEW} with --quick; 0 "
+                             "skips them)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per command; the median by wall time is reported (the "
                              f"single-frame table runs at least {GOAL_ROUNDS} rounds)")
@@ -410,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
         baseline = _baseline(args.baseline) if args.baseline else None
         _compile_bytecode(REPO / "anonymizer", *([baseline[1]] if baseline else []))
         rows = _single_frame_rows(single, tmp, key, jobs, single_rounds, baseline)
+        few_files = args.few_per_patient if args.few_per_patient is not None else (
+            QUICK_FEW if args.quick else FULL_FEW)
+        few = corpus.single_frame(few_files, files_per_patient=FEW_PER_PATIENT) \
+            if few_files else None
+        few_rows = _few_per_patient_rows(few, tmp, key, jobs, single_rounds, baseline) \
+            if few is not None else []
         huge_rows = _huge_rows(huge, tmp, key, repeat) if huge is not None else []
         listen_rows = _listen_rows(single, tmp, key, jobs, args.listen, repeat) \
             if args.listen else []
@@ -432,6 +445,15 @@ def main(argv: list[str] | None = None) -> int:
         print("where the CPU goes (from each run's audit log; 'outside': the main process's "
               "sync, commit, audit, progress and dispatch/result transfer)")
         print(breakdown)
+    if few_rows:
+        print()
+        print(f"few files per patient: {few.stamp['files']} single-frame files of "
+              f"{few.stamp['patients']} patients ({few.stamp['studies']} studies), "
+              f"{few.stamp['bytes'] / 1e6:.0f} MB, N = {jobs}: each patient's identifiers "
+              "new every few files, as in a radiography or mammography export")
+        print(_table(few_rows))
+        print(_breakdown(few_rows))
+        print(_few_per_patient_summary(few_rows, rows, jobs))
     if huge_rows:
         print()
         print(f"multi-frame file: {huge.stamp['bytes'] / MiB:.0f} MiB "
@@ -505,8 +527,10 @@ def main(argv: list[str] | None = None) -> int:
                   "bytecode": "the package's (and the baseline's) compiled before measuring",
                   "mb": "10^6 bytes of input"},
         "corpus": {"single_frame": {**stamp, "path": str(single.tree)},
+                   "few_per_patient": ({**few.stamp, "path": str(few.tree)} if few else None),
                    "multi_frame": ({**huge.stamp, "path": str(huge.tree)} if huge else None)},
         "single_frame": [asdict(r) for r in rows],
+        "few_per_patient": [asdict(r) for r in few_rows],
         "multi_frame": [asdict(r) for r in huge_rows],
         "mixed": [asdict(r) for r in us_rows],
         "listen": [asdict(r) for r in listen_rows],
@@ -521,13 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(text)
     print(f"\nwritten: {target.relative_to(REPO)} and bench/results/latest.json "
           f"(total {record['total_seconds']:.0f} s)")
-    busy = [r.name for r in rows + huge_rows + us_rows + listen_rows + network_rows + scale_rows
-            if r.background_cpu_s > max(0.5, 0.1 * r.seconds * (os.cpu_count() or 1))]
+    busy = [r.name for r in rows + few_rows + huge_rows + us_rows + listen_rows + network_rows
+            + scale_rows if r.background_cpu_s > max(0.5, 0.1 * r.seconds * (os.cpu_count() or 1))]
     if busy:
         print(f"note: other processes used over 10% of the CPUs during: {', '.join(busy)} "
               "(column 'bg CPU'): those timings are contended", file=sys.stderr)
-    failed = [r.name for r in rows + huge_rows + us_rows + listen_rows + network_rows
-              + scale_rows if not r.check.startswith("ok")]
+    failed = [r.name for r in rows + few_rows + huge_rows + us_rows + listen_rows
+              + network_rows + scale_rows if not r.check.startswith("ok")]
     if failed:
         print(f"bench: FAILED checks: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -570,6 +594,48 @@ def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
     rows = _run_rows(plan, out, repeat)
     _ratios(rows)
     return rows
+
+
+def _few_per_patient_rows(few: corpus.Corpus, tmp: Path, key: Path, jobs: int,
+                          repeat: int, baseline: tuple[str, Path] | None) -> list[Row]:
+    """pydicom's copy and research (and the baseline's) on the corpus of few files per
+    patient, in rounds."""
+    files, size, tree = few.stamp["files"], few.stamp["bytes"], str(few.tree)
+    arguments = ["run", "--profile", "research", "--key-file", str(key), "--jobs", str(jobs),
+                 "--no-progress", tree, "{out}"]
+    plan: list[tuple[Row, Callable[[Path, Path], str]]] = [
+        (Row(f"pydicom noop x{jobs}", "pydicom-noop", jobs, files, size,
+             [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), tree, "{out}"]),
+         _check_copy(files)),
+        (Row(f"anonymizer research -j{jobs}", "anonymizer", jobs, files, size,
+             [_anonymizer(), *arguments], profile="research"), _check_anonymizer(files))]
+    if baseline is not None:
+        plan.append((Row(f"baseline {baseline[0]} research -j{jobs}", "baseline", jobs, files,
+                         size, _baseline_command(baseline, *arguments), profile="research"),
+                     _check_anonymizer(files)))
+    print(f"measuring {len(plan)} commands on {files} files of few per patient ...")
+    rows = _run_rows(plan, tmp / "out-few", repeat)
+    _ratios(rows)
+    return rows
+
+
+def _few_per_patient_summary(few_rows: list[Row], rows: list[Row], jobs: int) -> str:
+    """research's paired ratio to pydicom here, and its de-identify CPU beside the main
+    corpus's (where a patient's identifiers serve 100 files)."""
+    noop, research = few_rows[:2]
+    ratios = goals.paired_ratios(noop, research)
+    line = (f"  research -j{jobs} throughput / pydicom x{jobs}, per round: median "
+            f"{statistics.median(ratios):.3f} ({', '.join(f'{r:.3f}' for r in ratios)})"
+            if ratios else "")
+    main = next((r for r in rows if r.name == research.name), None)
+    if research.timings and main is not None and main.timings:
+        here, there = research.timings["deidentify"], main.timings["deidentify"]
+        line += (f"\n  de-identify {here:.3f} CPU ms per file here, {there:.3f} on the main "
+                 f"corpus ({here / there:.2f}x)")
+    for before in few_rows[2:]:
+        line += (f"\n  research -j{jobs}: {research.seconds / before.seconds:.3f}x the time of "
+                 f"{before.name.removesuffix(f' research -j{jobs}')}")
+    return line
 
 
 def _compile_bytecode(*folders: Path) -> None:
