@@ -428,6 +428,8 @@ _MIN_PART = 3  # a part of a compound name (split at hyphens and spaces)
 _MIN_COMPONENT = 2  # a whole name component (Li, Wu, Ng are surnames)
 _NAME_SPLIT = re.compile(r"[\s\-'’.]+")
 _NO_SPACE_SCRIPTS = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\u3040-\u30ff]")
+_NAME_GLUE_CLASS = r"[\s\-'’]"  # what may stand between the parts of a name, or not
+_NAME_GLUE = re.compile(_NAME_GLUE_CLASS + "+")
 
 
 def _name_variants(token: str) -> set[str]:
@@ -448,8 +450,11 @@ def _name_variants(token: str) -> set[str]:
 def _flexible(folded: str) -> str:
     """A regex of a folded name in which hyphens, spaces and apostrophes are
     interchangeable or absent (Garcia-Lopez, Garcia Lopez, GarciaLopez)."""
-    pieces = [re.escape(p) for p in _NAME_SPLIT.split(folded) if p]
-    return r"[\s\-'’]*".join(pieces)
+    return (_NAME_GLUE_CLASS + "*").join(re.escape(p) for p in _name_parts(folded))
+
+
+def _name_parts(folded: str) -> list[str]:
+    return [p for p in _NAME_SPLIT.split(folded) if p]
 
 
 @dataclass(frozen=True)
@@ -475,7 +480,7 @@ def _person(identifier: Identifier) -> _Person:
             component = component.strip(" ,.")
             if not component:
                 continue
-            parts = [p for p in _NAME_SPLIT.split(component) if p]
+            parts = _name_parts(component)
             if position > 0 or len(components) == 1:
                 initials.update(p[0].upper() for p in parts if p[0].isalpha())
             if len(parts) == 1 and len(component.strip(".")) < _MIN_COMPONENT \
@@ -713,7 +718,13 @@ def _leftmost_first(matches: list[tuple[int, int, int]]) -> Iterator[tuple[int, 
 
 
 class _Names:
-    """The name recogniser for one set of PN values."""
+    """The name recogniser for one set of PN values.
+
+    The tokens are tried longest first, those of scripts written without spaces after the
+    others, as one regex alternation of them would; no such alternation is compiled (a
+    new one for every patient): each token's own pattern is, the first time a text holds
+    it (separators aside), and is kept for the next patients of that name.
+    """
 
     def __init__(self, values: tuple[Identifier, ...]):
         self.people = [_person(v) for v in values]
@@ -726,13 +737,18 @@ class _Names:
                          key=lambda t: (-len(t), t))
         unbounded = sorted((t for t in by_token if _NO_SPACE_SCRIPTS.search(t)),
                            key=lambda t: (-len(t), t))
-        alternatives = []
-        if bounded:
-            alternatives.append(r"(?<!\w)(?:" + "|".join(_flexible(t) for t in bounded)
-                                + r")(?!\w)")
-        if unbounded:
-            alternatives.append("|".join(re.escape(t) for t in unbounded))
-        self.regex = re.compile("|".join(alternatives)) if alternatives else None
+        #: (pattern, what a text holds, its separators dropped, wherever the pattern matches)
+        self.forms = tuple([(r"(?<!\w)" + _flexible(t) + r"(?!\w)", "".join(_name_parts(t)))
+                            for t in bounded]
+                           + [(re.escape(t), _NAME_GLUE.sub("", t)) for t in unbounded])
+
+    def finditer(self, folded: str) -> Iterator[tuple[int, int]]:
+        """(start, end) of every name in ``folded``, left to right, not overlapping."""
+        bare = _NAME_GLUE.sub("", folded)
+        matches = [(start, order, end) for order, (pattern, needle) in enumerate(self.forms)
+                   if needle in bare for start, end in _every_match(pattern, folded)]
+        for start, end, _ in _leftmost_first(matches):
+            yield start, end
 
 
 # Compiled per kind: the files of one study share their names and places while the IDs
@@ -763,7 +779,8 @@ class _Matcher:
 
     def __init__(self, values: frozenset[Identifier]):
         names = _names(frozenset(v for v in values if v.kind == NAME))
-        self.people, self.by_token, self.names = names.people, names.by_token, names.regex
+        self.people, self.by_token = names.people, names.by_token
+        self.names = names if names.forms else None
         self.ids = _ids(frozenset(v for v in values if v.kind in (ID, PHONE)))
         self.places = _places(frozenset(v for v in values if v.kind == PLACE))
         self._cache: dict[tuple[str, frozenset[dt.date]], list[Finding]] = {}
@@ -788,9 +805,10 @@ class _Matcher:
         has_digit = _ANY_DIGIT.search(text) is not None
         folded, positions = _fold_with_positions(text)
         if self.names is not None:
-            for match in self.names.finditer(folded):
-                start, end = _original_span(text, positions, *match.span())
-                people = self.by_token.get(match.group()) or self._person_for(match.group())
+            for start, end in self.names.finditer(folded):
+                matched = folded[start:end]
+                start, end = _original_span(text, positions, start, end)
+                people = self.by_token.get(matched) or self._person_for(matched)
                 found.append(_name_finding(start, end, tuple(p.identifier for p in people)))
         if self.places is not None:
             for start, end, place in self.places.finditer(folded):
@@ -807,9 +825,8 @@ class _Matcher:
 
     def _person_for(self, matched: str) -> list[_Person]:
         """The people a flexible match (other separators than the token's) belongs to."""
-        key = re.sub(r"[\s\-'’]+", "", matched)
-        return [p for p in self.people
-                if any(re.sub(r"[\s\-'’]+", "", t) == key for t in p.tokens)]
+        key = _NAME_GLUE.sub("", matched)
+        return [p for p in self.people if any(_NAME_GLUE.sub("", t) == key for t in p.tokens)]
 
     def _merge_names(self, text: str, findings: list[Finding]) -> list[Finding]:
         """One finding for a whole written name: components next to each other

@@ -373,6 +373,47 @@ def test_what_an_alternation_finds_is_taken_from_each_of_its_patterns_matches(
     assert taken == [m.span() for m in re.finditer("|".join(patterns), text)]
 
 
+_NAME_VALUES = ["Müller-Lüdenscheidt^Hans Peter^^Dr.^", "García López^María", "Li^Wei",
+                "van der Berg^Johanna", "O'Brien^Siobhan", "St.John^Mary", "山田^太郎", "Doe^John",
+                "Johnson^John", "Mueller^Anna", "Jean-Luc Picard", "D'Angelo^Ann-Marie"]
+_NAME_NOISE = [" ", "-", "'", "’", ".", ",", "^", "x", "1", "_", "dr ", "mr. ", "von ", "\n", "é",
+               "st john", "StJohn", "garcia-lopez", "vanderberg", "o brien"]
+
+
+def _names_by_one_regex(names: object, folded: str) -> list[tuple[int, int]]:
+    """Where the one regex of every token of a set of names (as it was built before each
+    token got its own) matches: the specification."""
+    tokens = names.by_token  # type: ignore[attr-defined]
+    bounded = sorted((t for t in tokens if not scrub._NO_SPACE_SCRIPTS.search(t)),
+                     key=lambda t: (-len(t), t))
+    unbounded = sorted((t for t in tokens if scrub._NO_SPACE_SCRIPTS.search(t)),
+                       key=lambda t: (-len(t), t))
+    alternatives = ([r"(?<!\w)(?:" + "|".join(scrub._flexible(t) for t in bounded) + r")(?!\w)"]
+                    if bounded else []) + (["|".join(re.escape(t) for t in unbounded)]
+                                           if unbounded else [])
+    return [m.span() for m in re.finditer("|".join(alternatives), folded)]
+
+
+def test_names_are_found_exactly_where_one_regex_of_all_their_tokens_finds_them() -> None:
+    """Each token's own pattern, compiled only for a text that holds it, finds what one
+    regex of all the set's tokens finds: seeded random sets and texts with the parts of
+    the names written apart, joined, with other separators and cases."""
+    rng = random.Random(20261203)
+    compared = found = 0
+    for _ in range(250):
+        values = tuple(sorted(Identifier("name", "PatientName", value)
+                              for value in rng.sample(_NAME_VALUES, rng.randint(1, 4))))
+        names = scrub._Names(values)
+        parts = [part for value in values for part in re.split(r"[\^=]", value.value) if part]
+        for text in _texts(parts, _NAME_NOISE, " -'’.", rng):
+            folded = scrub.fold(text)
+            found_now = list(names.finditer(folded))
+            assert found_now == _names_by_one_regex(names, folded), (folded, values)
+            compared += 1
+            found += bool(found_now)
+    assert compared == 5000 and found > compared // 3, (compared, found)
+
+
 def test_ids_are_found_exactly_where_the_regex_alternation_of_their_forms_finds_them(
 ) -> None:
     """IDs and telephone numbers are found without compiling the alternation of their
@@ -446,9 +487,8 @@ def test_ids_beside_characters_beyond_ascii(text: str, expected: str) -> None:
 def test_identifier_patterns_are_compiled_once_per_identifier_set(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The files of one study share their identifiers: the first file compiles the
-    recogniser of its names (and a place's own pattern where a text holds its words), the
-    next ones compile no pattern at all, however many texts they search (each text new,
-    so no finding is reused)."""
+    patterns of the names (and places) its texts hold, the next ones compile no pattern at
+    all, however many texts they search (each text new, so no finding is reused)."""
     import importlib
     import re
 
