@@ -657,6 +657,10 @@ def _build(path: Path, params: dict, check: Callable[[dict], bool],
     (path / ".stamp.json").write_text(json.dumps(stamp, indent=1) + "\n")
     log(f"corpus {path.name}: built in {stamp['build_seconds']:.1f} s "
         f"({stamp['files']} files, {stamp['bytes'] / 1e6:.0f} MB)")
+    # written back now, not by the kernel's flusher while the first commands are measured
+    flushing = time.perf_counter()
+    os.sync()
+    log(f"corpus {path.name}: on disk after {time.perf_counter() - flushing:.1f} s more")
     return Corpus(path, stamp, built=True)
 
 
