@@ -503,7 +503,7 @@ def test_identifier_patterns_are_compiled_once_per_identifier_set(
         return compiling(pattern, flags)
 
     monkeypatch.setattr(compiler, "compile", counted)
-    for cache in (scrub._compiled, scrub._names, scrub._ids, scrub._places):
+    for cache in (scrub._compiled, scrub._names, scrub._ids, scrub._places, scrub._form_regex):
         cache.cache_clear()
     re.purge()
     study = SAMPLE_DATA / "DOE^JOHN_12345678" / "20190101_CT_CHEST"
@@ -520,3 +520,43 @@ def test_identifier_patterns_are_compiled_once_per_identifier_set(
         per_file.append(len(compiled) - before)
     assert per_file[0] > 0 and per_file[1:] == [0, 0], per_file
     assert scrub._compiled.cache_info().misses == 1
+
+
+def _patient(number: int, name: str) -> Identifiers:
+    return _identifiers(("name", "PatientName", name), ("id", "PatientID", f"8{number:07d}"),
+                        ("id", "AccessionNumber", f"ACC-{number:06d}"),
+                        ("phone", "PatientTelephoneNumbers", f"555-01{number:02d}-99"),
+                        ("place", "PatientAddress", f"{number} Birch Lane^Ogdenville"),
+                        ("place", "InstitutionName", "Ogdenville General"))
+
+
+def test_a_new_patient_compiles_no_pattern_until_a_text_holds_its_name_or_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new patient every file (a radiography export) costs no regex compile: IDs and
+    telephone numbers are matched without regexes, a name's or place's own pattern is
+    compiled the first time a text holds it and kept for the next patients."""
+    compiled: list[object] = []
+    compiling = re._compiler.compile  # type: ignore[attr-defined]
+
+    def counted(pattern: object, flags: int = 0) -> object:  # the real compiler, counted
+        compiled.append(pattern)
+        return compiling(pattern, flags)
+
+    monkeypatch.setattr(re._compiler, "compile", counted)  # type: ignore[attr-defined]
+    scrub._form_regex.cache_clear()  # other tests' patterns (Anna) are kept there too
+    _patient(1, "Quimby^Joe").find("MRN 80000001, 555 0101 99: Quimby")  # the helpers' own
+    compiled.clear()
+    for number in range(2, 6):
+        identifiers = _patient(number, f"Zyx{number}wvu^Tsr{number}")
+        assert _marked(identifiers, f"CT CHEST, MRN 8000000{number} acc-00000{number} "
+                                    f"tel 555 01 0{number} 99") \
+            == "CT CHEST, MRN [ID] [ID] tel [PHONE]"
+    assert compiled == []
+    assert _marked(_patient(6, "Zyx6wvu^Anna"), "Anna at Ogdenville General") \
+        == "[NAME] at [PLACE]"
+    assert len(compiled) == 3  # the given name's, the institution's, the address's town
+    compiled.clear()
+    assert _marked(_patient(7, "Other^Anna"), "Anna at Ogdenville General") \
+        == "[NAME] at [PLACE]"
+    assert compiled == []  # kept for the next patient
+
