@@ -10,8 +10,9 @@ Run before and after a change that must not change outputs, and diff the two lis
 Each line is ``profile  tree  output-path  status  sha256`` (``-`` for failed or skipped
 inputs, which are listed by their keyed name). The inputs: ``sample_data/``, pydicom's and
 pydicom-data's test files, and the benchmark corpora given with ``--corpus`` (default: the
-200-file single-frame set and the 10-image ultrasound set, when ``make bench`` has built
-them). The key is fixed, so two runs of one tree give the same list.
+200-file single-frame set, the same 200 files of about 5 per patient (40 patients' sets of
+identifiers), both built here when missing, and the 10-image ultrasound set when ``make
+bench`` has built it). The key is fixed, so two runs of one tree give the same list.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +34,9 @@ FIXED_KEY = "output-digests-fixed-key-0123456789abcdef"
 PROFILES = ("default", "basic", "research", "research-ocr-blank")
 #: the OCR profile is slow: run it on these trees only
 OCR_TREES = ("sample_data", "us-10")
-DEFAULT_CORPORA = ("sf-200", "us-10")
+DEFAULT_CORPORA = ("sf-200", "sf-200-5pp", "us-10")
+#: a single-frame corpus (bench.corpus.single_frame): files, and files per patient if given
+SINGLE_FRAME = re.compile(r"sf-(\d+)(?:-(\d+)pp)?")
 
 
 def _testdata_tree(target: Path) -> Path:
@@ -46,6 +50,14 @@ def _testdata_tree(target: Path) -> Path:
         except OSError:  # another file system
             shutil.copy(path, destination)
     return target
+
+
+def _build_single_frame(files: int, per_patient: str | None) -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench import corpus
+
+    corpus.single_frame(files, log=lambda line: print(f"# {line}", file=sys.stderr),
+                        files_per_patient=int(per_patient or corpus.FILES_PER_PATIENT))
 
 
 def _run(profile: str, tree: Path, out: Path, key: Path, jobs: int) -> list[str]:
@@ -85,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                  "testdata": _testdata_tree(work / "testdata")}
         for name in args.corpus or DEFAULT_CORPORA:
             tree = ROOT / "bench" / "corpus" / name / "tree"
+            single_frame = SINGLE_FRAME.fullmatch(name)
+            if single_frame is not None and not tree.is_dir():
+                _build_single_frame(int(single_frame[1]), single_frame[2])
             if tree.is_dir():
                 trees[name] = tree
             else:
