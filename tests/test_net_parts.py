@@ -4,14 +4,16 @@ streamed multipart reading and writing, retries."""
 from __future__ import annotations
 
 import io
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from anonymizer.errors import UsageError
 from anonymizer.net.credentials import http_settings
-from anonymizer.net.dicomweb import _MultipartFile, write_single_part
+from anonymizer.net.dicomweb import DicomWebClient, _MultipartFile, write_single_part
 from anonymizer.net.errors import PermanentError, TransientError
 from anonymizer.net.retry import Retry
 from anonymizer.net.sources import Instance, list_instances, parse_selection
@@ -243,3 +245,49 @@ def test_list_instances_keeps_only_uids_whatever_the_server_answers() -> None:
     write, then delete, a file outside the spool)."""
     listed = list(list_instances(_Answers(), parse_selection(["StudyDate=20240101"], None)))
     assert listed == [Instance("1.2.3", "1.2.3.4", "1.2.3.4.5")]
+
+
+def _server_stopped_mid_answer(answers: int) -> tuple[str, threading.Thread]:
+    """A real HTTP server on loopback that reads each request, starts a chunked 200 answer
+    and closes the connection in the middle of it, as an archive killed while answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            for _ in range(answers):
+                connection, _ = listener.accept()
+                with connection:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        request += connection.recv(65536)
+                    head, _, body = request.partition(b"\r\n\r\n")
+                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                      if line.lower().startswith(b"content-length")))
+                    while len(body) < length:
+                        body += connection.recv(65536)
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                       b"Content-Type: application/dicom+json\r\n\r\n"
+                                       b"40\r\n[{\"00081199\": ")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+def test_an_archive_stopped_while_answering_a_store_is_down_not_refusing(tmp_path):
+    """A STOW-RS answer cut off by the archive's death is a transient error (the instance
+    waits for the next try), never a refusal of the instance: seen as a failed instance in
+    the gateway's test when Orthanc was killed mid-send."""
+    path = tmp_path / "x.dcm"
+    path.write_bytes(BODY)
+    url, server = _server_stopped_mid_answer(answers=2)
+    client = DicomWebClient(url, http_settings("127.0.0.1"), "destination",
+                            Retry(attempts=2, first_delay=0.01))
+    try:
+        with pytest.raises(TransientError, match="destination: answer cut short"):
+            client.store(path)
+    finally:
+        client.close()
+    server.join(5)
+    assert not server.is_alive()  # both attempts were made
+

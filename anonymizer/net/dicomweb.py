@@ -93,7 +93,7 @@ class DicomWebClient:
         except requests.exceptions.SSLError:
             raise RefusedError(f"DICOMweb {self.what}: TLS certificate not trusted "
                                "(--ca-file for a private CA)") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except _peer_gone(requests) as exc:
             raise TransientError(f"DICOMweb {self.what}: {_connection_reason(exc)}") from None
         if answer.status_code in (401, 403):
             answer.close()
@@ -194,8 +194,7 @@ class DicomWebClient:
                 if handle.read(4) != b"DICM":
                     raise PermanentError(f"DICOMweb {self.what}: retrieve: the answer is not "
                                          "a DICOM file")
-        except (requests.ConnectionError, requests.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
+        except _peer_gone(requests) as exc:
             target.unlink(missing_ok=True)
             raise TransientError(f"DICOMweb {self.what}: retrieve: "
                                  f"{_connection_reason(exc)}") from None
@@ -256,12 +255,21 @@ def _stow_failed(answer) -> str | None:
         return "unknown"
 
 
+def _peer_gone(requests: Any) -> tuple[type[Exception], ...]:
+    """What requests raises when the peer went away or did not answer in time: before the
+    answer, or (``ChunkedEncodingError``) in the middle of it, as a server stopped while
+    answering leaves it. Transient: the request is tried again later."""
+    return (requests.ConnectionError, requests.Timeout,
+            requests.exceptions.ChunkedEncodingError)
+
+
 def _connection_reason(exc: BaseException) -> str:
     text = str(exc).lower()
     for needle, reason in (("refused", "connection refused"), ("reset", "connection reset"),
                            ("timed out", "timed out"), ("timeout", "timed out"),
                            ("name or service", "host name not found"),
                            ("incompleteread", "answer cut short"),
+                           ("connection broken", "answer cut short"),
                            ("prematurely", "answer cut short")):
         if needle in text:
             return reason
