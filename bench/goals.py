@@ -50,15 +50,24 @@ def paired_ratios(slower: Any, faster: Any) -> list[float]:
             if second["seconds"] > 0]
 
 
+def paired_median(slower: Any, faster: Any) -> tuple[float, str] | None:
+    """The median of :func:`paired_ratios` and how it reads (``0.873 (rounds: 0.770,
+    0.873, 0.968)``); None when either row is missing or has no round."""
+    ratios = paired_ratios(slower, faster) if slower is not None and faster is not None else []
+    if not ratios:
+        return None
+    median = statistics.median(ratios)
+    return median, f"{median:.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})"
+
+
 def _paired_goal(name: str, slower: Any, faster: Any, least: float) -> Goal:
     """The goal that ``slower``'s seconds over ``faster``'s reach ``least`` (the median of
     the rounds); not measured when either row is missing."""
-    ratios = paired_ratios(slower, faster) if slower is not None and faster is not None else []
-    if not ratios:
+    paired = paired_median(slower, faster)
+    if paired is None:
         return Goal(name, "not measured", None)
-    median = statistics.median(ratios)
-    return Goal(name, f"{median:.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})",
-                median >= least)
+    median, measured = paired
+    return Goal(name, measured, median >= least)
 
 
 def _row_goal(name: str, row: Any, measured: Callable[[Any], str],

@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -568,27 +567,14 @@ def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
                        repeat: int, baseline: tuple[str, Path] | None) -> list[Row]:
     files, size = single.stamp["files"], single.stamp["bytes"]
     tree, out = str(single.tree), tmp / "out"
-    python, anonymizer = sys.executable, _anonymizer()
     procs = [1] if jobs == 1 else [1, jobs]
     plan: list[tuple[Row, Callable[[Path, Path], str]]] = [
         (Row("cp -r", "cp", 1, files, size, ["cp", "-r", tree, "{out}"]), _check_copy(files))]
-    for n in procs:
-        plan.append((Row(f"pydicom noop x{n}", "pydicom-noop", n, files, size,
-                         [python, "-m", "bench.noop", "--jobs", str(n), tree, "{out}"]),
-                     _check_copy(files)))
-    for profile in ("basic", "research"):
-        for n in procs:
-            plan.append((Row(f"anonymizer {profile} -j{n}", "anonymizer", n, files, size,
-                             [anonymizer, "run", "--profile", profile, "--key-file", str(key),
-                              "--jobs", str(n), "--no-progress", tree, "{out}"],
-                             profile=profile),
-                         _check_anonymizer(files)))
+    plan += [(_noop_row(n, files, size, tree), _check_copy(files)) for n in procs]
+    plan += [(_anonymizer_row(profile, n, files, size, key, tree), _check_anonymizer(files))
+             for profile in ("basic", "research") for n in procs]
     if baseline is not None:
-        plan.append((Row(f"baseline {baseline[0]} research -j{jobs}", "baseline", jobs, files,
-                         size, _baseline_command(
-                             baseline, "run", "--profile", "research", "--key-file", str(key),
-                             "--jobs", str(jobs), "--no-progress", tree, "{out}"),
-                         profile="research"),
+        plan.append((_baseline_row(baseline, jobs, files, size, key, tree),
                      _check_anonymizer(files)))
     print(f"measuring {len(plan)} commands on {files} files ...")
     rows = _run_rows(plan, out, repeat)
@@ -596,22 +582,42 @@ def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
     return rows
 
 
+def _run_arguments(profile: str, key: Path, jobs: int, tree: str | Path) -> list[str]:
+    """``anonymizer run``'s arguments as the tables measure it (``{out}``: each run's)."""
+    return ["run", "--profile", profile, "--key-file", str(key), "--jobs", str(jobs),
+            "--no-progress", str(tree), "{out}"]
+
+
+def _noop_row(jobs: int, files: int, size: int, tree: str | Path) -> Row:
+    return Row(f"pydicom noop x{jobs}", "pydicom-noop", jobs, files, size,
+               [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), str(tree), "{out}"])
+
+
+def _anonymizer_row(profile: str, jobs: int, files: int, size: int, key: Path,
+                    tree: str | Path, exit_code: int = 0) -> Row:
+    return Row(f"anonymizer {profile} -j{jobs}", "anonymizer", jobs, files, size,
+               [_anonymizer(), *_run_arguments(profile, key, jobs, tree)], profile=profile,
+               exit_code=exit_code)
+
+
+def _baseline_row(baseline: tuple[str, Path], jobs: int, files: int, size: int, key: Path,
+                  tree: str | Path) -> Row:
+    """The baseline revision's research, beside ours."""
+    return Row(f"baseline {baseline[0]} research -j{jobs}", "baseline", jobs, files, size,
+               _baseline_command(baseline, *_run_arguments("research", key, jobs, tree)),
+               profile="research")
+
+
 def _few_per_patient_rows(few: corpus.Corpus, tmp: Path, key: Path, jobs: int,
                           repeat: int, baseline: tuple[str, Path] | None) -> list[Row]:
     """pydicom's copy and research (and the baseline's) on the corpus of few files per
     patient, in rounds."""
     files, size, tree = few.stamp["files"], few.stamp["bytes"], str(few.tree)
-    arguments = ["run", "--profile", "research", "--key-file", str(key), "--jobs", str(jobs),
-                 "--no-progress", tree, "{out}"]
     plan: list[tuple[Row, Callable[[Path, Path], str]]] = [
-        (Row(f"pydicom noop x{jobs}", "pydicom-noop", jobs, files, size,
-             [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), tree, "{out}"]),
-         _check_copy(files)),
-        (Row(f"anonymizer research -j{jobs}", "anonymizer", jobs, files, size,
-             [_anonymizer(), *arguments], profile="research"), _check_anonymizer(files))]
+        (_noop_row(jobs, files, size, tree), _check_copy(files)),
+        (_anonymizer_row("research", jobs, files, size, key, tree), _check_anonymizer(files))]
     if baseline is not None:
-        plan.append((Row(f"baseline {baseline[0]} research -j{jobs}", "baseline", jobs, files,
-                         size, _baseline_command(baseline, *arguments), profile="research"),
+        plan.append((_baseline_row(baseline, jobs, files, size, key, tree),
                      _check_anonymizer(files)))
     print(f"measuring {len(plan)} commands on {files} files of few per patient ...")
     rows = _run_rows(plan, tmp / "out-few", repeat)
@@ -623,10 +629,9 @@ def _few_per_patient_summary(few_rows: list[Row], rows: list[Row], jobs: int) ->
     """research's paired ratio to pydicom here, and its de-identify CPU beside the main
     corpus's (where a patient's identifiers serve 100 files)."""
     noop, research = few_rows[:2]
-    ratios = goals.paired_ratios(noop, research)
+    paired = goals.paired_median(noop, research)
     line = (f"  research -j{jobs} throughput / pydicom x{jobs}, per round: median "
-            f"{statistics.median(ratios):.3f} ({', '.join(f'{r:.3f}' for r in ratios)})"
-            if ratios else "")
+            f"{paired[1]}" if paired is not None else "")
     main = next((r for r in rows if r.name == research.name), None)
     if research.timings and main is not None and main.timings:
         here, there = research.timings["deidentify"], main.timings["deidentify"]
@@ -693,19 +698,14 @@ def _mixed_rows(single: corpus.Corpus, us: corpus.Corpus, tmp: Path, key: Path, 
     files = _linked_tree(tree, single.tree, us.tree)
     size = single.stamp["bytes"] + us.stamp["bytes"]
     with_text = us.stamp["with_text"]
-    arguments = ["run", "--profile", "research", "--key-file", str(key), "--jobs", str(jobs),
-                 "--no-progress", str(tree), "{out}"]
-    plan = [(Row(f"anonymizer {profile} -j{jobs}", "anonymizer", jobs, files, size,
-                 [_anonymizer(), "run", "--profile", profile, "--key-file", str(key),
-                  "--jobs", str(jobs), "--no-progress", str(tree), "{out}"], profile=profile,
-                 exit_code=0 if written == files else 1),
+    plan = [(_anonymizer_row(profile, jobs, files, size, key, tree,
+                             exit_code=0 if written == files else 1),
              _check_counts(written, files - written))
             for profile, written in (("research", files - with_text),
                                      ("research-ocr-blank", files))]
     if baseline is not None:
         # before the pixel stage: every image written, text and all
-        plan.append((Row(f"baseline {baseline[0]} research -j{jobs}", "baseline", jobs, files,
-                         size, _baseline_command(baseline, *arguments), profile="research"),
+        plan.append((_baseline_row(baseline, jobs, files, size, key, tree),
                      _check_counts(files, 0)))
     print(f"measuring {len(plan)} commands on {files} files (CT/MR + {us.stamp['files']} "
           "ultrasound) ...")
@@ -875,17 +875,13 @@ def _huge_rows(huge: corpus.Corpus, tmp: Path, key: Path, repeat: int) -> list[R
 
     plan = [
         (Row("cp -r", "cp", 1, 1, size, ["cp", "-r", tree, "{out}"]), pixels_ok),
-        (Row("pydicom noop x1", "pydicom-noop", 1, 1, size,
-             [sys.executable, "-m", "bench.noop", "--jobs", "1", tree, "{out}"]), pixels_ok),
-        (Row("anonymizer research -j1", "anonymizer", 1, 1, size,
-             [_anonymizer(), "run", "--profile", "research", "--key-file", str(key), "--jobs",
-              "1", "--no-progress", tree, "{out}"], profile="research"),
+        (_noop_row(1, 1, size, tree), pixels_ok),
+        (_anonymizer_row("research", 1, 1, size, key, tree),
          _check_anonymizer(1, (digest, length))),
         # a region rule on every frame: decoded, painted and re-encoded one frame at a
         # time, the new Pixel Data built in a scratch file (memory stays one frame)
         (Row("anonymizer region rule -j1", "anonymizer", 1, 1, size,
-             [_anonymizer(), "run", "--profile", str(_region_profile(tmp)), "--key-file",
-              str(key), "--jobs", "1", "--no-progress", tree, "{out}"],
+             [_anonymizer(), *_run_arguments(str(_region_profile(tmp)), key, 1, tree)],
              profile="research + region rule"),
          _check_anonymizer(1)),
     ]
