@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import sys
@@ -669,7 +670,7 @@ def single_frame(n_files: int, root: Path = CORPUS_ROOT, log: Callable[[str], No
     """The cached corpus of ``n_files`` single-frame CT/MR files (built when missing/stale),
     about ``files_per_patient`` per patient (5: one a series, as a radiography export)."""
     few = files_per_patient != FILES_PER_PATIENT
-    path = root / (f"sf-{n_files}-{files_per_patient}pp" if few else f"sf-{n_files}")
+    path = root / _single_frame_name(n_files, files_per_patient)
 
     def check(stamp: dict) -> bool:
         return len(_tree_files(path / "tree")) == stamp.get("files")
@@ -699,6 +700,26 @@ def single_frame(n_files: int, root: Path = CORPUS_ROOT, log: Callable[[str], No
 
     params = {"files": n_files, **({"files_per_patient": files_per_patient} if few else {})}
     return _build(path, params, check, generate, log)
+
+
+def _single_frame_name(n_files: int, files_per_patient: int) -> str:
+    if files_per_patient == FILES_PER_PATIENT:
+        return f"sf-{n_files}"
+    return f"sf-{n_files}-{files_per_patient}pp"
+
+
+_SINGLE_FRAME_NAME = re.compile(r"sf-(\d+)(?:-(\d+)pp)?")
+
+
+def single_frame_named(name: str, root: Path = CORPUS_ROOT,
+                       log: Callable[[str], None] = print) -> Corpus | None:
+    """The single-frame corpus of folder ``name`` (``sf-200``, ``sf-200-5pp``), built when
+    missing or stale; None for a name that is not one."""
+    named = _SINGLE_FRAME_NAME.fullmatch(name)
+    if named is None:
+        return None
+    return single_frame(int(named[1]), root, log,
+                        int(named[2]) if named[2] else FILES_PER_PATIENT)
 
 
 def _count_elements(series: Series) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,8 +34,6 @@ PROFILES = ("default", "basic", "research", "research-ocr-blank")
 #: the OCR profile is slow: run it on these trees only
 OCR_TREES = ("sample_data", "us-10")
 DEFAULT_CORPORA = ("sf-200", "sf-200-5pp", "us-10")
-#: a single-frame corpus (bench.corpus.single_frame): files, and files per patient if given
-SINGLE_FRAME = re.compile(r"sf-(\d+)(?:-(\d+)pp)?")
 
 
 def _testdata_tree(target: Path) -> Path:
@@ -52,12 +49,12 @@ def _testdata_tree(target: Path) -> Path:
     return target
 
 
-def _build_single_frame(files: int, per_patient: str | None) -> None:
+def _build_single_frame(name: str) -> None:
+    """Build the single-frame corpus ``name`` (``sf-200-5pp``) if it is one."""
     sys.path.insert(0, str(ROOT))
     from bench import corpus
 
-    corpus.single_frame(files, log=lambda line: print(f"# {line}", file=sys.stderr),
-                        files_per_patient=int(per_patient or corpus.FILES_PER_PATIENT))
+    corpus.single_frame_named(name, log=lambda line: print(f"# {line}", file=sys.stderr))
 
 
 def _run(profile: str, tree: Path, out: Path, key: Path, jobs: int) -> list[str]:
@@ -97,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                  "testdata": _testdata_tree(work / "testdata")}
         for name in args.corpus or DEFAULT_CORPORA:
             tree = ROOT / "bench" / "corpus" / name / "tree"
-            single_frame = SINGLE_FRAME.fullmatch(name)
-            if single_frame is not None and not tree.is_dir():
-                _build_single_frame(int(single_frame[1]), single_frame[2])
+            if not tree.is_dir():
+                _build_single_frame(name)
             if tree.is_dir():
                 trees[name] = tree
             else:
