@@ -497,7 +497,8 @@ def _person(identifier: Identifier) -> _Person:
     return _Person(identifier, frozenset(tokens), frozenset(initials))
 
 
-_SEPARATORS = r"[\s\-./]?"
+_SEPARATORS = r"[\s\-./]?"  # between the digits of an ID
+_PHONE_SEPARATORS = r"[\s\-./()]*"  # between the digits of a telephone number
 _ID_DIGITS = re.compile(r"\D*?(\d[\d\s\-./()]*)")
 
 
@@ -508,10 +509,15 @@ class _IdForm:
     ``literal`` (the value as written, lower case) say the same without a regex."""
 
     identifier: Identifier
-    label: str
     pattern: str
     digits: str = ""
     literal: str = ""
+
+    @property
+    def label(self) -> str:
+        """What a finding of this form says it is: ``PatientID`` or ``PatientID digits``."""
+        keyword = self.identifier.keyword
+        return f"{keyword} digits" if self.digits else keyword
 
     def ends(self, text: str, lowered: str, run_starts: list[int]) -> Iterator[tuple[int, int]]:
         """(start, end) of every position of ASCII ``text`` where ``pattern`` matches."""
@@ -541,9 +547,9 @@ def _id_forms(identifier: Identifier) -> list[_IdForm]:
         core = re.sub(r"\D", "", digits_form.group(1)).lstrip("0")
         least = 7 if identifier.kind == PHONE else 4
         if len(core) >= least:
-            glue = r"[\s\-./()]*" if identifier.kind == PHONE else _SEPARATORS
+            glue = _PHONE_SEPARATORS if identifier.kind == PHONE else _SEPARATORS
             forms.append(_IdForm(
-                identifier, f"{identifier.keyword} digits",
+                identifier,
                 r"(?<!\d)(?:0" + glue + r")*" + glue.join(core) + r"(?!\d)", digits=core))
     has_digit = any(c.isdigit() for c in value)
     has_alpha = any(c.isalpha() for c in value)
@@ -551,7 +557,7 @@ def _id_forms(identifier: Identifier) -> list[_IdForm]:
         # case-insensitive only where there are letters: the flag makes compiling the
         # pattern (beyond ASCII) three times slower
         literal = f"(?i:{re.escape(value)})" if has_alpha else re.escape(value)
-        forms.append(_IdForm(identifier, identifier.keyword,
+        forms.append(_IdForm(identifier,
                              r"(?<![0-9A-Za-z])" + literal + r"(?![0-9A-Za-z])",
                              literal=value.lower()))
     return forms
@@ -562,7 +568,7 @@ _ASCII = [chr(code) for code in range(128)]
 _ASCII_ALNUM = frozenset(c for c in _ASCII if re.fullmatch(r"[0-9A-Za-z]", c))
 _ASCII_DIGITS = frozenset(c for c in _ASCII if re.fullmatch(r"\d", c))
 _ID_GLUE = frozenset(c for c in _ASCII if re.fullmatch(_SEPARATORS, c))
-_PHONE_GLUE = frozenset(c for c in _ASCII if re.fullmatch(r"[\s\-./()]", c))
+_PHONE_GLUE = frozenset(c for c in _ASCII if re.fullmatch(_PHONE_SEPARATORS, c))
 _DIGIT_RUN_START = re.compile(r"(?<!\d)\d")
 
 

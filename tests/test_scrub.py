@@ -484,25 +484,30 @@ def test_ids_beside_characters_beyond_ascii(text: str, expected: str) -> None:
     assert _marked(BEYOND_ASCII_IDS, text) == expected
 
 
-def test_identifier_patterns_are_compiled_once_per_identifier_set(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The files of one study share their identifiers: the first file compiles the
-    patterns of the names (and places) its texts hold, the next ones compile no pattern at
-    all, however many texts they search (each text new, so no finding is reused)."""
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every pattern the regex compiler compiles from now on (the real compiler, counted)."""
     import importlib
-    import re
-
-    from conftest import SAMPLE_DATA
 
     compiler = getattr(re, "_compiler", None) or importlib.import_module("sre_compile")
     compiling = compiler.compile
-    compiled: list[object] = []
+    patterns: list[object] = []
 
-    def counted(pattern: object, flags: int = 0) -> object:  # the real compiler, counted
-        compiled.append(pattern)
+    def counted(pattern: object, flags: int = 0) -> object:
+        patterns.append(pattern)
         return compiling(pattern, flags)
 
     monkeypatch.setattr(compiler, "compile", counted)
+    return patterns
+
+
+def test_identifier_patterns_are_compiled_once_per_identifier_set(
+        compiled: list[object]) -> None:
+    """The files of one study share their identifiers: the first file compiles the
+    patterns of the names (and places) its texts hold, the next ones compile no pattern at
+    all, however many texts they search (each text new, so no finding is reused)."""
+    from conftest import SAMPLE_DATA
+
     for cache in (scrub._compiled, scrub._names, scrub._ids, scrub._places, scrub._form_regex):
         cache.cache_clear()
     re.purge()
@@ -531,18 +536,10 @@ def _patient(number: int, name: str) -> Identifiers:
 
 
 def test_a_new_patient_compiles_no_pattern_until_a_text_holds_its_name_or_place(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        compiled: list[object]) -> None:
     """A new patient every file (a radiography export) costs no regex compile: IDs and
     telephone numbers are matched without regexes, a name's or place's own pattern is
     compiled the first time a text holds it and kept for the next patients."""
-    compiled: list[object] = []
-    compiling = re._compiler.compile  # type: ignore[attr-defined]
-
-    def counted(pattern: object, flags: int = 0) -> object:  # the real compiler, counted
-        compiled.append(pattern)
-        return compiling(pattern, flags)
-
-    monkeypatch.setattr(re._compiler, "compile", counted)  # type: ignore[attr-defined]
     scrub._form_regex.cache_clear()  # other tests' patterns (Anna) are kept there too
     _patient(1, "Quimby^Joe").find("MRN 80000001, 555 0101 99: Quimby")  # the helpers' own
     compiled.clear()
