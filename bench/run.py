@@ -10,8 +10,10 @@ rounds that each run every command of a group once: the median of a row is taken
 same stretch of time as its neighbours'):
 
 1. ``cp -r`` of the single-frame tree;
-2. ``python -m bench.noop`` (pydicom read + write of every file), 1 process and N processes;
-3. ``anonymizer run`` with the ``basic`` and ``research`` profiles at ``--jobs 1`` and N;
+2. ``python -m bench.noop`` (pydicom read + write of every file) at 1 process, then
+   ``anonymizer run`` with the ``basic`` and ``research`` profiles at ``--jobs 1``;
+3. the no-op at N processes, ``anonymizer run`` with ``research`` and ``basic`` at N jobs,
+   and the no-op at N processes again: the goals' reference brackets the rows it judges;
 
 and, on a folder holding only the multi-frame file (>= 1 GiB of Pixel Data): ``cp -r``, the
 pydicom no-op and ``anonymizer run --profile research --jobs 1``, checking that the Pixel Data
@@ -69,7 +71,7 @@ class Row:
     """One measured command (the median of its repeats by wall time)."""
 
     name: str
-    kind: str  # cp | pydicom-noop | anonymizer
+    kind: str  # cp | pydicom-noop | pydicom-noop-again | anonymizer | baseline | scale...
     procs: int
     files: int
     bytes: int
@@ -274,7 +276,7 @@ def _summarise(row: Row, samples: list[dict]) -> Row:
 
 def _ratios(rows: list[Row]) -> None:
     cp = next((r for r in rows if r.kind == "cp"), None)
-    noop = {r.procs: r for r in rows if r.kind == "pydicom-noop"}
+    noop = {r.procs: r for r in rows if r.kind == goals.NOOP}
     for row in rows:
         if cp is not None:
             row.ratio_vs_cp = round(row.seconds / cp.seconds, 2)
@@ -503,10 +505,11 @@ def main(argv: list[str] | None = None) -> int:
 
     judged = goals.judge(rows, huge_rows, scale_rows, jobs)
     print()
-    print("goals (ratios to pydicom paired round by round: its seconds / ours; 'met' when the "
-          "median reaches the goal)" + ("; a smoke run: start-up (about 0.4 s) and the small "
-                                        "scale weigh here, judge the goals on a full run"
-                                        if args.quick else ""))
+    smoke = ("; a smoke run: start-up (about 0.4 s) and the small scale weigh here, judge "
+             "the goals on a full run") if args.quick else ""
+    print("goals (ratios to pydicom paired round by round: its seconds, run just before and "
+          "just after ours (geometric mean), / ours; 'met' when the median reaches the goal)"
+          + smoke)
     print(goals.table(judged))
 
     when = dt.datetime.now(dt.timezone.utc)
@@ -565,21 +568,35 @@ def _scale_rows(files: int, dask_files: int, tmp: Path, key: Path, jobs: int) ->
 
 def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
                        repeat: int, baseline: tuple[str, Path] | None) -> list[Row]:
-    files, size = single.stamp["files"], single.stamp["bytes"]
-    tree, out = str(single.tree), tmp / "out"
-    procs = [1] if jobs == 1 else [1, jobs]
+    files = single.stamp["files"]
+    plan = _single_frame_plan(files, single.stamp["bytes"], str(single.tree), key, jobs,
+                              baseline)
+    print(f"measuring {len(plan)} commands on {files} files ...")
+    rows = _run_rows(plan, tmp / "out", repeat)
+    _ratios(rows)
+    return rows
+
+
+def _single_frame_plan(files: int, size: int, tree: str, key: Path, jobs: int,
+                       baseline: tuple[str, Path] | None
+                       ) -> list[tuple[Row, Callable[[Path, Path], str]]]:
+    """The single-frame table's commands in the order each round runs them: the 1-job
+    rows, then the N-job rows bracketed by pydicom's copy at N processes (just before and
+    again just after them: the goals' reference, :func:`bench.goals.bracketed`)."""
     plan: list[tuple[Row, Callable[[Path, Path], str]]] = [
         (Row("cp -r", "cp", 1, files, size, ["cp", "-r", tree, "{out}"]), _check_copy(files))]
-    plan += [(_noop_row(n, files, size, tree), _check_copy(files)) for n in procs]
-    plan += [(_anonymizer_row(profile, n, files, size, key, tree), _check_anonymizer(files))
-             for profile in ("basic", "research") for n in procs]
+    if jobs > 1:
+        plan.append((_noop_row(1, files, size, tree), _check_copy(files)))
+        plan += [(_anonymizer_row(profile, 1, files, size, key, tree), _check_anonymizer(files))
+                 for profile in ("basic", "research")]
+    plan.append((_noop_row(jobs, files, size, tree), _check_copy(files)))
+    plan += [(_anonymizer_row(profile, jobs, files, size, key, tree), _check_anonymizer(files))
+             for profile in ("research", "basic")]
     if baseline is not None:
         plan.append((_baseline_row(baseline, jobs, files, size, key, tree),
                      _check_anonymizer(files)))
-    print(f"measuring {len(plan)} commands on {files} files ...")
-    rows = _run_rows(plan, out, repeat)
-    _ratios(rows)
-    return rows
+    plan.append((_noop_row(jobs, files, size, tree, again=True), _check_copy(files)))
+    return plan
 
 
 def _run_arguments(profile: str, key: Path, jobs: int, tree: str | Path) -> list[str]:
@@ -588,8 +605,11 @@ def _run_arguments(profile: str, key: Path, jobs: int, tree: str | Path) -> list
             "--no-progress", str(tree), "{out}"]
 
 
-def _noop_row(jobs: int, files: int, size: int, tree: str | Path) -> Row:
-    return Row(f"pydicom noop x{jobs}", "pydicom-noop", jobs, files, size,
+def _noop_row(jobs: int, files: int, size: int, tree: str | Path, again: bool = False) -> Row:
+    """pydicom's copy at ``jobs`` processes; ``again``: its second run in a round, after
+    the rows it brackets (its ``x noop`` tells how far the machine drifted meanwhile)."""
+    return Row(f"pydicom noop x{jobs}" + (" again" if again else ""),
+               goals.NOOP_AGAIN if again else goals.NOOP, jobs, files, size,
                [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), str(tree), "{out}"])
 
 
@@ -619,6 +639,7 @@ def _few_per_patient_rows(few: corpus.Corpus, tmp: Path, key: Path, jobs: int,
     if baseline is not None:
         plan.append((_baseline_row(baseline, jobs, files, size, key, tree),
                      _check_anonymizer(files)))
+    plan.append((_noop_row(jobs, files, size, tree, again=True), _check_copy(files)))
     print(f"measuring {len(plan)} commands on {files} files of few per patient ...")
     rows = _run_rows(plan, tmp / "out-few", repeat)
     _ratios(rows)
@@ -628,8 +649,8 @@ def _few_per_patient_rows(few: corpus.Corpus, tmp: Path, key: Path, jobs: int,
 def _few_per_patient_summary(few_rows: list[Row], rows: list[Row], jobs: int) -> str:
     """research's paired ratio to pydicom here, and its de-identify CPU beside the main
     corpus's (where a patient's identifiers serve 100 files)."""
-    noop, research = few_rows[:2]
-    paired = goals.paired_median(noop, research)
+    research = next(row for row in few_rows if row.kind == "anonymizer")
+    paired = goals.paired_median(goals.reference(few_rows, jobs), research)
     line = (f"  research -j{jobs} throughput / pydicom x{jobs}, per round: median "
             f"{paired[1]}" if paired is not None else "")
     main = next((r for r in rows if r.name == research.name), None)
@@ -637,7 +658,7 @@ def _few_per_patient_summary(few_rows: list[Row], rows: list[Row], jobs: int) ->
         here, there = research.timings["deidentify"], main.timings["deidentify"]
         line += (f"\n  de-identify {here:.3f} CPU ms per file here, {there:.3f} on the main "
                  f"corpus ({here / there:.2f}x)")
-    for before in few_rows[2:]:
+    for before in (row for row in few_rows if row.kind == "baseline"):
         line += (f"\n  research -j{jobs}: {research.seconds / before.seconds:.3f}x the time of "
                  f"{before.name.removesuffix(f' research -j{jobs}')}")
     return line

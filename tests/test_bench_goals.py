@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench import goals
-from bench.run import Row
+from bench.run import Row, _few_per_patient_summary, _single_frame_plan
 
 
 def _row(name: str, kind: str, procs: int, seconds: list[float], check: str = "ok",
@@ -42,6 +44,59 @@ def test_ratios_are_paired_round_by_round_not_taken_from_the_medians() -> None:
     speedup = judged["research -j1 -> -j2 speed-up"]  # 7/3.9, 6/3.3, 8/5.5
     assert speedup.measured == "1.795 (rounds: 1.795, 1.818, 1.455)" and speedup.met is True
     assert judged["research -j2 CPU outside the workers <= 0.25 ms/file"].met is True
+
+
+def test_pydicom_run_before_and_after_ours_is_the_geometric_mean_of_its_two_runs() -> None:
+    # the machine slowed down over each round: pydicom's second run took longer than its
+    # first, and research, run between them, is judged against both
+    rows = _single_frame([4.2, 3.3, 5.0])
+    rows.append(_row("pydicom noop x2 again", goals.NOOP_AGAIN, 2, [5.0, 3.3, 5.5]))
+    research = _by_goal(goals.judge(rows, [], [], 2))["research -j2 throughput / pydicom x2"]
+    # sqrt(4.0 * 5.0) / 4.2, sqrt(3.0 * 3.3) / 3.3, sqrt(5.0 * 5.5) / 5.0
+    assert research.measured == "1.049 (rounds: 1.065, 0.953, 1.049)"
+    assert research.met is True
+    # against the first run alone (4.0/4.2, 3.0/3.3, 5.0/5.0) it would not be met
+    alone = _by_goal(goals.judge(rows[:-1], [], [], 2))["research -j2 throughput / pydicom x2"]
+    assert alone.measured == "0.952 (rounds: 0.952, 0.909, 1.000)" and alone.met is False
+
+
+def test_a_second_pydicom_run_that_failed_its_check_leaves_the_first_as_reference() -> None:
+    rows = _single_frame([4.2, 3.3, 5.0])
+    rows.append(_row("pydicom noop x2 again", goals.NOOP_AGAIN, 2, [1.0, 1.0, 1.0],
+                     check="FAILED: exit 1"))
+    research = _by_goal(goals.judge(rows, [], [], 2))["research -j2 throughput / pydicom x2"]
+    assert research.measured.startswith("0.952 ")
+
+
+def test_each_round_brackets_the_n_job_rows_with_pydicom_at_n_processes() -> None:
+    for jobs in (1, 2):
+        for baseline in (None, ("abc1234", Path("/nowhere"))):
+            names = [row.name for row, _ in _single_frame_plan(
+                100, 10**6, "/in", Path("/key"), jobs, baseline)]
+            first = names.index(f"pydicom noop x{jobs}")
+            assert names[-1] == f"pydicom noop x{jobs} again"
+            between = set(names[first + 1:-1])
+            expected = {f"anonymizer research -j{jobs}", f"anonymizer basic -j{jobs}"}
+            if baseline is not None:
+                expected.add(f"baseline abc1234 research -j{jobs}")
+            assert between == expected
+            # research, whose goal is the closest, right after the first pydicom run
+            assert names[first + 1] == f"anonymizer research -j{jobs}"
+            assert names[0] == "cp -r" and len(names) == len(set(names))
+            assert len(names) == (5 if jobs == 1 else 8) + (baseline is not None)
+
+
+def test_the_few_files_per_patient_summary_pairs_research_with_both_pydicom_runs() -> None:
+    timings = {"deidentify": 1.5}
+    few = [_row("pydicom noop x2", goals.NOOP, 2, [2.0, 2.0, 2.0]),
+           _row("anonymizer research -j2", "anonymizer", 2, [2.5, 2.5, 2.5], timings=timings),
+           _row("baseline abc1234 research -j2", "baseline", 2, [5.0, 5.0, 5.0]),
+           _row("pydicom noop x2 again", goals.NOOP_AGAIN, 2, [3.2, 3.2, 3.2])]
+    main = [_row("anonymizer research -j2", "anonymizer", 2, [9.0], timings={"deidentify": 1.0})]
+    summary = _few_per_patient_summary(few, main, 2)
+    assert "median 1.012 (rounds: 1.012, 1.012, 1.012)" in summary  # sqrt(2.0 * 3.2) / 2.5
+    assert "de-identify 1.500 CPU ms per file here, 1.000 on the main corpus (1.50x)" in summary
+    assert "research -j2: 0.500x the time of baseline abc1234" in summary
 
 
 def test_a_row_that_failed_its_check_is_not_measured_never_met() -> None:
