@@ -12,8 +12,9 @@ same stretch of time as its neighbours'):
 1. ``cp -r`` of the single-frame tree;
 2. ``python -m bench.noop`` (pydicom read + write of every file) at 1 process, then
    ``anonymizer run`` with the ``basic`` and ``research`` profiles at ``--jobs 1``;
-3. the no-op at N processes, ``anonymizer run`` with ``research`` and ``basic`` at N jobs,
-   and the no-op at N processes again: the goals' reference brackets the rows it judges;
+3. the no-op at N processes, ``anonymizer run`` with ``research`` and ``basic`` at N jobs
+   (taking turns to run first, round by round), and the no-op at N processes again: the
+   goals' reference brackets the rows it judges;
 
 and, on a folder holding only the multi-frame file (>= 1 GiB of Pixel Data): ``cp -r``, the
 pydicom no-op and ``anonymizer run --profile research --jobs 1``, checking that the Pixel Data
@@ -244,9 +245,27 @@ def _run_rows(plan: list[tuple[Row, Callable[[Path, Path], str]]], out: Path,
     for round_number in range(repeat):
         if repeat > 1:
             print(f"  round {round_number + 1} of {repeat}", flush=True)
-        for (row, check), taken in zip(plan, samples, strict=True):
-            taken.append(_sample(row, out, check))
+        for index in round_order([row for row, _ in plan], round_number):
+            row, check = plan[index]
+            samples[index].append(_sample(row, out, check))
     return [_summarise(row, taken) for (row, _), taken in zip(plan, samples, strict=True)]
+
+
+def round_order(rows: list[Row], round_number: int) -> list[int]:
+    """The order in which round ``round_number`` runs ``rows`` (their indices): as listed,
+    except the rows between pydicom's copy and its second run (``again``), which rotate by
+    one place each round. Each of them then runs first after pydicom's first run in turn:
+    a row right after a stretch of both cores busy may run slower than one after a rest."""
+    first = next((i for i, row in enumerate(rows) if row.kind == goals.NOOP_AGAIN), None)
+    before = None if first is None else max(
+        (i for i, row in enumerate(rows[:first])
+         if row.kind == goals.NOOP and row.procs == rows[first].procs), default=None)
+    if first is None or before is None:
+        return list(range(len(rows)))
+    start = before + 1
+    inner = list(range(start, first))
+    shift = round_number % len(inner) if inner else 0
+    return [*range(start), *inner[shift:], *inner[:shift], *range(first, len(rows))]
 
 
 def _summarise(row: Row, samples: list[dict]) -> Row:
@@ -580,9 +599,10 @@ def _single_frame_rows(single: corpus.Corpus, tmp: Path, key: Path, jobs: int,
 def _single_frame_plan(files: int, size: int, tree: str, key: Path, jobs: int,
                        baseline: tuple[str, Path] | None
                        ) -> list[tuple[Row, Callable[[Path, Path], str]]]:
-    """The single-frame table's commands in the order each round runs them: the 1-job
-    rows, then the N-job rows bracketed by pydicom's copy at N processes (just before and
-    again just after them: the goals' reference, :func:`bench.goals.bracketed`)."""
+    """The single-frame table's commands in the order the first round runs them: the
+    1-job rows, then the N-job rows bracketed by pydicom's copy at N processes (just before
+    and again just after them: the goals' reference, :func:`bench.goals.bracketed`); the
+    rows inside the bracket take turns in the next rounds (:func:`round_order`)."""
     plan: list[tuple[Row, Callable[[Path, Path], str]]] = [
         (Row("cp -r", "cp", 1, files, size, ["cp", "-r", tree, "{out}"]), _check_copy(files))]
     if jobs > 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import goals
-from bench.run import Row, _few_per_patient_summary, _single_frame_plan
+from bench.run import Row, _few_per_patient_summary, _single_frame_plan, round_order
 
 
 def _row(name: str, kind: str, procs: int, seconds: list[float], check: str = "ok",
@@ -84,6 +84,32 @@ def test_each_round_brackets_the_n_job_rows_with_pydicom_at_n_processes() -> Non
             assert names[first + 1] == f"anonymizer research -j{jobs}"
             assert names[0] == "cp -r" and len(names) == len(set(names))
             assert len(names) == (5 if jobs == 1 else 8) + (baseline is not None)
+
+
+def test_the_rows_inside_the_bracket_take_turns_running_first_after_pydicom() -> None:
+    plan = [row for row, _ in _single_frame_plan(100, 10**6, "/in", Path("/key"), 2,
+                                                 ("abc1234", Path("/nowhere")))]
+    orders = [[plan[i].name for i in round_order(plan, r)] for r in range(4)]
+    inside = ["anonymizer research -j2", "anonymizer basic -j2",
+              "baseline abc1234 research -j2"]
+    outside = ["cp -r", "pydicom noop x1", "anonymizer basic -j1", "anonymizer research -j1",
+               "pydicom noop x2"]
+    assert orders[0] == [*outside, *inside, "pydicom noop x2 again"]
+    assert orders[1] == [*outside, *inside[1:], inside[0], "pydicom noop x2 again"]
+    assert orders[2] == [*outside, inside[2], *inside[:2], "pydicom noop x2 again"]
+    assert orders[3] == orders[0]
+    # every row once per round
+    assert all(sorted(order) == sorted(row.name for row in plan) for order in orders)
+
+
+def test_rows_without_a_second_pydicom_run_keep_their_order() -> None:
+    rows = [_row("pydicom noop x1", goals.NOOP, 1, [1.0]),
+            _row("anonymizer research -j1", "anonymizer", 1, [1.0]),
+            _row("anonymizer basic -j1", "anonymizer", 1, [1.0])]
+    assert round_order(rows, 1) == [0, 1, 2]
+    # a second run with no first one at its process count brackets nothing
+    rows.append(_row("pydicom noop x2 again", goals.NOOP_AGAIN, 2, [1.0]))
+    assert round_order(rows, 1) == [0, 1, 2, 3]
 
 
 def test_the_few_files_per_patient_summary_pairs_research_with_both_pydicom_runs() -> None:
