@@ -57,6 +57,12 @@ def bracketed(before: Any, after: Any) -> Any:
                       for first, second in zip(before.repeats, after.repeats, strict=False)])
 
 
+def passed(rows: list[Any]) -> list[Any]:
+    """The rows whose command passed its check: only they are compared (a command that
+    failed fast would look fast)."""
+    return [row for row in rows if row.check.startswith("ok")]
+
+
 def reference(rows: list[Any], procs: int) -> Any:
     """The reference of the N-process rows among ``rows``: pydicom's copy at ``procs``
     processes, bracketed by its second run when there is one; None without the first."""
@@ -114,8 +120,7 @@ def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: in
     checks: a command that failed fast would look fast."""
     from bench.run import outside_ms  # bench.run imports this module
 
-    rows, huge_rows, scale_rows = ([row for row in group if row.check.startswith("ok")]
-                                   for group in (rows, huge_rows, scale_rows))
+    rows, huge_rows, scale_rows = (passed(group) for group in (rows, huge_rows, scale_rows))
     goals: list[Goal] = []
     by_name = {row.name: row for row in rows}
     pydicom = reference(rows, jobs)

@@ -242,10 +242,11 @@ def _run_rows(plan: list[tuple[Row, Callable[[Path, Path], str]]], out: Path,
     command once, so that a slow spell of a shared machine (seconds to minutes) falls on
     all of them rather than on the repeats of one, and the ratios between rows hold."""
     samples: list[list[dict]] = [[] for _ in plan]
+    rows = [row for row, _ in plan]
     for round_number in range(repeat):
         if repeat > 1:
             print(f"  round {round_number + 1} of {repeat}", flush=True)
-        for index in round_order([row for row, _ in plan], round_number):
+        for index in round_order(rows, round_number):
             row, check = plan[index]
             samples[index].append(_sample(row, out, check))
     return [_summarise(row, taken) for (row, _), taken in zip(plan, samples, strict=True)]
@@ -670,7 +671,9 @@ def _few_per_patient_summary(few_rows: list[Row], rows: list[Row], jobs: int) ->
     """research's paired ratio to pydicom here, and its de-identify CPU beside the main
     corpus's (where a patient's identifiers serve 100 files)."""
     research = next(row for row in few_rows if row.kind == "anonymizer")
-    paired = goals.paired_median(goals.reference(few_rows, jobs), research)
+    compared = goals.passed(few_rows)  # as the goals compare them
+    paired = goals.paired_median(goals.reference(compared, jobs),
+                                 research if any(r is research for r in compared) else None)
     line = (f"  research -j{jobs} throughput / pydicom x{jobs}, per round: median "
             f"{paired[1]}" if paired is not None else "")
     main = next((r for r in rows if r.name == research.name), None)

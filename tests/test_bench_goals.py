@@ -125,6 +125,22 @@ def test_the_few_files_per_patient_summary_pairs_research_with_both_pydicom_runs
     assert "research -j2: 0.500x the time of baseline abc1234" in summary
 
 
+def test_the_few_files_per_patient_summary_compares_only_rows_that_passed_their_check(
+) -> None:
+    timings = {"deidentify": 1.5}
+    main = [_row("anonymizer research -j2", "anonymizer", 2, [9.0], timings={"deidentify": 1.0})]
+    noop = _row("pydicom noop x2", goals.NOOP, 2, [2.0, 2.0, 2.0])
+    research = _row("anonymizer research -j2", "anonymizer", 2, [2.5, 2.5, 2.5],
+                    timings=timings)
+    failed_again = _row("pydicom noop x2 again", goals.NOOP_AGAIN, 2, [0.1, 0.1, 0.1],
+                        check="FAILED: exit 1")
+    summary = _few_per_patient_summary([noop, research, failed_again], main, 2)
+    assert "median 0.800 (rounds: 0.800, 0.800, 0.800)" in summary  # 2.0 / 2.5 alone
+    research.check = "FAILED: exit 2"
+    summary = _few_per_patient_summary([noop, research, failed_again], main, 2)
+    assert "per round" not in summary
+
+
 def test_a_row_that_failed_its_check_is_not_measured_never_met() -> None:
     judged = _by_goal(goals.judge(_single_frame([1.0, 1.0, 1.0], check="FAILED: exit 1"),
                                   [], [], 2))
