@@ -31,6 +31,29 @@ from pydicom.values import convert_SQ
 
 from anonymizer.tags import ITEM_TAG
 
+#: tag -> the one key object every element store of this process files that tag under
+#: (bounded: tags come from files)
+_KEYS: dict[int, BaseTag] = {}
+
+
+def element_key(tag: int) -> BaseTag:
+    """The key an element store files ``tag`` under: one object per tag in a process.
+
+    The stores' keys are pydicom tags (``BaseTag``), whose ``__eq__`` runs in Python:
+    a store lookup by a plain int, or by another tag object of the same value, calls it
+    once more for every element looked up or replaced. A lookup by the very key object
+    the store holds compares nothing. The reader files elements under these keys; give a
+    store lookup ``element_key(tag)``, not ``tag``. A key object is returned as it is.
+    """
+    if type(tag) is not int:
+        return tag  # type: ignore[return-value]
+    key = _KEYS.get(tag)
+    if key is None:
+        key = BaseTag(tag)
+        if len(_KEYS) < 1 << 16:
+            _KEYS[tag] = key
+    return key
+
 
 def stored(ds: Dataset) -> Mapping[int, DataElement | RawDataElement]:
     """The elements of ``ds`` as stored: tag -> DataElement or RawDataElement.
@@ -115,7 +138,7 @@ def element_strings(elem: DataElement | RawDataElement | None, ds: Dataset) -> l
 
 def text_values(ds: Dataset, tag: int) -> list[str]:
     """The values of ``ds[tag]`` as strings, without storing a decoded element."""
-    return element_strings(ds._dict.get(tag), ds)  # type: ignore[call-overload]
+    return element_strings(ds._dict.get(element_key(tag)), ds)
 
 
 def text_value(ds: Dataset, keyword: str) -> str:
@@ -231,12 +254,11 @@ def store(ds: Dataset, elem: DataElement | RawDataElement) -> None:
 def remove(ds: Dataset, tag: int) -> None:
     """``del ds[tag]``, recorded, by the key on the element store.
 
-    What :meth:`Dataset.__delitem__` does, without making a tag object (pass the key
-    the store holds, as :func:`stored` gives it, and not even a comparison is made):
-    forget the private blocks when a private creator goes, and the decoded pixels when
-    pixel data goes.
+    What :meth:`Dataset.__delitem__` does, without making a tag object nor comparing one
+    (:func:`element_key`): forget the private blocks when a private creator goes, and the
+    decoded pixels when pixel data goes.
     """
-    del ds._dict[tag]
+    del ds._dict[element_key(tag)]
     if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF and ds._private_blocks:
         ds._private_blocks = {}
     if tag in PIXEL_KEYWORDS:
@@ -264,7 +286,7 @@ def set_encoded(ds: Dataset, tag: int, vr: str, data: bytes) -> None:
     """
     if len(data) % 2:
         data += b"\x00" if vr == "UI" else b" "
-    raw = RawDataElement(BaseTag(tag), vr, len(data), data, None, False, True)
+    raw = RawDataElement(element_key(tag), vr, len(data), data, None, False, True)
     if tag >> 16 & 1 or tag in PIXEL_KEYWORDS:
         ds[tag] = raw  # Dataset.__setitem__ also tracks private blocks and pixel arrays
     else:

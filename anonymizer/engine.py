@@ -27,6 +27,7 @@ from anonymizer.actions import TEXT_VRS, Action, Keep, Remove, set_value
 from anonymizer.elements import (
     Mutations,
     add_private,
+    element_key,
     element_strings,
     remove,
     set_encoded,
@@ -247,7 +248,7 @@ class FileContext:
 
     def element_vr(self, ds: Dataset, tag: int) -> str:
         """VR of ``tag`` in ``ds`` without decoding its value."""
-        return judged_vr(tag, stored(ds)[tag].VR)
+        return judged_vr(tag, stored(ds)[element_key(tag)].VR)
 
     def pseudonym(self, keyword: str, original: str, fmt: str | None) -> str:
         """Keyed pseudonym of ``original`` (the lookup table first), consistent across runs."""
@@ -593,7 +594,7 @@ class Engine:
         if meta is None:
             return
         for tag in list(meta.keys()):
-            rule = self.profile.explicit_rule(tag)
+            rule = self.profile.explicit_rule(int(tag))  # a key object compares in Python
             if rule is not None:
                 code = rule.action.apply(meta, tag, ctx)
                 if code != "K":

@@ -39,6 +39,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import TAG_PIXREP, BaseTag
 
+from anonymizer.elements import element_key
 from anonymizer.tags import (
     AFTER_PIXEL_DATA,
     ITEM_TAG,
@@ -230,7 +231,7 @@ class _Parser:
                 return elements, position, encoding
             if group == 0xFFFE:
                 raise Unsupported("item tag among elements")
-            key = BaseTag(tag)
+            key = element_key(tag)
             if key in elements:
                 raise Unsupported("duplicate element")
             if length == UNDEFINED_LENGTH:
