@@ -37,6 +37,9 @@ PARENT_GROWTH = 1.25
 
 #: row kinds of pydicom's copy: run before the rows compared with it, and again after them
 NOOP, NOOP_AGAIN = "pydicom-noop", "pydicom-noop-again"
+#: pydicom's copy hashing every input and output as the audit log does: no goal's reference,
+#: it tells the cost of the two digests apart from the rest
+NOOP_SHA256 = "pydicom-noop-sha256"
 
 
 @dataclass
@@ -168,6 +171,21 @@ def judge(rows: list[Any], huge_rows: list[Any], scale_rows: list[Any], jobs: in
         lambda r: r.parent_rss_mib <= min(PARENT_RSS_MIB,
                                           PARENT_GROWTH * quarter.parent_rss_mib)))
     return goals
+
+
+def hashing_reference(rows: list[Any], jobs: int) -> str:
+    """research's and basic's throughput at N jobs over the copy that hashes like them
+    (:data:`NOOP_SHA256`), paired by round as the goals are; "" when it was not measured."""
+    rows = passed(rows)
+    hashed = next((r for r in rows if r.kind == NOOP_SHA256 and r.procs == jobs), None)
+    lines = []
+    for profile in THROUGHPUT_VS_PYDICOM:
+        row = next((r for r in rows if r.name == f"anonymizer {profile} -j{jobs}"), None)
+        paired = paired_median(hashed, row)
+        if paired is not None:
+            lines.append(f"{profile} -j{jobs} throughput / pydicom+sha256 x{jobs}, per round, "
+                         f"median  {paired[1]}")
+    return "\n".join(lines)
 
 
 def table(goals: list[Goal]) -> str:

@@ -72,7 +72,7 @@ class Row:
     """One measured command (the median of its repeats by wall time)."""
 
     name: str
-    kind: str  # cp | pydicom-noop | pydicom-noop-again | anonymizer | baseline | scale...
+    kind: str  # cp | pydicom-noop | pydicom-noop-again | pydicom-noop-sha256 | anonymizer...
     procs: int
     files: int
     bytes: int
@@ -531,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
           "just after ours (geometric mean), / ours; 'met' when the median reaches the goal)"
           + smoke)
     print(goals.table(judged))
+    if hashed := goals.hashing_reference(rows, jobs):
+        print("beside the goals, no goal: the same paired ratios to pydicom's copy that also "
+              "hashes every input and output (sha256), as the audit log does")
+        print(hashed)
 
     when = dt.datetime.now(dt.timezone.utc)
     record = {
@@ -613,6 +617,7 @@ def _single_frame_plan(files: int, size: int, tree: str, key: Path, jobs: int,
     plan.append((_noop_row(jobs, files, size, tree), _check_copy(files)))
     plan += [(_anonymizer_row(profile, jobs, files, size, key, tree), _check_anonymizer(files))
              for profile in ("research", "basic")]
+    plan.append((_noop_row(jobs, files, size, tree, sha256=True), _check_copy(files)))
     if baseline is not None:
         plan.append((_baseline_row(baseline, jobs, files, size, key, tree),
                      _check_anonymizer(files)))
@@ -626,9 +631,15 @@ def _run_arguments(profile: str, key: Path, jobs: int, tree: str | Path) -> list
             "--no-progress", str(tree), "{out}"]
 
 
-def _noop_row(jobs: int, files: int, size: int, tree: str | Path, again: bool = False) -> Row:
+def _noop_row(jobs: int, files: int, size: int, tree: str | Path, again: bool = False,
+              sha256: bool = False) -> Row:
     """pydicom's copy at ``jobs`` processes; ``again``: its second run in a round, after
-    the rows it brackets (its ``x noop`` tells how far the machine drifted meanwhile)."""
+    the rows it brackets (its ``x noop`` tells how far the machine drifted meanwhile);
+    ``sha256``: the copy that also hashes every input and output (no goal's reference)."""
+    if sha256:
+        return Row(f"pydicom+sha256 x{jobs}", goals.NOOP_SHA256, jobs, files, size,
+                   [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), "--sha256",
+                    str(tree), "{out}"])
     return Row(f"pydicom noop x{jobs}" + (" again" if again else ""),
                goals.NOOP_AGAIN if again else goals.NOOP, jobs, files, size,
                [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), str(tree), "{out}"])

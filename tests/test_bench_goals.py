@@ -76,28 +76,30 @@ def test_each_round_brackets_the_n_job_rows_with_pydicom_at_n_processes() -> Non
             first = names.index(f"pydicom noop x{jobs}")
             assert names[-1] == f"pydicom noop x{jobs} again"
             between = set(names[first + 1:-1])
-            expected = {f"anonymizer research -j{jobs}", f"anonymizer basic -j{jobs}"}
+            expected = {f"anonymizer research -j{jobs}", f"anonymizer basic -j{jobs}",
+                        f"pydicom+sha256 x{jobs}"}
             if baseline is not None:
                 expected.add(f"baseline abc1234 research -j{jobs}")
             assert between == expected
             # research, whose goal is the closest, right after the first pydicom run
             assert names[first + 1] == f"anonymizer research -j{jobs}"
             assert names[0] == "cp -r" and len(names) == len(set(names))
-            assert len(names) == (5 if jobs == 1 else 8) + (baseline is not None)
+            assert len(names) == (6 if jobs == 1 else 9) + (baseline is not None)
 
 
 def test_the_rows_inside_the_bracket_take_turns_running_first_after_pydicom() -> None:
     plan = [row for row, _ in _single_frame_plan(100, 10**6, "/in", Path("/key"), 2,
                                                  ("abc1234", Path("/nowhere")))]
-    orders = [[plan[i].name for i in round_order(plan, r)] for r in range(4)]
-    inside = ["anonymizer research -j2", "anonymizer basic -j2",
+    orders = [[plan[i].name for i in round_order(plan, r)] for r in range(5)]
+    inside = ["anonymizer research -j2", "anonymizer basic -j2", "pydicom+sha256 x2",
               "baseline abc1234 research -j2"]
     outside = ["cp -r", "pydicom noop x1", "anonymizer basic -j1", "anonymizer research -j1",
                "pydicom noop x2"]
     assert orders[0] == [*outside, *inside, "pydicom noop x2 again"]
     assert orders[1] == [*outside, *inside[1:], inside[0], "pydicom noop x2 again"]
-    assert orders[2] == [*outside, inside[2], *inside[:2], "pydicom noop x2 again"]
-    assert orders[3] == orders[0]
+    assert orders[2] == [*outside, *inside[2:], *inside[:2], "pydicom noop x2 again"]
+    assert orders[3] == [*outside, inside[3], *inside[:3], "pydicom noop x2 again"]
+    assert orders[4] == orders[0]
     # every row once per round
     assert all(sorted(order) == sorted(row.name for row in plan) for order in orders)
 
@@ -174,3 +176,38 @@ def test_the_scale_goals_read_the_largest_run() -> None:
     assert judged["audit log <= 512 B per file"].measured == "417 B"
     flat = judged["main process peak RSS <= 256 MiB"]
     assert flat.measured == "80 MiB at 4,000, 60 MiB at 1,000" and flat.met is False  # 1.33x
+
+
+def test_the_hashing_copy_is_compared_round_by_round_and_judges_no_goal() -> None:
+    rows = _single_frame([4.2, 3.3, 5.0])
+    plain = goals.judge(rows, [], [], 2)
+    assert goals.hashing_reference(rows, 2) == ""  # not measured: nothing printed
+    rows.append(_row("pydicom+sha256 x2", goals.NOOP_SHA256, 2, [4.4, 3.6, 5.5]))
+    assert goals.hashing_reference(rows, 2).splitlines() == [
+        "research -j2 throughput / pydicom+sha256 x2, per round, median  "
+        "1.091 (rounds: 1.048, 1.091, 1.100)",
+        "basic -j2 throughput / pydicom+sha256 x2, per round, median  "
+        "1.375 (rounds: 1.375, 1.440, 1.375)"]
+    assert goals.judge(rows, [], [], 2) == plain  # the goals' reference is pydicom's plain copy
+    rows[-1].check = "FAILED: 4 files, expected 5"
+    assert goals.hashing_reference(rows, 2) == ""
+
+
+def test_the_hashing_copy_writes_what_the_plain_copy_writes_and_hashes_both_sides(
+        tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from anonymizer.io.reader import file_sha256
+    from bench.noop import copy_file
+
+    digests = {}
+    for name in ("CT_small.dcm", "JPEG2000.dcm", "ExplVR_BigEnd.dcm"):
+        source = get_testdata_file(name)
+        assert copy_file(source, str(tmp_path / "plain" / name)) is None
+        read, written = copy_file(source, str(tmp_path / "hashed" / name), sha256=True)
+        output = tmp_path / "hashed" / name
+        assert output.read_bytes() == (tmp_path / "plain" / name).read_bytes()
+        assert (read, written) == (file_sha256(source), file_sha256(output))
+        digests[name] = read, written
+    # pydicom writes this one's file meta anew: each side has a digest of its own
+    assert digests["ExplVR_BigEnd.dcm"][0] != digests["ExplVR_BigEnd.dcm"][1]
