@@ -55,6 +55,31 @@ def test_run_help_lists_the_options():
         assert option in text
 
 
+_THREADS_AFTER_NUMPY = """
+import atexit, os, sys
+sys.argv = ["anonymizer", "--version"]
+
+def report():
+    import numpy  # what pydicom loads in a run
+    print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task")))
+
+atexit.register(report)
+from anonymizer.cli import console
+console()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+@pytest.mark.parametrize(("given", "expected"), [(None, "1 1"), ("2", "2 2")])
+def test_the_command_keeps_numpys_blas_to_one_thread_unless_told(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    done = subprocess.run([sys.executable, "-c", _THREADS_AFTER_NUMPY], env=env,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == expected
+
+
 def test_version():
     proc = cli("--version")
     assert proc.returncode == 0
