@@ -1,4 +1,4 @@
-"""Where batches run: local worker processes (loky, through joblib) or a Dask cluster.
+"""Where batches run: local worker processes (forked, or loky's) or a Dask cluster (joblib).
 
 ``run`` streams batches through :func:`process_batches` inside :func:`backend`; the
 ``listen`` gateway submits its batches one at a time to the shared pool
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-
-from joblib import parallel_config
-from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from anonymizer.errors import UsageError
 from anonymizer.pipeline.parallel import (
@@ -62,6 +59,9 @@ def backend(name: str, scheduler: str | None
     except ImportError:
         raise UsageError("--backend dask needs dask.distributed: "
                          "pip install 'anonymizer[dask]'") from None
+    from joblib import parallel_config
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
     try:
         client = Client(scheduler, timeout=30)
     except OSError as exc:
@@ -75,7 +75,7 @@ def backend(name: str, scheduler: str | None
 
 def process_batches(pending: Iterator[list[WorkItem]], worker_config: WorkerConfig, jobs: int,
                     consume: Callable[[list[FileOutcome]], None], flush: Callable[[], object],
-                    worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,),
+                    worker_died: tuple[type[BaseException], ...] = WORKER_DIED,
                     function: BatchFunction = process_batch, local: bool = True) -> None:
     """Run batches in worker processes, committing in order; survive dying workers.
 

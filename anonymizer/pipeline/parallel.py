@@ -1,4 +1,4 @@
-"""Batches of work through joblib, results in submission order, surviving dying workers.
+"""Batches of work in worker processes, results in submission order, surviving dying workers.
 
 ``run`` and ``verify`` both stream their inputs in batches to worker processes and
 take the results back in the order the batches were made, so their output does not
@@ -17,22 +17,21 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-from joblib import Parallel, delayed
-from joblib.executor import get_memmapping_executor
-from joblib.externals.loky import get_reusable_executor
-from joblib.externals.loky.process_executor import ProcessPoolExecutor, TerminatedWorkerError
+# joblib (loky) is imported where it is used, not here: a run whose workers are forked
+# never needs it, and importing it (with psutil and cloudpickle) costs ~60 ms of start-up
 
 Config = TypeVar("Config")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-#: what a local pool raises when one of its worker processes died
-WORKER_DIED: tuple[type[BaseException], ...] = (TerminatedWorkerError, BrokenProcessPool)
+#: what a local pool raises when one of its worker processes died (loky's
+#: ``TerminatedWorkerError`` is one)
+WORKER_DIED: tuple[type[BaseException], ...] = (BrokenProcessPool,)
 
 #: pools of worker processes forked from this process (:func:`forked_workers`), by size
 _forked: dict[int, ProcessPoolExecutor] = {}
@@ -46,7 +45,12 @@ def worker_pool(jobs: int) -> Executor:
     which gives it the temporary-folder manager its own calls expect): ``run`` and
     ``verify`` in one process (the Python API, the tests) share it.
     """
-    return _forked.get(jobs) or get_memmapping_executor(jobs)
+    forked = _forked.get(jobs)
+    if forked is not None:
+        return forked
+    from joblib.executor import get_memmapping_executor
+
+    return get_memmapping_executor(jobs)
 
 
 def discard_pool(executor: Executor) -> None:
@@ -62,7 +66,10 @@ def stop_worker_pool() -> None:
     """Kill the local worker processes now (what they were doing is abandoned)."""
     for forked in list(_forked.values()):
         discard_pool(forked)
-    _kill(get_reusable_executor())
+    if "joblib.externals.loky" in sys.modules:  # else loky's pool was never made
+        from joblib.externals.loky import get_reusable_executor
+
+        _kill(get_reusable_executor())
 
 
 def _kill(executor: Executor) -> None:
@@ -73,8 +80,9 @@ def _kill(executor: Executor) -> None:
     bookkeeping (a ``KeyError`` on a work item it just dropped, an ``InvalidStateError`` on
     a cancelled future), dies, and leaves the workers alive and the caller waiting.
     """
-    # loky's executor keeps its processes by pid (as the standard library's does)
-    for process in list(getattr(executor, "_processes", {}).values()):
+    # loky's executor keeps its processes by pid, as the standard library's does (which
+    # drops the table, None, once the pool broke or shut down)
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
         with contextlib.suppress(OSError):
             process.kill()
     executor.shutdown(wait=True)
@@ -94,17 +102,19 @@ def forked_workers(jobs: int, started: Callable[[], None] | None = None) -> Iter
     Linux: on macOS system libraries numpy may use break in a forked child):
     ``worker_pool`` then gives loky's pool as before. The pool is gone on leaving, so
     no forked worker outlives the block (they hold copies of this process's open files, the
-    output folder's lock among them). ``started`` runs in each worker as it starts.
+    output folder's lock among them). ``started`` runs in each worker as it starts. The
+    forked pool is the standard library's: loky's would import joblib, about 60 ms of a
+    run's start-up, for nothing a forked worker needs.
     """
     if jobs < 2 or jobs in _forked or not _fork_safe():
         yield False
         return
-    pool = ProcessPoolExecutor(jobs, context=multiprocessing.get_context("fork"),
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
                                initializer=_forked_worker_started, initargs=(started,))
     try:
         # every worker is forked on the first submit, before the pool starts its own thread
         pool.submit(int).result()
-    except TerminatedWorkerError:
+    except BrokenProcessPool:
         _kill(pool)
         yield False
         return
@@ -217,7 +227,7 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 def ordered_results(function: Callable[[Config, list[Item]], list[Result]], config: Config,
                     pending: Iterator[list[Item]], jobs: int,
                     died: Callable[[Item], Result],
-                    worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,),
+                    worker_died: tuple[type[BaseException], ...] | None = None,
                     ) -> Iterator[list[Result]]:
     """``function(config, batch)`` for every batch of ``pending``, results in order.
 
@@ -229,8 +239,14 @@ def ordered_results(function: Callable[[Config, list[Item]], list[Result]], conf
     ``died(item)`` and the rest go on with a new pool.
 
     Closing the returned generator early (the caller stops) aborts the joblib call:
-    its workers are stopped rather than left finishing their batches.
+    its workers are stopped rather than left finishing their batches. ``worker_died``:
+    what the backend raises when a worker died (loky's ``TerminatedWorkerError`` if None).
     """
+    from joblib import Parallel, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    if worker_died is None:
+        worker_died = (TerminatedWorkerError,)
     # joblib warns about cancelled tasks when a caller stops early; that is the point.
     warnings.filterwarnings("ignore", message=".*tasks have been successfully executed")
     while True:
@@ -269,6 +285,8 @@ def each_alone(function: Callable[[Config, list[Item]], list[Result]], config: C
 def isolated(function: Callable[[Config, list[Item]], list[Result]], config: Config,
               item: Item, died: Callable[[Item], Result]) -> Result:
     """Run one item in its own worker process; a dead worker fails only this item."""
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
     executor = worker_pool(1)
     try:
         return executor.submit(function, config, [item]).result()[0]
