@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anonymizer.pipeline.parallel import batches, forked_workers, pooled_results
-from anonymizer.pipeline.worker import FileTimeout, exit_with_parent, quiet_pydicom, time_limit
+from anonymizer.pipeline.worker import FileTimeout, TimeLimit, exit_with_parent, quiet_pydicom
 from anonymizer.profiles import load_profile
 from anonymizer.reasons import safe_reason
 from anonymizer.verify.check import Checker
@@ -47,13 +47,15 @@ def check_batch(config: VerifyConfig, pairs: list[Pair]) -> list[PairResult]:
     """Check a batch of pairs; every pair gets a result, no exception escapes per pair."""
     checker = _checker(config.profile, config.show_values)
     results = []
-    for pair in pairs:
-        try:
-            with time_limit(config.timeout):
-                results.append(checker.check(pair))
-        except FileTimeout as exc:
-            results.append(unchecked(pair, safe_reason("timeout", exc),
-                                     config.show_values))
+    with TimeLimit(config.timeout) as limit:
+        for pair in pairs:
+            try:
+                limit.start()
+                result = checker.check(pair)
+                limit.stop()
+            except FileTimeout as exc:
+                result = unchecked(pair, safe_reason("timeout", exc), config.show_values)
+            results.append(result)
     return results
 
 
