@@ -130,7 +130,8 @@ class TimeLimit:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _expire(self, signum: int, frame: object) -> None:
-        raise FileTimeout(f"took longer than {self.seconds:g} s")
+        seconds = self.seconds  # a number of ours, the one part a reason may interpolate here
+        raise FileTimeout(f"took longer than {seconds:g} s")
 
 
 #: the process whose watch is running (a forked worker inherits the flag, not the thread)
