@@ -23,13 +23,13 @@ def test_each_item_gets_its_own_time_limit_and_the_handler_is_put_back() -> None
     before = signal.getsignal(signal.SIGALRM)
     with TimeLimit(0.05) as limit:
         assert signal.getsignal(signal.SIGALRM) is not before
-        limit.start()
         with pytest.raises(FileTimeout, match=r"took longer than 0\.05 s"):
-            time.sleep(2)
-        limit.start()  # the next item: a fresh 0.05 s
-        time.sleep(0.03)
-        limit.stop()
-        time.sleep(0.1)  # stopped in time: nothing fires
+            limit.call(time.sleep, 2)
+        assert limit.call(lambda: time.sleep(0.03) or "done") == "done"  # a fresh 0.05 s
+        time.sleep(0.1)  # disarmed when the item ended in time: nothing fires
+        with pytest.raises(ValueError):  # an item's own error disarms it too
+            limit.call(int, "x")
+        time.sleep(0.1)
     assert signal.getsignal(signal.SIGALRM) is before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
@@ -37,9 +37,8 @@ def test_each_item_gets_its_own_time_limit_and_the_handler_is_put_back() -> None
 def test_no_limit_installs_nothing() -> None:
     before = signal.getsignal(signal.SIGALRM)
     with TimeLimit(0) as limit:
-        limit.start()
+        assert limit.call(signal.getitimer, signal.ITIMER_REAL) == (0.0, 0.0)
         assert signal.getsignal(signal.SIGALRM) is before
-        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("timeout", [1e-6, 600.0])

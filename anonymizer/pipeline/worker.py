@@ -12,8 +12,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from anonymizer.engine import Engine
 from anonymizer.errors import ProfileError, SecretKeyError
@@ -91,6 +93,9 @@ FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.E
                                 errno.EPERM})
 
 
+Result = TypeVar("Result")
+
+
 class FileTimeout(BaseException):
     """A file took longer than the per-file time limit (BaseException: nothing swallows it)."""
 
@@ -100,8 +105,8 @@ class TimeLimit:
     when one item takes longer than ``seconds`` (0, or another thread: no limit).
 
     ``with TimeLimit(seconds) as limit:`` installs the alarm's handler once for the batch
-    (the previous one is back on leaving); each item runs between :meth:`start` and
-    :meth:`stop` (a system call each, where a handler per item cost ~20 µs a file).
+    (the previous one is back on leaving); each item runs in :meth:`call`, which arms and
+    disarms the alarm (a system call each, where a handler per item cost ~20 µs a file).
     """
 
     def __init__(self, seconds: float):
@@ -119,14 +124,14 @@ class TimeLimit:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._previous)  # type: ignore[arg-type]
 
-    def start(self) -> None:
-        """The next item has ``seconds`` from now."""
-        if self.seconds:
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
-
-    def stop(self) -> None:
-        """The item finished in time."""
-        if self.seconds:
+    def call(self, function: Callable[..., Result], *args: object) -> Result:
+        """``function(*args)``, given ``seconds`` from now (:class:`FileTimeout` after)."""
+        if not self.seconds:
+            return function(*args)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        try:
+            return function(*args)
+        finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _expire(self, signum: int, frame: object) -> None:
@@ -299,9 +304,7 @@ def process_batch(config: WorkerConfig, items: list[WorkItem]) -> list[FileOutco
     with TimeLimit(config.timeout) as limit:
         for item in items:
             try:
-                limit.start()
-                outcome = process_file(config, loaded, item)
-                limit.stop()
+                outcome = limit.call(process_file, config, loaded, item)
             except FileTimeout as exc:
                 # write_temporary removes its partial file on any exception, this one too
                 outcome = FileOutcome(item.relative, item.token_with(loaded.keyed), "failed",

@@ -50,9 +50,7 @@ def check_batch(config: VerifyConfig, pairs: list[Pair]) -> list[PairResult]:
     with TimeLimit(config.timeout) as limit:
         for pair in pairs:
             try:
-                limit.start()
-                result = checker.check(pair)
-                limit.stop()
+                result = limit.call(checker.check, pair)
             except FileTimeout as exc:
                 result = unchecked(pair, safe_reason("timeout", exc), config.show_values)
             results.append(result)
