@@ -17,6 +17,7 @@ of the audit log's two digests per file, so that a ratio to it tells the rest ap
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import logging
@@ -71,13 +72,8 @@ def copy_file(source: str, target: str, sha256: bool = False) -> tuple[str, str]
     return read_digest, out.digest.hexdigest()
 
 
-def _copy(pair: tuple[str, str]) -> int:
-    copy_file(*pair)
-    return 1
-
-
-def _copy_hashed(pair: tuple[str, str]) -> int:
-    copy_file(*pair, sha256=True)
+def _copy(pair: tuple[str, str], sha256: bool = False) -> int:
+    copy_file(*pair, sha256=sha256)
     return 1
 
 
@@ -102,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = args.jobs or os.cpu_count() or 1
     _quiet()
     pairs = _pairs(args.input, args.output)
-    copy = _copy_hashed if args.sha256 else _copy
+    copy = functools.partial(_copy, sha256=args.sha256)
     if jobs == 1:
         done = sum(copy(pair) for pair in pairs)
     else:

@@ -636,13 +636,12 @@ def _noop_row(jobs: int, files: int, size: int, tree: str | Path, again: bool = 
     """pydicom's copy at ``jobs`` processes; ``again``: its second run in a round, after
     the rows it brackets (its ``x noop`` tells how far the machine drifted meanwhile);
     ``sha256``: the copy that also hashes every input and output (no goal's reference)."""
-    if sha256:
-        return Row(f"pydicom+sha256 x{jobs}", goals.NOOP_SHA256, jobs, files, size,
-                   [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), "--sha256",
-                    str(tree), "{out}"])
-    return Row(f"pydicom noop x{jobs}" + (" again" if again else ""),
-               goals.NOOP_AGAIN if again else goals.NOOP, jobs, files, size,
-               [sys.executable, "-m", "bench.noop", "--jobs", str(jobs), str(tree), "{out}"])
+    name, kind = (f"pydicom+sha256 x{jobs}", goals.NOOP_SHA256) if sha256 else \
+        (f"pydicom noop x{jobs}" + (" again" if again else ""),
+         goals.NOOP_AGAIN if again else goals.NOOP)
+    return Row(name, kind, jobs, files, size,
+               [sys.executable, "-m", "bench.noop", "--jobs", str(jobs),
+                *(["--sha256"] if sha256 else []), str(tree), "{out}"])
 
 
 def _anonymizer_row(profile: str, jobs: int, files: int, size: int, key: Path,
