@@ -73,6 +73,8 @@ def test_the_reader_files_every_element_under_its_tags_one_key(
             for key in stored(item):
                 assert key is element_key(int(key)), (path.name, key)
                 keys += 1
+        # the splice map is filed under the same objects: checked and read by identity
+        assert all(key is element_key(int(key)) for key in scanned.spans), path.name
     assert keys > 5_000
     assert element_key(0x00100010) is element_key(0x00100010) == 0x00100010
     tag = BaseTag(0x00100020)

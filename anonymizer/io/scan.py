@@ -95,7 +95,8 @@ class Scanned:
 
     dataset: Dataset
     implicit: bool
-    #: tag -> (offset of the element's tag, offset after its value) in the file
+    #: tag -> (offset of the element's tag, offset after its value) in the file, filed
+    #: under the dataset store's own key objects (:func:`~anonymizer.elements.element_key`)
     spans: dict[int, tuple[int, int]]
 
 
@@ -263,7 +264,7 @@ class _Parser:
                 position = value_end
             elements[key] = elem
             if spans is not None:
-                spans[tag] = (start, position)
+                spans[key] = (start, position)
                 after_pixel_data = after_pixel_data or tag == PIXEL_DATA
         if in_undefined_item:
             raise Unsupported("item without delimiter")

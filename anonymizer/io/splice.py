@@ -180,12 +180,20 @@ def _one_after_another(ordered: list[tuple[int, tuple[int, int]]],
                        originals: dict[int, object]) -> bool:
     """Whether the spans, in this order, follow each other with nothing between them and
     each but the last ends where its element's own length says (:func:`_end`)."""
-    for (tag, (start, end)), (_, (following, _)) in zip(ordered, ordered[1:], strict=False):
-        if end != following or start >= end:
+    following = [start for _, (start, _) in ordered[1:]]
+    for (tag, (start, end)), next_start in zip(ordered, following, strict=False):
+        if end != next_start or start >= end:
             return False
-        own_end = _end(originals.get(tag), None)
-        if own_end is not None and own_end != end:
-            return False
+        elem = originals.get(tag)
+        # _end inlined for the common case, a RawDataElement of defined length: this
+        # runs for every element of every file
+        if type(elem) is RawDataElement and elem.length != UNDEFINED_LENGTH:
+            if elem.value_tell + elem.length != end:
+                return False
+        else:
+            own_end = _end(elem, None)
+            if own_end is not None and own_end != end:
+                return False
     return True
 
 
@@ -203,13 +211,14 @@ class SpliceMap:
 
     source: Source
     implicit: bool
+    #: tag -> (offset of the element's tag, offset after its value). Tags as ints or as
+    #: the dataset store's keys; a lookup by the store's own key object is the fast one
+    #: (:func:`~anonymizer.elements.element_key`), as the scanner files them.
     spans: dict[int, tuple[int, int]]
+    #: tag -> the element object as read (keys as ``spans``)
     originals: dict[int, object]
 
     def __post_init__(self) -> None:
-        # Plain int keys: pydicom's BaseTag compares in Python on every lookup
-        self.spans = {int(tag): span for tag, span in self.spans.items()}
-        self.originals = {int(tag): elem for tag, elem in self.originals.items()}
         if not self.exact():
             self.spans = {}
 
@@ -329,14 +338,14 @@ def write_spliced(ds: Dataset, splice: SpliceMap, changes: Mutations | None, out
     if changes is None:  # no record: nothing is copied
         spans = {}
     elements = stored(ds)
-    # the store's own keys to read it, plain ints for everything else (see SpliceMap)
+    # the store's own keys to read it and the map (see SpliceMap), plain ints elsewhere
     for key in sorted(elements, key=int):
         tag = int(key)
         if not tag & 0xFFFF and tag >> 16 > 6:
             continue  # group lengths are never written (PS3.5 7.2)
-        span = spans.get(tag)
+        span = spans.get(key)
         elem = elements[key]
-        if span is not None and changes.untouched(tag) and elem is originals.get(tag):
+        if span is not None and changes.untouched(tag) and elem is originals.get(key):
             flush_encoded()
             if pending is not None and pending[1] == span[0]:
                 pending = (pending[0], span[1])
