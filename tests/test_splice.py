@@ -129,6 +129,18 @@ def test_an_element_the_map_cannot_locate_is_never_copied_inside_its_neighbours_
     assert splice is None  # nothing of this input is copied
 
 
+def test_a_map_built_from_pydicoms_dataset_is_filed_under_its_store_keys(
+        tmp_path: Path) -> None:
+    """The files pydicom parses itself: the writer looks the map up by the keys it
+    iterates, so the map holds those very objects (not equal ints, each lookup of which
+    would run BaseTag.__eq__ in Python)."""
+    data = _written(tmp_path, "in.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    splice = SpliceMap.build(ds, Source(data=data))
+    assert splice is not None and splice.spans
+    keys = {id(key) for key in stored(ds)}
+    assert all(id(key) in keys for key in [*splice.spans, *splice.originals])
+
 def test_a_map_with_a_gap_or_a_missing_element_copies_nothing(tmp_path: Path) -> None:
     data = _written(tmp_path, "in.dcm").read_bytes()
     scanned = scan(data)

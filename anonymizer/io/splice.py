@@ -211,9 +211,10 @@ class SpliceMap:
 
     source: Source
     implicit: bool
-    #: tag -> (offset of the element's tag, offset after its value). Tags as ints or as
-    #: the dataset store's keys; a lookup by the store's own key object is the fast one
-    #: (:func:`~anonymizer.elements.element_key`), as the scanner files them.
+    #: tag -> (offset of the element's tag, offset after its value), filed under the
+    #: dataset store's own key objects (the scanner's and :meth:`build`'s): the writer looks
+    #: them up by the very keys it iterates, comparing nothing. An int tag finds its entry
+    #: too, through pydicom's ``BaseTag.__eq__``.
     spans: dict[int, tuple[int, int]]
     #: tag -> the element object as read (keys as ``spans``)
     originals: dict[int, object]
@@ -252,7 +253,7 @@ class SpliceMap:
             start = _start(elem, implicit, source)
             if start is None:
                 return None
-            located.append((start, int(tag), elem))
+            located.append((start, tag, elem))  # the store's own key (see spans)
         located.sort(key=lambda entry: entry[0])
         spans = {tag: (start, following[0]) for (start, tag, _), following
                  in zip(located, located[1:], strict=False)}
