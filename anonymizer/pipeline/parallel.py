@@ -227,7 +227,7 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 def ordered_results(function: Callable[[Config, list[Item]], list[Result]], config: Config,
                     pending: Iterator[list[Item]], jobs: int,
                     died: Callable[[Item], Result],
-                    worker_died: tuple[type[BaseException], ...] | None = None,
+                    worker_died: tuple[type[BaseException], ...],
                     ) -> Iterator[list[Result]]:
     """``function(config, batch)`` for every batch of ``pending``, results in order.
 
@@ -240,13 +240,11 @@ def ordered_results(function: Callable[[Config, list[Item]], list[Result]], conf
 
     Closing the returned generator early (the caller stops) aborts the joblib call:
     its workers are stopped rather than left finishing their batches. ``worker_died``:
-    what the backend raises when a worker died (loky's ``TerminatedWorkerError`` if None).
+    what the backend raises when a worker died (:func:`~anonymizer.pipeline.backends.backend`
+    gives it).
     """
     from joblib import Parallel, delayed
-    from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-    if worker_died is None:
-        worker_died = (TerminatedWorkerError,)
     # joblib warns about cancelled tasks when a caller stops early; that is the point.
     warnings.filterwarnings("ignore", message=".*tasks have been successfully executed")
     while True:
